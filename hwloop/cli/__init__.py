@@ -1,0 +1,50 @@
+"""hwloop command line: thin click commands over the library.
+
+Every ``HwloopError`` becomes one line on stderr and exit code 2; Ctrl-C exits 130 after the commands
+have put instruments in their safe state and flushed their logs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hwloop import __version__
+from hwloop.errors import HwloopError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="hwloop")
+def cli() -> None:
+    """Hardware-in-the-loop training of metaplastic quantized networks on memristor crossbars.
+
+    Typical session: `hwloop chip info --chip sim`, `hwloop calibrate --chip sim`,
+    `hwloop train --chip sim`, then `hwloop endurance runs/<name>.h5` and `hwloop report`.
+    """
+
+
+def _register() -> None:
+    # Each command lives in its own module; importing it attaches it to ``cli``.
+    from hwloop.cli import chip_cmd  # noqa: F401
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        rv = cli.main(args=argv, prog_name="hwloop", standalone_mode=False)
+    except HwloopError as exc:
+        click.echo(f"hwloop: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("hwloop: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("hwloop: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
