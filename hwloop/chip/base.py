@@ -197,6 +197,9 @@ class Chip(ABC):
                 "form them before programming"
             )
 
+    def check_v_gate(self, v_gate: object) -> None:
+        """Raise ``SafetyLimitError`` if any SET gate voltage is past this chip's limits (sim: none)."""
+
     # ------------------------------------------------------------------ backend hooks
     @abstractmethod
     def formed_mask(self) -> np.ndarray:

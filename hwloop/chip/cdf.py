@@ -114,6 +114,18 @@ class CdfTable:
     def sigmas_us(self) -> np.ndarray:
         return np.array([lv.sigma_us for lv in self.levels])
 
+    def weight_levels(self, w_max: float = 1.5) -> tuple[np.ndarray, float]:
+        """The 2*n_hcs+1 weight levels Q (ascending, in [-w_max, w_max]) and the scale in µS per weight unit.
+
+        A weight is the difference of a pair of cells: level k>0 is (HCS_k, LCS), k<0 is (LCS, HCS_|k|)
+        and 0 is two matched LCS cells. With medians G_k, Q_k = (G_k - G_LCS) / scale, and the scale maps
+        the top level to ``w_max``. The levels inherit the unequal spacing of the HCS medians.
+        """
+        med = self.medians_us
+        scale_us = float(med[-1] - med[0]) / w_max
+        pos = (med[1:] - med[0]) / scale_us
+        return np.concatenate([-pos[::-1], [0.0], pos]), scale_us
+
     def cdf(self, level: int, g_us: np.ndarray) -> np.ndarray:
         """The level's CDF (piecewise linear between grid quantiles) at ``g_us``."""
         q = self._grid[level]
