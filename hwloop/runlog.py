@@ -1,0 +1,469 @@
+"""The HDF5 run log: one file per run, written in SWMR mode so it can be read while the run goes on.
+
+Schema (documented in ``docs/runlog-schema.md``):
+
+- root attributes: ``format`` ("hwloop-runlog"), ``format_version``, ``hwloop_version``, ``created_utc``,
+  ``config_json`` (the full configuration), ``seed``, ``tasks_json``, ``chip``, ``tile_backends_json``,
+  ``n_tiles``, ``writer_pid``, ``writer_host``, ``op_enum_json``.
+- ``/ops``: append-only compound table, one row per device operation (see ``OPS_DTYPE``). A whole-array
+  read is one ``READ_ALL`` row; its conductances are the matching row of ``/snapshots``.
+- ``/epochs``: one row per finished epoch (``epoch_dtype``).
+- ``/snapshots/{epoch,g_us,level}``: dense conductances (µS, float32) and nominal device levels of every
+  device, once before training (epoch 0) and after each epoch; gzip-compressed, chunked per tile.
+- ``/checkpoint/{blob_a,blob_b,index}``: two alternating checkpoint slots for ``--resume``.
+- ``/status``, ``/heartbeat``: run status code and the time of the last flush.
+- ``/calibration``: the CDF table (or calibration) the run used, copied in.
+
+A killed writer loses at most the rows buffered since the last ``flush`` (the orchestrator flushes every
+training step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from hwloop import __version__
+from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Op
+from hwloop.chip.cdf import CdfTable, read_h5_group
+from hwloop.errors import CdfTableError, RunLogError
+
+FORMAT_NAME = "hwloop-runlog"
+FORMAT_VERSION = 1
+
+#: op codes in /ops; READ_ALL is one row standing for a full-array read stored in /snapshots
+OP_CODES = {"FORM": int(Op.FORM), "SET": int(Op.SET), "RESET": int(Op.RESET), "READ": int(Op.READ), "READ_ALL": 4}
+OP_READ_ALL = 4
+
+OP_ENUM = h5py.enum_dtype(OP_CODES, basetype="u1")
+OPS_DTYPE = np.dtype(
+    [
+        ("t_s", "<f8"),  # seconds since the run started (wall clock)
+        ("step", "<u4"),  # global training step (0 = set-up before training)
+        ("op", OP_ENUM),
+        ("tile", "<u2"),
+        ("row", "u1"),
+        ("col", "u1"),
+        ("level", "i1"),  # device level: 0 LCS, 1..8 HCS; -1 where not applicable
+        ("g_us", "<f4"),  # read conductance (µS); NaN for FORM/SET/RESET
+    ]
+)
+
+STATUS_CODES = {"running": 0, "finished": 1, "interrupted": 2, "failed": 3}
+STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
+OPS_CHUNK = 1 << 16
+
+
+def epoch_dtype(n_tasks: int) -> np.dtype:
+    return np.dtype(
+        [
+            ("epoch", "<u4"),  # 1-based global epoch
+            ("task", "<u2"),  # index into tasks_json of the task trained in this epoch
+            ("m_star", "<f4"),  # m* in force (0 during warm-up)
+            ("lr", "<f4"),
+            ("acc", "<f4", (n_tasks,)),  # test accuracy per task (NaN: task not seen yet)
+            ("train_loss", "<f4"),
+            ("train_acc", "<f4"),
+            ("programs", "<u8"),  # device level changes programmed (each is RESET, then SET if HCS)
+            ("sets", "<u8"),
+            ("resets", "<u8"),
+            ("reads", "<u8"),
+            ("wall_s", "<f8"),
+            ("step", "<u4"),  # global step at the end of the epoch
+            ("ops_rows", "<u8"),  # /ops rows at the end of the epoch
+        ]
+    )
+
+
+@dataclass
+class CheckpointInfo:
+    epoch: int
+    ops_rows: int
+    epochs_rows: int
+    snapshots_rows: int
+
+
+def _h5_open_error(path: Path, exc: Exception) -> RunLogError:
+    return RunLogError(
+        f"{path} is not a readable HDF5 run log ({exc}). It may be truncated or not an HDF5 file; "
+        "check the path, or re-run the training"
+    )
+
+
+class RunLogWriter:
+    """Buffered SWMR writer. Attach ``listener`` to a chip with ``chip.add_listener``."""
+
+    def __init__(self, f: h5py.File, path: Path, n_tasks: int, n_tiles: int, t0_offset_s: float = 0.0) -> None:
+        self.f = f
+        self.path = path
+        self.n_tasks = n_tasks
+        self.n_tiles = n_tiles
+        self.step = 0
+        self._t0 = time.monotonic() - t0_offset_s
+        self._buf: list[np.ndarray] = []
+        self._buf_rows = 0
+        self._full_read = False
+        self.counts = {"sets": 0, "resets": 0, "reads": 0, "forms": 0}
+        self._tile_offset = 0
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, path: str | Path, *, config: dict, table: CdfTable, tasks: list[str], n_tiles: int,
+               tile_backends: list[str], chip: str, seed: int, overwrite: bool = False) -> RunLogWriter:
+        p = Path(path)
+        if p.exists() and not overwrite:
+            raise RunLogError(f"{p} already exists: choose another --out, or continue it with --resume {p}")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            f = h5py.File(p, "w", libver="latest")
+        except OSError as exc:
+            raise RunLogError(f"cannot create run log {p}: {exc}") from exc
+        f.attrs["format"] = FORMAT_NAME
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["hwloop_version"] = __version__
+        f.attrs["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        f.attrs["config_json"] = json.dumps(config, sort_keys=True)
+        f.attrs["seed"] = int(seed)
+        f.attrs["tasks_json"] = json.dumps(tasks)
+        f.attrs["chip"] = chip
+        f.attrs["n_tiles"] = int(n_tiles)
+        f.attrs["tile_backends_json"] = json.dumps(tile_backends)
+        f.attrs["op_enum_json"] = json.dumps(OP_CODES)
+        f.attrs["writer_pid"] = os.getpid()
+        f.attrs["writer_host"] = socket.gethostname()
+        table.write_h5_group(f.create_group("calibration"))
+        f["calibration"].attrs["source_path"] = table.source_path
+        ops = f.create_dataset("ops", shape=(0,), maxshape=(None,), dtype=OPS_DTYPE, chunks=(OPS_CHUNK,),
+                               compression="gzip", compression_opts=1, shuffle=True)
+        ops.attrs["op_enum_json"] = json.dumps(OP_CODES)
+        ops.attrs["description"] = (
+            "one row per device operation; READ_ALL = whole-array read whose values are the matching "
+            "row (in order) of /snapshots"
+        )
+        f.create_dataset("epochs", shape=(0,), maxshape=(None,), dtype=epoch_dtype(len(tasks)), chunks=(256,))
+        sg = f.create_group("snapshots")
+        sg.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype="<i4", chunks=(256,))
+        sg.create_dataset("g_us", shape=(0, n_tiles, ROWS, COLS), maxshape=(None, n_tiles, ROWS, COLS),
+                          dtype="<f4", chunks=(1, 1, ROWS, COLS), compression="gzip", compression_opts=1,
+                          shuffle=True)
+        sg.create_dataset("level", shape=(0, n_tiles, ROWS, COLS), maxshape=(None, n_tiles, ROWS, COLS),
+                          dtype="i1", chunks=(1, 1, ROWS, COLS), compression="gzip", compression_opts=1)
+        cg = f.create_group("checkpoint")
+        for slot in ("blob_a", "blob_b"):
+            cg.create_dataset(slot, shape=(0,), maxshape=(None,), dtype="u1", chunks=(1 << 20,))
+        cg.create_dataset("index", data=np.full(6, -1, dtype="<i8"))
+        cg["index"].attrs["fields"] = "slot(0=a,1=b), nbytes, epoch, ops_rows, epochs_rows, snapshots_rows"
+        f.create_dataset("status", data=np.array([STATUS_CODES["running"]], dtype="i1"))
+        f.create_dataset("heartbeat", data=np.array([time.time()], dtype="<f8"))
+        f.swmr_mode = True
+        return cls(f, p, len(tasks), n_tiles)
+
+    @classmethod
+    def reopen(cls, path: str | Path) -> tuple[RunLogWriter, CheckpointInfo, bytes]:
+        """Reopen a run log for ``--resume``: roll it back to its last checkpoint and return that checkpoint."""
+        p = Path(path)
+        if not p.exists():
+            raise RunLogError(f"cannot resume: {p} does not exist")
+        f = _open_for_append(p)
+        try:
+            _check_format(f, p)
+            info, blob = _read_checkpoint(f, p)
+            f["ops"].resize((info.ops_rows,))
+            f["epochs"].resize((info.epochs_rows,))
+            for k in ("epoch", "g_us", "level"):
+                f["snapshots"][k].resize((info.snapshots_rows, *f["snapshots"][k].shape[1:]))
+            f["status"][0] = STATUS_CODES["running"]
+            f.attrs["writer_pid"] = os.getpid()
+            f.attrs["writer_host"] = socket.gethostname()
+            t_last = float(f["ops"][info.ops_rows - 1]["t_s"]) if info.ops_rows else 0.0
+            n_tasks = len(json.loads(f.attrs["tasks_json"]))
+            n_tiles = int(f.attrs["n_tiles"])
+            f.swmr_mode = True
+        except BaseException:
+            f.close()
+            raise
+        w = cls(f, p, n_tasks, n_tiles, t0_offset_s=t_last)
+        return w, info, blob
+
+    # ------------------------------------------------------------------ op logging
+    def listener(self, op: Op, idx: np.ndarray, level: np.ndarray, g_us: np.ndarray) -> None:
+        """Chip listener: buffers one row per device operation (a full-array read as one READ_ALL row)."""
+        key = {Op.SET: "sets", Op.RESET: "resets", Op.READ: "reads", Op.FORM: "forms"}[Op(op)]
+        self.counts[key] += int(idx.size)
+        if self._full_read and op == Op.READ:
+            rows = np.zeros(1, dtype=OPS_DTYPE)
+            rows["t_s"] = time.monotonic() - self._t0
+            rows["step"] = self.step
+            rows["op"] = OP_READ_ALL
+            rows["level"] = -1
+            rows["g_us"] = np.nan
+        else:
+            rows = np.empty(idx.size, dtype=OPS_DTYPE)
+            rows["t_s"] = time.monotonic() - self._t0
+            rows["step"] = self.step
+            rows["op"] = int(op)
+            gidx = idx + self._tile_offset * CELLS_PER_TILE
+            rows["tile"] = gidx // CELLS_PER_TILE
+            rows["row"] = (gidx // COLS) % ROWS
+            rows["col"] = gidx % COLS
+            rows["level"] = level
+            rows["g_us"] = g_us
+        self._buf.append(rows)
+        self._buf_rows += rows.size
+
+    @contextlib.contextmanager
+    def full_read(self) -> Iterator[None]:
+        """Within this block a chip READ is logged as one READ_ALL row (values go to /snapshots)."""
+        self._full_read = True
+        try:
+            yield
+        finally:
+            self._full_read = False
+
+    @contextlib.contextmanager
+    def tile_offset(self, offset: int) -> Iterator[None]:
+        """Ops from a chip that holds the run's tiles from ``offset`` on are logged with global tile numbers."""
+        old, self._tile_offset = self._tile_offset, offset
+        try:
+            yield
+        finally:
+            self._tile_offset = old
+
+    def listener_for(self, offset: int):  # noqa: ANN201 - returns a Listener
+        """A listener for a chip whose tile 0 is the run's tile ``offset``."""
+
+        def fn(op: Op, idx: np.ndarray, level: np.ndarray, g_us: np.ndarray) -> None:
+            with self.tile_offset(offset):
+                self.listener(op, idx, level, g_us)
+
+        return fn
+
+    @property
+    def ops_rows(self) -> int:
+        return int(self.f["ops"].shape[0]) + self._buf_rows
+
+    def flush(self) -> None:
+        """Write buffered rows and make them visible to SWMR readers."""
+        if self._buf:
+            rows = np.concatenate(self._buf)
+            self._buf.clear()
+            self._buf_rows = 0
+            ds = self.f["ops"]
+            n = ds.shape[0]
+            ds.resize((n + rows.size,))
+            ds[n:] = rows
+        self.f["heartbeat"][0] = time.time()
+        self.f.flush()
+
+    # ------------------------------------------------------------------ epochs, snapshots, checkpoints
+    def append_epoch(self, record: dict) -> None:
+        ds = self.f["epochs"]
+        row = np.zeros(1, dtype=ds.dtype)
+        for k, v in record.items():
+            row[k] = v
+        row["ops_rows"] = self.ops_rows
+        n = ds.shape[0]
+        ds.resize((n + 1,))
+        ds[n] = row[0]
+        self.flush()
+
+    def append_snapshot(self, epoch: int, g_us: np.ndarray, level: np.ndarray) -> None:
+        sg = self.f["snapshots"]
+        n = sg["epoch"].shape[0]
+        for k in ("epoch", "g_us", "level"):
+            sg[k].resize((n + 1, *sg[k].shape[1:]))
+        sg["epoch"][n] = epoch
+        sg["g_us"][n] = np.asarray(g_us, dtype=np.float32).reshape(self.n_tiles, ROWS, COLS)
+        sg["level"][n] = np.asarray(level, dtype=np.int8).reshape(self.n_tiles, ROWS, COLS)
+        self.flush()
+
+    def save_checkpoint(self, blob: bytes, epoch: int) -> None:
+        """Write a checkpoint into the slot not holding the current one, then switch the index to it."""
+        self.flush()
+        cg = self.f["checkpoint"]
+        idx = cg["index"][()]
+        slot = 1 if int(idx[0]) == 0 else 0
+        ds = cg["blob_b" if slot else "blob_a"]
+        data = np.frombuffer(blob, dtype=np.uint8)
+        ds.resize((data.size,))
+        ds[:] = data
+        self.f.flush()
+        cg["index"][:] = np.array(
+            [slot, data.size, epoch, self.f["ops"].shape[0], self.f["epochs"].shape[0],
+             self.f["snapshots"]["epoch"].shape[0]], dtype="<i8"
+        )
+        self.f.flush()
+
+    def close(self, status: str = "finished") -> None:
+        if not self.f.id.valid:
+            return
+        try:
+            self.flush()
+            self.f["status"][0] = STATUS_CODES[status]
+            self.f.flush()
+        finally:
+            self.f.close()
+
+
+def _open_for_append(p: Path) -> h5py.File:
+    """Open for writing; a file left by a crashed SWMR writer is first rebuilt from its readable content."""
+    try:
+        return h5py.File(p, "r+", libver="latest")
+    except OSError as first:
+        try:
+            src = h5py.File(p, "r", libver="latest", swmr=True)
+        except OSError as exc:
+            raise _h5_open_error(p, exc) from first
+        fd, tmp = tempfile.mkstemp(suffix=".h5", dir=p.parent)
+        os.close(fd)
+        with src, h5py.File(tmp, "w", libver="latest") as dst:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            for name in src:
+                src.copy(src[name], dst, name=name)
+        os.replace(tmp, p)
+        return h5py.File(p, "r+", libver="latest")
+
+
+def _check_format(f: h5py.File, p: Path) -> None:
+    fmt = f.attrs.get("format", None)
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode()
+    if fmt != FORMAT_NAME:
+        raise RunLogError(f"{p} is an HDF5 file but not an hwloop run log (format {fmt!r})")
+    ver = int(f.attrs.get("format_version", -1))
+    if ver != FORMAT_VERSION:
+        raise RunLogError(f"{p}: run log format version {ver} is not supported (this hwloop reads {FORMAT_VERSION})")
+    for name in ("ops", "epochs", "snapshots", "checkpoint", "status"):
+        if name not in f:
+            raise RunLogError(f"{p}: run log is missing '/{name}'; the file is incomplete or corrupt")
+
+
+def _read_checkpoint(f: h5py.File, p: Path) -> tuple[CheckpointInfo, bytes]:
+    idx = f["checkpoint"]["index"][()]
+    slot, nbytes = int(idx[0]), int(idx[1])
+    if slot < 0:
+        raise RunLogError(f"{p} has no checkpoint yet (the run stopped before its first epoch ended); start it again")
+    data = f["checkpoint"]["blob_b" if slot else "blob_a"][:nbytes]
+    if data.size != nbytes:
+        raise RunLogError(f"{p}: checkpoint is truncated ({data.size} of {nbytes} bytes)")
+    info = CheckpointInfo(epoch=int(idx[2]), ops_rows=int(idx[3]), epochs_rows=int(idx[4]),
+                          snapshots_rows=int(idx[5]))
+    return info, data.tobytes()
+
+
+class RunLog:
+    """Read-only view of a run log; works while the run is being written (SWMR)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise RunLogError(f"run log {self.path} does not exist")
+        try:
+            self.f = h5py.File(self.path, "r", libver="latest", swmr=True)
+        except OSError as exc:
+            raise _h5_open_error(self.path, exc) from exc
+        try:
+            _check_format(self.f, self.path)
+        except RunLogError:
+            self.f.close()
+            raise
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.f.id.valid:
+            self.f.close()
+
+    def refresh(self) -> None:
+        for name in ("ops", "epochs", "status", "heartbeat"):
+            self.f[name].refresh()
+        for k in ("epoch", "g_us", "level"):
+            self.f["snapshots"][k].refresh()
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def config(self) -> dict:
+        return json.loads(self.f.attrs["config_json"])
+
+    @property
+    def tasks(self) -> list[str]:
+        return json.loads(self.f.attrs["tasks_json"])
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self.f.attrs["n_tiles"])
+
+    @property
+    def tile_backends(self) -> list[str]:
+        return json.loads(self.f.attrs["tile_backends_json"])
+
+    @property
+    def attrs(self) -> dict:
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self.f.attrs.items()}
+
+    def table(self) -> CdfTable:
+        try:
+            return read_h5_group(self.f["calibration"], f"{self.path}:/calibration")
+        except (CdfTableError, KeyError) as exc:
+            raise RunLogError(f"{self.path}: the calibration copied into the run log is unreadable ({exc})") from exc
+
+    @property
+    def status(self) -> str:
+        """running, finished, interrupted, failed, or crashed (says running but its writer is gone)."""
+        code = int(self.f["status"][0])
+        name = STATUS_NAMES.get(code, "unknown")
+        if name == "running" and not self._writer_alive():
+            return "crashed"
+        return name
+
+    def _writer_alive(self) -> bool:
+        if self.attrs.get("writer_host") != socket.gethostname():
+            return time.time() - float(self.f["heartbeat"][0]) < 3600
+        pid = int(self.f.attrs.get("writer_pid", -1))
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    # ------------------------------------------------------------------ tables
+    @property
+    def ops(self) -> h5py.Dataset:
+        return self.f["ops"]
+
+    def iter_ops(self, chunk_rows: int = 1 << 20, fields: list[str] | None = None) -> Iterator[np.ndarray]:
+        ds = self.f["ops"]
+        n = ds.shape[0]
+        for start in range(0, n, chunk_rows):
+            block = ds[start : min(n, start + chunk_rows)]
+            yield block if fields is None else block[fields]
+
+    def epochs(self) -> np.ndarray:
+        return self.f["epochs"][()]
+
+    def snapshot_epochs(self) -> np.ndarray:
+        return self.f["snapshots"]["epoch"][()]
+
+    def snapshot(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        sg = self.f["snapshots"]
+        return sg["g_us"][k], sg["level"][k]
