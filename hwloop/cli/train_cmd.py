@@ -1,0 +1,101 @@
+"""``hwloop train``: the metaplastic QNN in the hardware loop (Algorithm 1), logged to HDF5."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+from click.core import ParameterSource
+
+from hwloop.cli import cli
+from hwloop.cli.common import echo_json
+from hwloop.orchestrator import TrainConfig, config_from_log, train
+
+# CLI parameter name -> TrainConfig field
+_FIELDS = {
+    "tasks": "tasks", "epochs_per_task": "epochs_per_task", "warmup": "warmup", "m_star": "m_star",
+    "hidden": "hidden", "lr": "lr", "batch_size": "batch_size", "seed": "seed", "train_samples": "train_samples",
+    "chip": "chip", "calibration": "calibration", "bench": "bench", "real_tiles": "real_tiles",
+    "bn_mode": "bn_mode", "adam_reset": "adam_reset", "init": "init", "data_dir": "data_dir",
+    "download": "download", "verify_data": "verify_data", "out": "out", "threads": "threads",
+}
+_D = TrainConfig()
+
+
+@cli.command("train")
+@click.option("--chip", type=click.Choice(["sim", "real", "none"]), default=_D.chip, show_default=True,
+              help="Where the weights live: simulated chip, real bench (+ simulated tiles), or ideal levels.")
+@click.option("--tasks", default=_D.tasks, show_default=True,
+              help="Comma-separated task sequence: mnist, fashion-mnist, permuted-mnist:<k>.")
+@click.option("--epochs-per-task", type=click.IntRange(min=1), default=_D.epochs_per_task, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=_D.warmup, show_default=True,
+              help="First epochs of the run trained with m* = 0.")
+@click.option("--m-star", type=click.FloatRange(min=0), default=_D.m_star, show_default=True,
+              help="Metaplasticity strength m* (Eq. 2); 0 disables metaplasticity.")
+@click.option("--hidden", type=click.IntRange(min=1), default=_D.hidden, show_default=True,
+              help="Neurons per hidden layer (784-H-H-10).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_D.lr, show_default=True,
+              help="Adam learning rate (sets the time scale of m*, see docs/training.md).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=_D.batch_size, show_default=True)
+@click.option("--seed", type=int, default=_D.seed, show_default=True)
+@click.option("--train-samples", type=click.IntRange(min=1), default=None,
+              help="Use only the first N training images of each task (quick runs).")
+@click.option("--calibration", "--cdf", "calibration", type=click.Path(dir_okay=False), default=None,
+              help="Calibration file (or CDF table) giving the levels Q and the simulated devices. "
+              "Default: the built-in synthetic table.")
+@click.option("--bench", type=click.Path(dir_okay=False), default=None, help="Bench file for --chip real.")
+@click.option("--real-tiles", default=None,
+              help="With --chip real: tiles placed on the real chip, a count or a list (0,5). "
+              "Default: as many as the bench holds. The rest are simulated from the same calibration.")
+@click.option("--bn-mode", type=click.Choice(["per-task", "shared"]), default=_D.bn_mode, show_default=True,
+              help="Batch-norm per task (the paper's task-incremental setting) or shared across tasks.")
+@click.option("--adam-reset/--no-adam-reset", default=_D.adam_reset, show_default=True,
+              help="Re-create Adam's state at each task switch.")
+@click.option("--init", type=click.Choice(["midpoints", "uniform"]), default=_D.init, show_default=True,
+              help="Hidden-weight initialisation: Gaussians centred between adjacent levels, or uniform.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder with the IDX files (searched first; then $HWLOOP_DATA, /usr/share/datasets, the cache).")
+@click.option("--download", is_flag=True, help="Fetch missing data sets from the official mirrors.")
+@click.option("--verify-data/--no-verify-data", default=True, show_default=True,
+              help="Check data files against the published checksums (turn off for your own IDX subsets).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Run log path. Default: runs/<date>-<chip>-m<m*>-h<H>-s<seed>.h5")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None,
+              help="Continue a crashed or interrupted run from its last checkpoint.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (final_acc per task, log, ...).")
+@click.pass_context
+def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: bool, **opts: object) -> None:
+    """Train the metaplastic QNN sequentially on the tasks, with its weights on the chip.
+
+    Defaults follow the paper: 784-512-512-10, MNIST then Fashion-MNIST, 50 epochs each, 10 warm-up
+    epochs, batch 100, m* = 3. Every chip operation goes to the HDF5 run log.
+    """
+    if resume:
+        base = config_from_log(resume)
+        explicit = {k: v for k, v in opts.items()
+                    if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
+        cfg = TrainConfig(**{k: v for k, v in base.items() if k in asdict(TrainConfig())})
+        for k, v in explicit.items():
+            setattr(cfg, _FIELDS[k], v)
+    else:
+        cfg = TrainConfig(**{_FIELDS[k]: v for k, v in opts.items()})
+    cfg.progress = progress
+    result = train(cfg, resume=resume)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    click.echo("")
+    click.echo(f"run log   {result.log}")
+    click.echo(f"status    {result.status}: {result.epochs} epochs, {result.steps:,} steps, "
+               f"{result.programs:,} device programs, {result.wall_s:.0f} s")
+    if result.acc_after_task:
+        names = result.tasks
+        click.echo("")
+        click.echo("test accuracy (%) after each task:")
+        click.echo(f"{'after':<18}" + "".join(f"{n:>18}" for n in names))
+        for after, accs in result.acc_after_task.items():
+            click.echo(f"{after:<18}" + "".join(f"{100 * accs[n]:>18.2f}" if n in accs else f"{'-':>18}" for n in names))
+    click.echo("")
+    click.echo("final: " + ", ".join(f"{n} {100 * a:.2f}%" for n, a in result.final_acc.items()))

@@ -1,0 +1,549 @@
+"""The orchestrator: Algorithm 1 of the paper in the hardware loop, with a complete HDF5 run log.
+
+Each training step:
+  1. forward/backward with the weights *read from the chip* (``w_used``), straight-through to W_H
+  2. Adam + metaplastic update of the hidden weights W_H (``MetaplasticAdam``)
+  3. quantise W_H to the nearest level of Q, diff against the programmed levels, and program only the
+     devices whose level changed: RESET, then SET at the level's I_CC if the target is HCS (single shot,
+     no verify), then READ them back into the weight cache
+  4. flush the run log (a killed run loses at most this step)
+At the end of each epoch every device is read, and every task seen so far is evaluated with those reads.
+``--chip none`` runs the same loop with ideal levels and no device.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from hwloop import __version__
+from hwloop.chip.base import CELLS_PER_TILE, Chip
+from hwloop.chip.cdf import CdfTable
+from hwloop.crossbar import CrossbarMap
+from hwloop.errors import ConfigError, RunLogError
+from hwloop.runlog import RunLog, RunLogWriter
+from hwloop.training.data import Task, load_task, parse_tasks
+from hwloop.training.levels import LevelSet
+from hwloop.training.model import BN_MODES, QMLP
+from hwloop.training.optim import MetaplasticAdam, m_star_for_epoch
+
+CHIPS = ("sim", "real", "none")
+#: configuration keys that may differ when resuming (they don't change the experiment)
+RESUME_FREE = {"out", "resume", "progress", "data_dir", "download", "threads", "bench"}
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``hwloop train``; defaults follow the paper (see docs/training.md)."""
+
+    tasks: str = "mnist,fashion-mnist"
+    epochs_per_task: int = 50
+    warmup: int = 10
+    m_star: float = 3.0
+    hidden: int = 512
+    lr: float = 5e-4
+    batch_size: int = 100
+    seed: int = 0
+    train_samples: int | None = None
+    chip: str = "sim"
+    calibration: str | None = None
+    bench: str | None = None
+    real_tiles: str | None = None
+    bn_mode: str = "per-task"
+    adam_reset: bool = True
+    init: str = "midpoints"
+    eval_batch: int = 1000
+    data_dir: str | None = None
+    download: bool = False
+    verify_data: bool = True
+    out: str | None = None
+    threads: int | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.chip not in CHIPS:
+            raise ConfigError(f"unknown --chip {self.chip!r}; choose sim, real or none")
+        if self.bn_mode not in BN_MODES:
+            raise ConfigError(f"unknown --bn-mode {self.bn_mode!r}; choose {' or '.join(BN_MODES)}")
+        if self.init not in ("midpoints", "uniform"):
+            raise ConfigError(f"unknown --init {self.init!r}; choose midpoints or uniform")
+        for name in ("epochs_per_task", "hidden", "batch_size", "eval_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.warmup < 0 or self.m_star < 0 or self.lr <= 0:
+            raise ConfigError("--warmup and --m-star must be >= 0 and --lr > 0")
+        if self.train_samples is not None and self.train_samples < self.batch_size:
+            raise ConfigError(f"--train-samples {self.train_samples} is smaller than one batch ({self.batch_size})")
+        if self.chip == "real" and not self.bench:
+            raise ConfigError("--chip real needs --bench FILE (e.g. the bench printed by `hwloop emulate`)")
+
+    def experiment(self) -> dict:
+        """The configuration keys that define the experiment (compared on --resume)."""
+        return {k: v for k, v in asdict(self).items() if k not in RESUME_FREE}
+
+
+@dataclass
+class TrainResult:
+    log: str
+    tasks: list[str]
+    final_acc: dict[str, float]
+    acc_after_task: dict[str, dict[str, float]] = field(default_factory=dict)
+    epochs: int = 0
+    steps: int = 0
+    programs: int = 0
+    wall_s: float = 0.0
+    status: str = "finished"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------- weights on a chip
+class ChipWeights:
+    """The network's weights as conductance pairs on a chip, with the nominal level of every device."""
+
+    def __init__(self, chip: Chip | None, cmap: CrossbarMap, levels: LevelSet, scale_us: float) -> None:
+        self.chip = chip
+        self.cmap = cmap
+        self.levels = levels
+        self.q = levels.q.numpy()
+        self.scale_us = scale_us
+        n_used = cmap.n_devices_used
+        self.dev_level = np.full(n_used, -1, dtype=np.int8)  # nominal level per used device (-1: never set)
+        self.g_us = np.zeros(n_used, dtype=np.float32)  # last read conductance per used device
+        self.usable = np.ones(n_used, dtype=bool)
+        self.w_flat = np.zeros(cmap.n_weights, dtype=np.float32)  # weights used in forward/backward
+        self.w_torch = torch.from_numpy(self.w_flat)
+        self.programs = 0
+
+    def form(self, attempts: int = 3) -> float:
+        """Form every used device, retrying failures; returns the forming yield."""
+        if self.chip is None:
+            return 1.0
+        todo = self.cmap.devices
+        for _ in range(attempts):
+            ok = self.chip.form_idx(todo)
+            todo = todo[~ok]
+            if todo.size == 0:
+                break
+        formed = self.chip.formed_mask()[self.cmap.devices]
+        self.usable = formed.copy()
+        return float(formed.mean())
+
+    def program(self, k: np.ndarray) -> int:
+        """Program the signed weight levels ``k``; only devices whose level changes are touched."""
+        target = CrossbarMap.pair_levels(k)
+        changed = np.flatnonzero((target != self.dev_level) & self.usable)
+        if changed.size == 0:
+            return 0
+        tl = target[changed]
+        self.dev_level[changed] = tl
+        self.programs += int(changed.size)
+        if self.chip is None:
+            wi = np.unique(changed >> 1)
+            self.w_flat[wi] = self.q[k[wi].astype(np.int64) + self.levels.n_half]
+            return int(changed.size)
+        dev = self.cmap.devices[changed]
+        self.chip.reset_idx(dev)
+        hcs = tl > 0
+        if hcs.any():
+            self.chip.set_idx(dev[hcs], level=tl[hcs])
+        self.g_us[changed] = self.chip.read_idx(dev)
+        self._refresh_weights(np.unique(changed >> 1))
+        return int(changed.size)
+
+    def _refresh_weights(self, wi: np.ndarray | None = None) -> None:
+        if wi is None:
+            self.w_flat[:] = (self.g_us[0::2] - self.g_us[1::2]) / self.scale_us
+        else:
+            self.w_flat[wi] = (self.g_us[2 * wi] - self.g_us[2 * wi + 1]) / self.scale_us
+
+    def read_all(self) -> np.ndarray | None:
+        """Read every device of the chip; refresh the weights from it; return the (n_tiles,128,128) reads."""
+        if self.chip is None:
+            return None
+        g = self.chip.read_all()
+        self.g_us[:] = g.reshape(-1)[self.cmap.devices]
+        self._refresh_weights()
+        return g
+
+    def level_map(self) -> np.ndarray:
+        """Nominal level of every device of the chip (-1: unused or never programmed)."""
+        full = np.full(self.cmap.n_tiles * CELLS_PER_TILE, -1, dtype=np.int8)
+        full[self.cmap.devices] = self.dev_level
+        return full
+
+    def state(self) -> dict:
+        return {"dev_level": self.dev_level.copy(), "g_us": self.g_us.copy(), "usable": self.usable.copy(),
+                "w_flat": self.w_flat.copy(), "programs": self.programs}
+
+    def load_state(self, st: dict) -> None:
+        self.dev_level[:] = st["dev_level"]
+        self.g_us[:] = st["g_us"]
+        self.usable[:] = st["usable"]
+        self.w_flat[:] = st["w_flat"]
+        self.programs = int(st["programs"])
+
+
+# ---------------------------------------------------------------------------- building blocks
+def _parse_real_tiles(spec: str | None, n_tiles: int, bench_tiles: int) -> list[int]:
+    if spec is None or spec == "":
+        return list(range(min(bench_tiles, n_tiles)))
+    try:
+        if "," in spec or spec.startswith("["):
+            tiles = [int(t) for t in spec.strip("[]").split(",") if t.strip()]
+        else:
+            tiles = list(range(int(spec)))
+    except ValueError as exc:
+        raise ConfigError(f"--real-tiles {spec!r}: give a count (e.g. 2) or a list of tile numbers (e.g. 0,5)") from exc
+    if len(tiles) > bench_tiles:
+        raise ConfigError(f"--real-tiles asks for {len(tiles)} tiles but the bench holds {bench_tiles}")
+    bad = [t for t in tiles if not 0 <= t < n_tiles]
+    if bad or len(set(tiles)) != len(tiles):
+        raise ConfigError(f"--real-tiles {spec!r}: tiles must be distinct and within 0..{n_tiles - 1}")
+    return tiles
+
+
+def build_chip_for_run(cfg: TrainConfig, n_tiles: int, table: CdfTable) -> tuple[Chip | None, list[str]]:
+    """The chip for a run and the backend label of every tile."""
+    from hwloop.chip.sim import SimChip
+
+    if cfg.chip == "none":
+        return None, ["none"] * n_tiles
+    if cfg.chip == "sim":
+        return SimChip(n_tiles=n_tiles, table=table, seed=cfg.seed), ["sim"] * n_tiles
+    from hwloop.chip.composite import CompositeChip
+    from hwloop.chip.real import RealChip
+
+    real = RealChip.from_bench_file(cfg.bench, table=table)
+    try:
+        real_tiles = _parse_real_tiles(cfg.real_tiles, n_tiles, real.n_tiles)
+        sim_tiles = [t for t in range(n_tiles) if t not in set(real_tiles)]
+        parts: list[tuple[str, Chip, list[int]]] = [("real", real, real_tiles)]
+        if sim_tiles:
+            parts.append(("sim", SimChip(n_tiles=len(sim_tiles), table=table, seed=cfg.seed), sim_tiles))
+        chip = CompositeChip(parts, n_tiles, table)
+    except BaseException:
+        real.close()
+        raise
+    return chip, chip.tile_labels()
+
+
+def _init_hidden(model: QMLP, levels: LevelSet, mode: str, gen: torch.Generator) -> None:
+    """Hidden weights drawn from Gaussians centred between two adjacent levels (the paper's initialisation)."""
+    n_int = levels.q.numel() - 1
+    with torch.no_grad():
+        for w in model.hidden_weights():
+            if mode == "uniform":
+                w.uniform_(levels.lo, levels.hi, generator=gen)
+                continue
+            i = torch.randint(0, n_int, w.shape, generator=gen)
+            mid = (levels.q[i] + levels.q[i + 1]) / 2
+            width = levels.width[i]
+            w.copy_(mid + width / 8 * torch.randn(w.shape, generator=gen))
+            w.clamp_(levels.lo, levels.hi)
+
+
+def _hidden_levels(model: QMLP, levels: LevelSet) -> np.ndarray:
+    w = torch.cat([p.detach().reshape(-1) for p in model.hidden_weights()])
+    return levels.signed_level(w).to(torch.int8).numpy()
+
+
+@torch.no_grad()
+def evaluate(model: QMLP, task_index: int, task: Task, batch: int) -> float:
+    model.set_task(task_index)
+    x = torch.from_numpy(task.x_test)
+    y = torch.from_numpy(task.y_test)
+    correct = 0
+    for s in range(0, len(y), batch):
+        correct += int((model(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum())
+    return correct / len(y)
+
+
+def _default_out(cfg: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{cfg.chip}-m{cfg.m_star:g}-h{cfg.hidden}-s{cfg.seed}.h5"
+
+
+# ---------------------------------------------------------------------------- the run
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.on_epoch = on_epoch
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.task_names = parse_tasks(cfg.tasks)
+        cache: dict = {}
+        self.tasks = [
+            load_task(n, cfg.data_dir, train_samples=cfg.train_samples, download=cfg.download, cache=cache,
+                      verify=cfg.verify_data)
+            for n in self.task_names
+        ]
+        self.table = self._load_table()
+        q, self.scale_us = self.table.weight_levels(1.5)
+        self.levels = LevelSet(q.tolist())
+        n_in = self.tasks[0].x_train.shape[1]
+        n_out = int(max(t.y_train.max() for t in self.tasks)) + 1
+        n_out = max(n_out, 10)
+        self.model = QMLP(cfg.hidden, n_in=n_in, n_out=n_out, n_tasks=len(self.tasks), bn_mode=cfg.bn_mode)
+        self.cmap = CrossbarMap([(f"fc{i + 1}", tuple(layer.weight.shape)) for i, layer in enumerate(self.model.layers)])
+        self.chip: Chip | None = None
+        self.writer: RunLogWriter | None = None
+        self.step = 0
+        self.epoch = 0  # global epochs finished
+        self.opt: MetaplasticAdam | None = None
+        self.acc_after_task: dict[str, dict[str, float]] = {}
+
+    def _load_table(self) -> CdfTable:
+        from hwloop.cli.common import load_cdf_option
+
+        table = load_cdf_option(self.cfg.calibration)
+        if table.n_hcs < 1:
+            raise ConfigError("the calibration has no HCS level")
+        return table
+
+    def _bind_weights(self) -> None:
+        """Make every layer's ``w_used`` a view of the flat weight vector the chip fills."""
+        for lm, layer in zip(self.cmap.layers, self.model.layers, strict=True):
+            view = self.hw.w_torch[lm.weight_offset : lm.weight_offset + lm.n_weights].view(lm.shape)
+            layer.w_used = view
+
+    def _new_optimizer(self) -> MetaplasticAdam:
+        return MetaplasticAdam(self.model.parameters(), self.levels, lr=self.cfg.lr, m_star=0.0)
+
+    # ------------------------------------------------------------------ set-up
+    def start(self, resume: str | None = None) -> None:
+        cfg = self.cfg
+        if resume:
+            self._resume(resume)
+            return
+        out = Path(cfg.out) if cfg.out else _default_out(cfg)
+        cfg.out = str(out)
+        self.chip, backends = build_chip_for_run(cfg, self.cmap.n_tiles, self.table)
+        self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us)
+        self._bind_weights()
+        try:
+            self.writer = RunLogWriter.create(
+                out, config=asdict(cfg), table=self.table, tasks=self.task_names, n_tiles=self.cmap.n_tiles,
+                tile_backends=backends, chip=cfg.chip, seed=cfg.seed,
+            )
+        except BaseException:
+            if self.chip is not None:
+                self.chip.close()
+            raise
+        if self.chip is not None:
+            self.chip.add_listener(self.writer.listener)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        _init_hidden(self.model, self.levels, cfg.init, gen)
+        self.form_yield = self.hw.form()
+        self.hw.program(_hidden_levels(self.model, self.levels))
+        self._snapshot_and_flush(epoch=0)
+
+    def _resume(self, path: str) -> None:
+        with RunLog(path) as log:
+            stored = log.config
+        mine = self.cfg.experiment()
+        theirs = {k: v for k, v in stored.items() if k not in RESUME_FREE}
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            detail = ", ".join(f"{k}: log {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:4])
+            raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
+        self.cfg.out = path
+        self.chip, _ = build_chip_for_run(self.cfg, self.cmap.n_tiles, self.table)
+        self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us)
+        self._bind_weights()
+        try:
+            self.writer, info, blob = RunLogWriter.reopen(path)
+        except BaseException:
+            if self.chip is not None:
+                self.chip.close()
+            raise
+        ck = torch.load(io.BytesIO(blob), weights_only=False)
+        self.model.load_state_dict(ck["model"])
+        self.hw.load_state(ck["hw"])
+        if self.chip is not None:
+            self.chip.restore(ck["chip"])
+            self.chip.add_listener(self.writer.listener)
+        self.step, self.epoch = int(ck["step"]), int(ck["epoch"])
+        self.acc_after_task = ck.get("acc_after_task", {})
+        self.form_yield = float(ck.get("form_yield", 1.0))
+        self.opt = self._new_optimizer()
+        if ck.get("opt") is not None:
+            self.opt.load_state_dict(ck["opt"])
+        self.writer.step = self.step
+        if info.epoch != self.epoch:
+            raise RunLogError(f"{path}: checkpoint index says epoch {info.epoch} but its content says {self.epoch}")
+
+    # ------------------------------------------------------------------ loop
+    def run(self, resume: str | None = None) -> TrainResult:
+        t_wall = time.monotonic()
+        status = "failed"
+        try:
+            self.start(resume)
+            self._loop()
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            if self.writer is not None:
+                self.writer.close(status)
+            if self.chip is not None:
+                self.chip.close()
+        final = self._final_acc()
+        return TrainResult(
+            log=str(self.cfg.out), tasks=self.task_names, final_acc=final, acc_after_task=self.acc_after_task,
+            epochs=self.epoch, steps=self.step, programs=self.hw.programs, wall_s=time.monotonic() - t_wall,
+            status=status,
+        )
+
+    def _final_acc(self) -> dict[str, float]:
+        with RunLog(self.cfg.out) as log:
+            ep = log.epochs()
+        if ep.size == 0:
+            return {}
+        return {n: float(ep["acc"][-1][i]) for i, n in enumerate(self.task_names) if not math.isnan(ep["acc"][-1][i])}
+
+    def _loop(self) -> None:
+        cfg = self.cfg
+        total_epochs = cfg.epochs_per_task * len(self.tasks)
+        bar = _progress(total_epochs, self.epoch, cfg.progress)
+        try:
+            while self.epoch < total_epochs:
+                t_idx = self.epoch // cfg.epochs_per_task
+                first_of_task = self.epoch % cfg.epochs_per_task == 0
+                if self.opt is None or (first_of_task and cfg.adam_reset and self.epoch > 0):
+                    self.opt = self._new_optimizer()
+                self._train_epoch(t_idx, bar)
+                bar.update(1)
+        finally:
+            bar.close()
+
+    def _train_epoch(self, t_idx: int, bar) -> None:  # noqa: ANN001
+        cfg, task = self.cfg, self.tasks[t_idx]
+        assert self.opt is not None and self.writer is not None
+        epoch = self.epoch + 1
+        self.opt.m_star = m_star_for_epoch(epoch, cfg.warmup, cfg.m_star)
+        self.model.set_task(t_idx)
+        self.model.train()
+        t0 = time.monotonic()
+        c0 = dict(self.writer.counts)
+        p0 = self.hw.programs
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(task.y_train))
+        n_batches = len(order) // cfg.batch_size
+        loss_sum, correct, seen = 0.0, 0, 0
+        for b in range(n_batches):
+            sel = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            x = torch.from_numpy(task.x_train[sel])
+            y = torch.from_numpy(task.y_train[sel])
+            self.step += 1
+            self.writer.step = self.step
+            out = self.model(x)
+            loss = F.cross_entropy(out, y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.hw.program(_hidden_levels(self.model, self.levels))
+            self.writer.flush()
+            loss_sum += loss.item() * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            seen += len(y)
+            if b % 20 == 0:
+                dt = max(time.monotonic() - t0, 1e-9)
+                bar.set_postfix_str(
+                    f"{task.name} ep {epoch} step {b + 1}/{n_batches} loss {loss_sum / seen:.3f} "
+                    f"train {100 * correct / seen:.1f}% prog/s {(self.hw.programs - p0) / dt:,.0f}",
+                    refresh=False,
+                )
+        # end of epoch: read every device, evaluate every task seen so far with those reads
+        self._snapshot_and_flush(epoch=epoch)
+        acc = np.full(len(self.tasks), np.nan, dtype=np.float32)
+        self.model.eval()
+        for j in range(t_idx + 1):
+            acc[j] = evaluate(self.model, j, self.tasks[j], cfg.eval_batch)
+        self.model.set_task(t_idx)
+        self.epoch = epoch
+        c1 = self.writer.counts
+        rec = {
+            "epoch": epoch, "task": t_idx, "m_star": self.opt.m_star, "lr": cfg.lr, "acc": acc,
+            "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+            "programs": self.hw.programs - p0, "sets": c1["sets"] - c0["sets"], "resets": c1["resets"] - c0["resets"],
+            "reads": c1["reads"] - c0["reads"], "wall_s": time.monotonic() - t0, "step": self.step,
+        }
+        self.writer.append_epoch(rec)
+        if epoch % cfg.epochs_per_task == 0:
+            self.acc_after_task[self.task_names[t_idx]] = {
+                self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)
+            }
+        self._checkpoint()
+        accs = " ".join(f"{self.task_names[j]} {100 * acc[j]:.2f}%" for j in range(t_idx + 1))
+        bar.write(f"epoch {epoch:3d} [{task.name}, m*={self.opt.m_star:g}] test: {accs}  "
+                  f"programs {rec['programs']:,}  {rec['wall_s']:.1f} s")
+        if self.on_epoch is not None:
+            self.on_epoch({**rec, "acc": {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}})
+
+    def _snapshot_and_flush(self, epoch: int) -> np.ndarray | None:
+        assert self.writer is not None
+        with self.writer.full_read():
+            g = self.hw.read_all()
+        if g is None:
+            g = np.zeros((self.cmap.n_tiles * CELLS_PER_TILE,), dtype=np.float32)
+            g[self.cmap.devices[0::2]] = np.maximum(self.hw.w_flat, 0) * self.scale_us
+            g[self.cmap.devices[1::2]] = np.maximum(-self.hw.w_flat, 0) * self.scale_us
+        self.writer.append_snapshot(epoch, g, self.hw.level_map())
+        return g
+
+    def _checkpoint(self) -> None:
+        assert self.writer is not None and self.opt is not None
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "model": self.model.state_dict(), "opt": self.opt.state_dict(), "hw": self.hw.state(),
+                "chip": self.chip.snapshot() if self.chip is not None else None, "step": self.step,
+                "epoch": self.epoch, "acc_after_task": self.acc_after_task, "form_yield": self.form_yield,
+                "hwloop_version": __version__,
+            },
+            buf,
+        )
+        self.writer.save_checkpoint(buf.getvalue(), self.epoch)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_postfix_str(self, s: str, refresh: bool = True) -> None: ...
+    def write(self, s: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, initial: int, enabled: bool):  # noqa: ANN202
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True, leave=True)
+
+
+def config_from_log(path: str) -> dict:
+    with RunLog(path) as log:
+        return log.config
+
+
+def train(cfg: TrainConfig, resume: str | None = None, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Run (or resume) a training run; returns its summary."""
+    return Trainer(cfg, on_epoch=on_epoch).run(resume)
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+__all__ = ["ChipWeights", "TrainConfig", "TrainResult", "Trainer", "config_from_log", "evaluate", "train"]

@@ -1,0 +1,73 @@
+"""The QNN MLP: 784-H-H-10, no biases, batch-norm after every layer.
+
+The weights used in the forward pass are *not* the hidden weights: each ``QLinear`` holds a buffer
+``w_used`` (the weights read from the chip, or the ideal levels with ``--chip none``). The straight-through
+estimator passes the gradient with respect to ``w_used`` on to the hidden weight ``weight``, which the
+metaplastic optimizer updates (Algorithm 1, lines 2-4).
+
+Batch-norm has two modes: ``per-task`` (one BN per task, its own affine parameters and statistics; each
+task is evaluated with its own BN: the paper's task-incremental setting) and ``shared``. BN uses batch
+statistics in training and in evaluation (``track_running_stats=False``, as Laborieux's reference code).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+BN_MODES = ("per-task", "shared")
+
+
+class QLinear(nn.Module):
+    """Linear layer whose forward uses ``w_used`` with a straight-through gradient to ``weight``."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
+        self.weight.metaplastic = True  # type: ignore[attr-defined]
+        self.register_buffer("w_used", torch.zeros(out_features, in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight + (self.w_used - self.weight).detach()
+        return F.linear(x, w)
+
+
+class QMLP(nn.Module):
+    """784-H-H-10 MLP with a BN after each layer and ReLU between layers."""
+
+    def __init__(self, hidden: int = 512, n_in: int = 784, n_out: int = 10, n_tasks: int = 1,
+                 bn_mode: str = "per-task") -> None:
+        super().__init__()
+        if bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {BN_MODES}")
+        self.bn_mode = bn_mode
+        self.layers = nn.ModuleList([QLinear(n_in, hidden), QLinear(hidden, hidden), QLinear(hidden, n_out)])
+        n_bn = n_tasks if bn_mode == "per-task" else 1
+        self.bns = nn.ModuleList(
+            nn.ModuleList(nn.BatchNorm1d(layer.out_features, affine=True, track_running_stats=False)
+                          for layer in self.layers)
+            for _ in range(n_bn)
+        )
+        self.task = 0
+
+    def set_task(self, task: int) -> None:
+        self.task = task if self.bn_mode == "per-task" else 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bns = self.bns[self.task]
+        for i, (layer, bn) in enumerate(zip(self.layers, bns, strict=True)):
+            x = bn(layer(x))
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+    def hidden_weights(self) -> list[nn.Parameter]:
+        return [layer.weight for layer in self.layers]
+
+    def bn_parameters(self, task: int | None = None) -> list[nn.Parameter]:
+        if task is None:
+            return [p for bn in self.bns for p in bn.parameters()]
+        return list(self.bns[task if self.bn_mode == "per-task" else 0].parameters())
