@@ -139,20 +139,28 @@ class Chip(ABC):
         return self.read_idx(self.flat(tile, row, col))
 
     # ------------------------------------------------------------------ public API (flat indices)
+    # Addresses of any shape are flattened for the backend (hooks and listeners see 1-D arrays);
+    # form and read return arrays of the addresses' shape.
     def form_idx(self, idx: object) -> np.ndarray:
         i = self.check_idx(idx)
+        shape = i.shape
+        i = i.ravel()
         ok = self._form(i)
         self.form_count[i] += 1
         self._emit(Op.FORM, i, -1, np.nan)
-        return ok
+        return ok.reshape(shape)
 
     def set_idx(self, idx: object, *, level: object = None, v_gate: object = None) -> None:
         i = self.check_idx(idx)
+        shape = i.shape
+        i = i.ravel()
         if (level is None) == (v_gate is None):
             raise ChipError("SET needs exactly one of level= (tabled level index) or v_gate= (volts)")
         self._require_formed(i)
         if level is not None:
-            lv = np.broadcast_to(np.asarray(level), i.shape)
+            lv = np.broadcast_to(np.asarray(level), shape).ravel()
+            if lv.dtype.kind not in "iu" and lv.size and not np.all(np.equal(np.mod(lv, 1), 0)):
+                raise ChipError("SET level must be an integer level index (use v_gate= for a gate voltage)")
             if lv.size and (lv.min() < 1 or lv.max() > self.table.n_hcs):
                 raise ChipError(
                     f"SET level must be 1..{self.table.n_hcs} (HCS levels of the table); "
@@ -163,7 +171,7 @@ class Chip(ABC):
             self.set_count[i] += 1
             self._emit(Op.SET, i, lv, np.nan)
         else:
-            vg = np.broadcast_to(np.asarray(v_gate, dtype=np.float64), i.shape)
+            vg = np.broadcast_to(np.asarray(v_gate, dtype=np.float64), shape).ravel()
             if vg.size and not np.all(np.isfinite(vg)):
                 raise ChipError("SET gate voltage must be a finite number of volts")
             self._set_vgate(i, vg)
@@ -171,7 +179,7 @@ class Chip(ABC):
             self._emit(Op.SET, i, -1, np.nan)
 
     def reset_idx(self, idx: object) -> None:
-        i = self.check_idx(idx)
+        i = self.check_idx(idx).ravel()
         self._require_formed(i)
         self._reset(i)
         self.reset_count[i] += 1
@@ -179,9 +187,11 @@ class Chip(ABC):
 
     def read_idx(self, idx: object) -> np.ndarray:
         i = self.check_idx(idx)
+        shape = i.shape
+        i = i.ravel()
         g = self._read(i)
         self._emit(Op.READ, i, -1, g)
-        return g
+        return g.reshape(shape)
 
     def read_all(self) -> np.ndarray:
         """Read every device; returns (n_tiles, ROWS, COLS) in µS."""

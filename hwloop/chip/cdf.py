@@ -143,6 +143,8 @@ class CdfTable:
         """
         v_tab = self.v_gate[1:]
         v = np.clip(np.asarray(v_gate, dtype=np.float64), v_tab[0], v_tab[-1])
+        if len(v_tab) == 1:  # one HCS level: every gate voltage gets it (never the LCS row)
+            return np.broadcast_to(self._grid[1], (*v.shape, GRID_POINTS)).copy()
         hi = np.clip(np.searchsorted(v_tab, v, side="right"), 1, len(v_tab) - 1)
         lo = hi - 1
         span = v_tab[hi] - v_tab[lo]
@@ -300,6 +302,9 @@ def _ordered_and_validated(levels: list[Level]) -> list[Level]:
                 f"CDF table: level {lv.name!r} median {np.nanmedian(arr):.3g} looks like siemens, not µS; "
                 "conductances must be in microsiemens (g_unit 'uS')"
             )
+    no_v = [lv.name for lv in hcs if not np.isfinite(lv.v_gate)]
+    if no_v:
+        raise CdfTableError(f"CDF table: HCS level(s) {no_v} have no finite gate voltage (v_gate, volts)")
     hcs = sorted(hcs, key=lambda lv: lv.v_gate)
     med = [np.median(lv.quantile_grid()) for lv in hcs]
     v = [lv.v_gate for lv in hcs]
@@ -335,7 +340,7 @@ def load_h5(path: str | Path) -> CdfTable:
         with h5py.File(p, "r") as f:
             grp = f["cdf"] if "cdf" in f and "levels" not in f else f
             table = read_h5_group(grp, str(p))
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise CdfTableError(f"{p} is not a readable HDF5 CDF table ({exc}); check the file or re-export it") from exc
     return table
 
@@ -387,6 +392,13 @@ def _s(v: object) -> str:
 def load_csv(path: str | Path) -> CdfTable:
     """Read a CSV table: wide form (one column per level) or long form (columns ``level,g_us``)."""
     p = Path(path)
+    try:
+        return _load_csv(p)
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise CdfTableError(f"{p}: not a readable CSV CDF table ({exc}); see docs/cdf-format.md") from exc
+
+
+def _load_csv(p: Path) -> CdfTable:
     meta: dict[str, str] = {}
     level_meta: dict[str, dict[str, str]] = {}
     rows: list[list[str]] = []
@@ -438,7 +450,8 @@ def load_csv(path: str | Path) -> CdfTable:
         kind = lm.get("kind", "LCS" if name.upper().startswith("LCS") else "HCS")
         arr = np.asarray(vals, dtype=np.float64)
         lv = Level(name=name, kind=kind, v_gate=float(lm.get("v_gate", "nan")), icc_ua=float(lm.get("icc_ua", "nan")))
-        if lm.get("form") == "quantiles" or probs is not None:
+        form = lm.get("form", "quantiles" if probs is not None else "samples")
+        if form == "quantiles":
             if probs is None:
                 raise CdfTableError(f"{p}: level {name!r} is given as quantiles but the table has no probability column")
             lv.quantiles_us, lv.probabilities = arr, np.asarray(probs[: len(arr)])

@@ -1,0 +1,40 @@
+"""Shared fixtures. Keep this file small: other test modules add their own fixtures locally."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from hwloop.chip.cdf import CdfTable, Level
+from hwloop.chip.default_table import default_table
+
+
+@pytest.fixture(scope="session")
+def default_cdf() -> CdfTable:
+    """The shipped synthetic default table (loaded once per session)."""
+    return default_table()
+
+
+def make_sample_table(seed: int = 0, n: int = 500, n_hcs: int = 3, shift_us: float = 0.0) -> CdfTable:
+    """A small raw-sample table: lognormal LCS and Gaussian HCS levels 30, 60, 90... µS (+ ``shift_us``)."""
+    rng = np.random.default_rng(seed)
+    levels = [Level("LCS", "LCS", 4.8, 0.0, samples_us=rng.lognormal(np.log(3.0), 0.4, n))]
+    for k in range(n_hcs):
+        levels.append(
+            Level(f"HCS{k + 1}", "HCS", 1.4 + 0.2 * k, 20.0 * (k + 1),
+                  samples_us=rng.normal(30.0 * (k + 1) + shift_us, 3.0, n))
+        )
+    return CdfTable(levels=levels, read_voltage_v=0.1, provenance="unit-test samples", chip_id="test")
+
+
+@pytest.fixture
+def sample_table() -> CdfTable:
+    return make_sample_table()
+
+
+@pytest.fixture
+def make_table() -> Callable[..., CdfTable]:
+    """Factory fixture: ``make_table(seed=..., n=..., n_hcs=..., shift_us=...)``."""
+    return make_sample_table
