@@ -1,0 +1,138 @@
+"""The calibration's own operation log: one HDF5 file, every device operation as one row.
+
+Schema (``docs/calibration-format.md``, section "Operation log"):
+
+- root attributes: ``format`` = "hwloop-calibration-oplog", ``format_version``, ``created_utc``,
+  ``calibration_file``, ``chip_id``, ``backend``, ``op_enum_json``, ``phase_enum_json``, ``rows``.
+- ``/ops``: compound table, one row per device operation, fields ``t_s`` (seconds since the start),
+  ``phase`` (0 forming, 1 sweep), ``condition`` (sweep condition index, -1 while forming), ``attempt``
+  (forming attempt, 0 in the sweep), ``op`` (FORM 0, SET 1, RESET 2, READ 3, as ``hwloop.chip.base.Op``),
+  ``tile``, ``row``, ``col``, ``v_gate`` (SET gate voltage, NaN otherwise), ``g_us`` (read conductance,
+  NaN for other ops). Chunked, gzip-compressed, appended in blocks (never a Python loop per cell).
+
+SWMR is not used: the log is flushed after every sweep condition and closed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Op
+from hwloop.errors import CalibrationError
+
+FORMAT_NAME = "hwloop-calibration-oplog"
+FORMAT_VERSION = 1
+PHASES = {"forming": 0, "sweep": 1}
+OP_ENUM = h5py.enum_dtype({op.name: int(op) for op in Op}, basetype="u1")
+OPLOG_DTYPE = np.dtype(
+    [
+        ("t_s", "<f8"),
+        ("phase", "u1"),
+        ("condition", "<i2"),
+        ("attempt", "u1"),
+        ("op", OP_ENUM),
+        ("tile", "<u2"),
+        ("row", "u1"),
+        ("col", "u1"),
+        ("v_gate", "<f4"),
+        ("g_us", "<f4"),
+    ]
+)
+CHUNK_ROWS = 1 << 16
+
+
+class OpLog:
+    """Buffered writer of the calibration op log. Use as a chip listener (``listener``)."""
+
+    def __init__(
+        self, path: str | Path, *, chip_id: str = "", backend: str = "", calibration_file: str = ""
+    ) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = h5py.File(self.path, "w")
+        except OSError as exc:
+            raise CalibrationError(
+                f"cannot write the operation log {self.path} ({exc}); give another --log path"
+            ) from exc
+        a = self._f.attrs
+        a["format"] = FORMAT_NAME
+        a["format_version"] = FORMAT_VERSION
+        a["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        a["calibration_file"] = calibration_file
+        a["chip_id"] = chip_id
+        a["backend"] = backend
+        a["op_enum_json"] = json.dumps({op.name: int(op) for op in Op})
+        a["phase_enum_json"] = json.dumps(PHASES)
+        self._ds = self._f.create_dataset(
+            "ops",
+            shape=(0,),
+            maxshape=(None,),
+            dtype=OPLOG_DTYPE,
+            chunks=(CHUNK_ROWS,),
+            compression="gzip",
+            compression_opts=4,
+        )
+        self._buf: list[np.ndarray] = []
+        self._t0: float | None = None
+        self.phase = PHASES["forming"]
+        self.condition = -1
+        self.attempt = 0
+        self.v_gate = float("nan")
+        self.rows = 0
+
+    def start_clock(self, t0_s: float) -> None:
+        self._t0 = t0_s
+
+    def listener(self, op: Op, idx: np.ndarray, level: np.ndarray, g_us: np.ndarray) -> None:
+        import time
+
+        t = time.perf_counter() - (self._t0 or 0.0)
+        rec = np.zeros(idx.size, dtype=OPLOG_DTYPE)
+        rec["t_s"] = t
+        rec["phase"] = self.phase
+        rec["condition"] = self.condition
+        rec["attempt"] = self.attempt
+        rec["op"] = int(op)
+        rec["tile"] = idx // CELLS_PER_TILE
+        rec["row"] = (idx // COLS) % ROWS
+        rec["col"] = idx % COLS
+        rec["v_gate"] = self.v_gate if op == Op.SET else np.nan
+        rec["g_us"] = g_us
+        self._buf.append(rec)
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        block = np.concatenate(self._buf)
+        self._buf.clear()
+        n0 = self._ds.shape[0]
+        self._ds.resize((n0 + block.size,))
+        self._ds[n0:] = block
+        self.rows = n0 + block.size
+        self._f.attrs["rows"] = self.rows
+        self._f.flush()
+
+    def close(self) -> None:
+        if self._f.id.valid:
+            self.flush()
+            self._f.close()
+
+
+def read_oplog(path: str | Path) -> np.ndarray:
+    """All rows of an op log (for tests and analysis)."""
+    p = Path(path)
+    try:
+        with h5py.File(p, "r") as f:
+            if f.attrs.get("format") != FORMAT_NAME:
+                raise CalibrationError(
+                    f"{p} is not a calibration operation log (format {f.attrs.get('format')!r})"
+                )
+            return f["ops"][()]
+    except OSError as exc:
+        raise CalibrationError(f"{p} is not a readable HDF5 operation log ({exc})") from exc

@@ -1,0 +1,377 @@
+"""``hwloop calibrate``: form, sweep the SET gate voltage, pick 8 HCS levels + LCS, write a calibration file.
+
+``hwloop calibrate --chip sim`` (or ``hwloop calibrate run ...``) runs a calibration;
+``hwloop calibrate show FILE`` prints its levels and ``hwloop calibrate plot FILE -o cdf.png`` draws the CDFs.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from hwloop.calibration.procedure import CalibrationConfig
+from hwloop.cli import cli
+from hwloop.cli.common import CHIP_CHOICES, build_chip, echo_json, load_cdf_option
+from hwloop.errors import CalibrationError, ConfigError
+
+_CFG = CalibrationConfig.default()
+
+
+def _parse_tiles(spec: str) -> tuple[int, ...]:
+    """``0`` / ``0,2`` / ``0-3`` / ``0-1,4`` to a sorted tuple of tile indices."""
+    out: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise ConfigError(f"--tiles {spec!r}: give tile indices like 0, 0,2 or 0-3")
+        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        if b < a:
+            raise ConfigError(f"--tiles {spec!r}: range {part} runs backwards")
+        out.update(range(a, b + 1))
+    return tuple(sorted(out))
+
+
+def _parse_span(spec: str, name: str, size: int) -> tuple[int, int]:
+    """``START:STOP`` (stop exclusive) to a pair."""
+    m = re.fullmatch(r"\s*(\d*)\s*:\s*(\d*)\s*", spec)
+    if not m:
+        raise ConfigError(f"--{name} {spec!r}: give START:STOP, e.g. 0:{size}")
+    a = int(m.group(1)) if m.group(1) else 0
+    b = int(m.group(2)) if m.group(2) else size
+    return a, b
+
+
+def run_options(f: Callable) -> Callable:
+    opts = [
+        click.option(
+            "--chip",
+            "kind",
+            type=click.Choice(CHIP_CHOICES),
+            default="sim",
+            show_default=True,
+            help="Backend: the simulated chip, or the real bench (--bench).",
+        ),
+        click.option(
+            "--bench",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Bench configuration for --chip real (e.g. instruments/virtual.toml).",
+        ),
+        click.option(
+            "--tiles", default="0", show_default=True, help="Tiles of the region to calibrate: 0, 0,2 or 0-3."
+        ),
+        click.option("--rows", default="0:128", show_default=True, help="Rows of the region, START:STOP."),
+        click.option("--cols", default="0:128", show_default=True, help="Columns of the region, START:STOP."),
+        click.option(
+            "--out",
+            "out",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Calibration file to write. Default: calibration/<chip-id>.h5",
+        ),
+        click.option("--force", is_flag=True, help="Overwrite an existing calibration file."),
+        click.option(
+            "--chip-id",
+            default=None,
+            help="Chip identifier stored in the file (default: from the chip, else sim-seed<N> / real).",
+        ),
+        click.option(
+            "--cdf",
+            "cdf",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="Source CDF table of the simulated chip (a table or calibration file). "
+            "Default: the built-in synthetic HfOx table.",
+        ),
+        click.option(
+            "--seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Seed of the simulated chip and of the device assignment.",
+        ),
+        click.option(
+            "--v-start",
+            type=float,
+            default=_CFG.v_gate_start,
+            show_default=True,
+            help="First SET gate voltage V_WL (V).",
+        ),
+        click.option(
+            "--v-stop",
+            type=float,
+            default=_CFG.v_gate_stop,
+            show_default=True,
+            help="Last SET gate voltage V_WL (V).",
+        ),
+        click.option(
+            "--points",
+            type=int,
+            default=_CFG.n_conditions,
+            show_default=True,
+            help="Number of gate voltages in the sweep (16 or more recommended).",
+        ),
+        click.option(
+            "--devices",
+            "n_devices",
+            type=int,
+            default=_CFG.n_devices,
+            show_default=True,
+            help="Devices programmed (single shot) and read per sweep condition.",
+        ),
+        click.option(
+            "--form-retries",
+            type=int,
+            default=_CFG.form_retries,
+            show_default=True,
+            help="Extra FORM attempts for devices that did not form.",
+        ),
+        click.option(
+            "--log",
+            "log_path",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="HDF5 operation log. Default: runs/calibrate-<chip-id>-<UTC time>.h5",
+        ),
+        click.option("--no-log", is_flag=True, help="Do not write the operation log."),
+        click.option("--no-progress", is_flag=True, help="Hide the progress bar (stderr)."),
+        click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON summary."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@cli.group("calibrate", invoke_without_command=True)
+@run_options
+@click.pass_context
+def calibrate_group(ctx: click.Context, **kw: object) -> None:
+    """Calibrate a chip: form the devices, sweep the SET gate voltage, measure the conductance CDFs and
+    choose 8 well-separated HCS levels plus LCS (maximising the worst-case separation of adjacent levels).
+
+    \b
+    hwloop calibrate --chip sim --out calibration/sim.h5
+    hwloop calibrate --chip real --bench instruments/virtual.toml
+    hwloop calibrate show calibration/sim.h5 [--json]
+    hwloop calibrate plot calibration/sim.h5 -o cdf.png
+
+    The file feeds the trainer (17 weight levels Q) and the simulator (--cdf FILE). Its format is in
+    docs/calibration-format.md.
+    """
+    if ctx.invoked_subcommand is None:
+        _run(**kw)  # type: ignore[arg-type]
+
+
+@calibrate_group.command("run")
+@run_options
+def calibrate_run(**kw: object) -> None:
+    """Run a calibration (the same as `hwloop calibrate` with options)."""
+    _run(**kw)  # type: ignore[arg-type]
+
+
+def _run(
+    *,
+    kind: str,
+    bench: str | None,
+    tiles: str,
+    rows: str,
+    cols: str,
+    out: str | None,
+    force: bool,
+    chip_id: str | None,
+    cdf: str | None,
+    seed: int,
+    v_start: float,
+    v_stop: float,
+    points: int,
+    n_devices: int,
+    form_retries: int,
+    log_path: str | None,
+    no_log: bool,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
+    from tqdm import tqdm
+
+    from hwloop.calibration import OpLog, calibrate, write_calibration
+    from hwloop.calibration.oplog import PHASES
+    from hwloop.chip.base import COLS, ROWS
+
+    config = CalibrationConfig(
+        v_gate_start=v_start,
+        v_gate_stop=v_stop,
+        n_conditions=points,
+        n_devices=n_devices,
+        form_retries=form_retries,
+        tiles=_parse_tiles(tiles),
+        rows=_parse_span(rows, "rows", ROWS),
+        cols=_parse_span(cols, "cols", COLS),
+        seed=seed,
+    )
+    config.validate()
+    if kind == "real" and cdf is not None:
+        raise ConfigError(
+            "--cdf is the source table of the simulated chip; it cannot be used with --chip real"
+        )
+    if out and Path(out).exists() and not force:  # refuse before touching the bench
+        raise CalibrationError(f"{out} exists; give another --out or --force to overwrite it")
+    table = load_cdf_option(cdf)
+    n_tiles = max(config.tiles) + 1
+    t_start = time.perf_counter()
+    with build_chip(kind, n_tiles=n_tiles, table=table, seed=seed, bench=bench) as chip:
+        cid = chip_id or getattr(chip, "chip_id", None) or (f"sim-seed{seed}" if kind == "sim" else "real")
+        out_path = Path(out) if out else Path("calibration") / f"{_safe(cid)}.h5"
+        if out_path.exists() and not force:
+            raise CalibrationError(f"{out_path} exists; give another --out or --force to overwrite it")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        oplog = None
+        if not no_log:
+            lp = Path(log_path) if log_path else Path("runs") / f"calibrate-{_safe(cid)}-{stamp}.h5"
+            oplog = OpLog(lp, chip_id=cid, backend=type(chip).__name__, calibration_file=str(out_path))
+            chip.add_listener(oplog.listener)
+            oplog.start_clock(time.perf_counter())
+
+        def on_phase(phase: str, cond: int, v: float) -> None:
+            if oplog is None:
+                return
+            oplog.flush()
+            oplog.phase = PHASES[phase]
+            oplog.condition = cond if phase == "sweep" else -1
+            oplog.attempt = cond if phase == "forming" else 0
+            oplog.v_gate = v
+
+        bar = tqdm(
+            total=config.n_conditions + 1,
+            desc="calibrate",
+            unit="step",
+            file=sys.stderr,
+            disable=no_progress,
+            leave=False,
+        )
+        try:
+            res = calibrate(chip, config, progress=bar.update, on_phase=on_phase)
+        finally:
+            bar.close()
+            if oplog is not None:
+                chip.remove_listener(oplog.listener)
+                oplog.close()
+        write_calibration(
+            res,
+            out_path,
+            chip_id=cid,
+            bench=str(bench or ""),
+            synthetic=_is_synthetic(chip, kind),
+            source_table=table.source_path if kind == "sim" else "",
+            oplog_path=str(oplog.path) if oplog else "",
+            read_voltage_v=float(table.read_voltage_v),
+            v_gate_reset=float(chip.table.levels[0].v_gate) if chip.table.n_levels else 4.8,
+        )
+    wall_cmd_s = time.perf_counter() - t_start
+    from hwloop.calibration import load_calibration
+
+    summary = load_calibration(out_path).describe()
+    summary["wall_s"] = {**res.wall_s, "command": wall_cmd_s}
+    summary["op_counts"] = res.op_counts
+    summary["op_calls"] = res.op_calls
+    summary["oplog"] = str(oplog.path) if oplog else None
+    if as_json:
+        echo_json(summary)
+        return
+    _print_levels(summary)
+    click.echo("")
+    click.echo(f"wrote {out_path}" + (f"  (op log {oplog.path}, {oplog.rows:,} rows)" if oplog else ""))
+    ops = res.op_counts
+    click.echo(
+        f"wall time {res.wall_s['total']:.2f} s (forming {res.wall_s['forming']:.2f} s, sweep "
+        f"{res.wall_s['sweep']:.2f} s; whole command {wall_cmd_s:.2f} s) on {summary['backend']}"
+    )
+    click.echo(
+        f"operations: FORM {ops['FORM']:,}  SET {ops['SET']:,}  RESET {ops['RESET']:,}  "
+        f"READ {ops['READ']:,}  "
+        f"total {sum(ops.values()):,} device ops in {sum(res.op_calls.values()):,} array calls"
+    )
+
+
+def _safe(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "chip"
+
+
+def _is_synthetic(chip: object, kind: str) -> bool:
+    """Simulated data: the sim chip, or a real-chip driver path that says it runs on an emulated bench."""
+    flag = getattr(chip, "emulated", None)
+    if flag is None:
+        flag = getattr(chip, "simulated", None)
+    return kind == "sim" or bool(flag)
+
+
+def _print_levels(d: dict) -> None:
+    click.echo(f"calibration {d['path']}")
+    click.echo(f"chip id     {d['chip_id']}  ({d['backend']}{', SIMULATED' if d['synthetic'] else ''})")
+    click.echo(f"created     {d['created_utc']}" + (f"  bench {d['bench']}" if d["bench"] else ""))
+    fo, sw = d["forming"], d["sweep"]
+    click.echo(
+        f"forming     yield {fo['yield']:.2%} ({fo['n_formed']:,}/{fo['n_region']:,} devices, "
+        f"{fo['retries']} retries)"
+    )
+    click.echo(
+        f"sweep       {sw['n_conditions']} gate voltages {sw['v_gate_start']:g}-{sw['v_gate_stop']:g} V "
+        f"(step {sw['v_step'] * 1e3:.1f} mV), {sw['n_devices']} devices each"
+    )
+    click.echo(
+        f"criterion   {d['selection']['criterion']}: worst pair {d['selection']['worst_pair']} "
+        f"d = {d['selection']['min_separation']:.2f}, overlap {d['selection']['max_overlap']:.2%}"
+    )
+    click.echo("")
+    click.echo(
+        f"{'level':<6} {'V_gate (V)':>10} {'I_CC (uA)':>10} {'median (uS)':>12} {'sigma (uS)':>11} "
+        f"{'d to next':>10} {'overlap':>8}"
+    )
+    for lv in d["levels"]:
+        icc = f"{lv['icc_ua']:.1f}" if lv["kind"] == "HCS" else "-"
+        sep = f"{lv['separation_to_next']:.2f}" if lv["separation_to_next"] is not None else ""
+        ov = f"{lv['overlap_to_next']:.2%}" if lv["overlap_to_next"] is not None else ""
+        click.echo(
+            f"{lv['name']:<6} {lv['v_gate']:>10.3f} {icc:>10} {lv['median_us']:>12.2f} "
+            f"{lv['sigma_us']:>11.2f} {sep:>10} {ov:>8}"
+        )
+    click.echo("")
+    click.echo(f"weight levels Q ({len(d['q'])}, scale {d['scale_us_per_weight']:.3f} uS per unit):")
+    click.echo("  " + " ".join(f"{q:+.3f}" for q in d["q"]))
+
+
+@calibrate_group.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the levels and Q as JSON.")
+def calibrate_show(file: str, as_json: bool) -> None:
+    """Print the levels of a calibration file (V_gate, I_CC, median, sigma, separation) and the weights Q."""
+    from hwloop.calibration import load_calibration
+
+    d = load_calibration(file).describe()
+    if as_json:
+        echo_json(d)
+    else:
+        _print_levels(d)
+
+
+@calibrate_group.command("plot")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="Image file (png, pdf, svg)."
+)
+@click.option(
+    "--sweep", "show_sweep", is_flag=True, help="Draw every sweep condition in grey behind the levels."
+)
+def calibrate_plot(file: str, out: str, show_sweep: bool) -> None:
+    """Draw the CDFs of the levels (conductance in uS vs cumulative probability), like the paper's Fig. 4b."""
+    from hwloop.calibration import load_calibration
+    from hwloop.calibration.plot import plot_cdf
+
+    cal = load_calibration(file, with_samples=show_sweep)
+    click.echo(f"wrote {plot_cdf(cal, out, show_sweep=show_sweep)}")
