@@ -243,13 +243,19 @@ def test_csv_long_form(tmp_path: Path) -> None:
     assert t.provenance == "long-form test"
 
 
-def test_calibration_file_loads_as_a_cdf_table(default_cdf: CdfTable, tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["root", "cdf_group"])
+def test_calibration_file_loads_as_a_cdf_table(default_cdf: CdfTable, tmp_path: Path, layout: str) -> None:
+    """A calibration file keeps the table's layout at its root (or in a ``cdf`` group) with its own format."""
     p = tmp_path / "cal.h5"
     with h5py.File(p, "w") as f:
+        grp = f if layout == "root" else f.create_group("cdf")
+        default_cdf.write_h5_group(grp)
+        grp.attrs["format"] = "hwloop-calibration"
         f.attrs["format"] = "hwloop-calibration"
-        f.attrs["format_version"] = 1
-        default_cdf.write_h5_group(f.create_group("cdf"))
-    assert_same_levels(default_cdf, load_table(p))
+        f.create_group("selection").attrs["n_hcs"] = default_cdf.n_hcs  # other groups are ignored
+    back = load_table(p)
+    assert_same_levels(default_cdf, back)
+    assert back.provenance == default_cdf.provenance
 
 
 # ------------------------------------------------------------------ bad tables
