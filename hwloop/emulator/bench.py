@@ -1,0 +1,149 @@
+"""The virtual bench: an emulated FPGA board (pty) and SMU (loopback TCP) backed by one SimChip.
+
+``VirtualBench`` is a context manager for tests and end-to-end runs::
+
+    with VirtualBench("instruments/virtual.toml") as vb:
+        chip = RealChip.from_bench_file(vb.bench_path, table=table)   # or --chip real --bench vb.bench_path
+
+``mode="thread"`` (default) runs both instruments in background threads of this process, so a test can
+look at ``vb.sim`` (the physics) and ``vb.board.log`` (what reached the wire). ``mode="process"`` starts
+``python -m hwloop.emulator`` and reads its JSON line; use it for throughput measurements, where the
+emulator must not share the GIL with the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from hwloop.chip.cdf import CdfTable
+from hwloop.chip.sim import SimChip, SimConfig
+from hwloop.emulator.board import BoardEmulator
+from hwloop.emulator.device import DevicePhysics, EmulatedChip
+from hwloop.emulator.faults import Faults
+from hwloop.emulator.smu import SmuEmulator
+from hwloop.errors import InstrumentError
+from hwloop.instruments.bench import BenchConfig, load_bench
+
+
+class VirtualBench:
+    def __init__(self, bench: str | Path | BenchConfig | None = None, *, seed: int = 0,
+                 sim_config: SimConfig | None = None, table: CdfTable | None = None,
+                 faults: Faults | None = None,
+                 pace: bool = True, physics: DevicePhysics | None = None, mode: str = "thread",
+                 workdir: str | Path | None = None) -> None:
+        if isinstance(bench, BenchConfig):
+            self.config = bench
+        elif bench is None:
+            self.config = BenchConfig(name="virtual")
+        else:
+            self.config = load_bench(bench)
+        if mode not in ("thread", "process"):
+            raise ValueError("mode must be 'thread' or 'process'")
+        self.seed, self.sim_config, self.table, self.physics = seed, sim_config, table, physics
+        self.faults = faults or Faults()
+        self.pace, self.mode = pace, mode
+        self._workdir_arg = workdir
+        self._tmp: str | None = None
+        self.sim: SimChip | None = None
+        self.chip: EmulatedChip | None = None
+        self.board: BoardEmulator | None = None
+        self.smu: SmuEmulator | None = None
+        self.proc: subprocess.Popen[str] | None = None
+        self.info: dict[str, Any] = {}
+        self.bench_path = ""
+
+    # ------------------------------------------------------------------ lifetime
+    def start(self) -> VirtualBench:
+        self._tmp = tempfile.mkdtemp(prefix="hwloop-vbench-", dir=self._workdir_arg)
+        try:
+            if self.mode == "thread":
+                self._start_threads()
+            else:
+                self._start_process()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_threads(self) -> None:
+        cfg = self.config
+        self.sim = SimChip(n_tiles=cfg.tiles, table=self.table, config=self.sim_config, seed=self.seed)
+        self.chip = EmulatedChip(self.sim, self.physics, seed=self.seed)
+        self.board = BoardEmulator(self.chip, cfg.limits, baud=cfg.fpga.baud, pace=self.pace,
+                                   faults=self.faults).start()
+        self.smu = SmuEmulator(self.chip, faults=self.faults).start()
+        virtual = replace(cfg, name=f"{cfg.name} (virtual bench)",
+                          fpga=replace(cfg.fpga, port=self.board.port),
+                          smu=replace(cfg.smu, resource=self.smu.resource, visa_library="@py"))
+        assert self._tmp is not None
+        self.bench_path = str(Path(self._tmp) / "bench.toml")
+        virtual.save(self.bench_path)
+        self.info = {"event": "listening", "bench": self.bench_path, "fpga_port": self.board.port,
+                     "baud": cfg.fpga.baud, "paced": self.pace, "smu_resource": self.smu.resource,
+                     "tiles": cfg.tiles, "seed": self.seed, "pid": os.getpid()}
+
+    def _start_process(self) -> None:
+        assert self._tmp is not None
+        src = Path(self._tmp) / "source-bench.toml"
+        self.config.save(src)
+        f = self.faults
+        cmd = [sys.executable, "-m", "hwloop.emulator", "--bench", str(src), "--seed", str(self.seed),
+               "--workdir", self._tmp, "--drop-rate", str(f.drop_rate), "--garble-rate", str(f.garble_rate),
+               "--delay-ms", str(f.delay_s * 1e3), "--smu-error-rate", str(f.smu_error_rate)]
+        if not self.pace:
+            cmd.append("--no-pace")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self._readline_with_timeout(self.proc, 30.0)
+        if not line:
+            raise InstrumentError("virtual bench process did not start (no JSON line on stdout)")
+        self.info = json.loads(line)
+        self.bench_path = self.info["bench"]
+
+    @staticmethod
+    def _readline_with_timeout(proc: subprocess.Popen[str], timeout_s: float) -> str:
+        out: list[str] = []
+        def _read() -> None:
+            out.append(proc.stdout.readline() if proc.stdout else "")
+
+        t = threading.Thread(target=_read, daemon=True)
+        t.start()
+        t.join(timeout_s)
+        return out[0] if out else ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            if self.proc.stdout:
+                self.proc.stdout.close()
+            self.proc = None
+        if self.board is not None:
+            self.board.stop()
+            self.board = None
+        if self.smu is not None:
+            self.smu.stop()
+            self.smu = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> VirtualBench:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

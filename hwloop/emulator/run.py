@@ -1,0 +1,33 @@
+"""Run the virtual bench in the foreground until Ctrl-C or SIGTERM, printing one JSON line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from hwloop.emulator.bench import VirtualBench
+from hwloop.emulator.faults import Faults
+
+
+def run_forever(bench: str | Path, *, seed: int = 0, faults: Faults | None = None, pace: bool = True,
+                workdir: str | None = None) -> None:
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    old_term = signal.signal(signal.SIGTERM, _on_signal)
+    old_int = signal.signal(signal.SIGINT, _on_signal)
+    try:
+        with VirtualBench(bench, seed=seed, faults=faults, pace=pace, workdir=workdir) as vb:
+            sys.stdout.write(json.dumps(vb.info) + "\n")
+            sys.stdout.flush()
+            while not stop.wait(0.5):
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)

@@ -1,0 +1,261 @@
+"""The emulated Keithley 2636B on a loopback TCP socket: the TSP subset that hwloop's driver uses.
+
+Commands are newline-terminated lines. Assignments to the known attributes are stored and range-checked
+as the instrument does; ``print(...)`` answers use the instrument's number format (``%.5e``). Anything
+else goes to the error queue as a TSP syntax error, so a driver typo surfaces as it would on the bench.
+``smua.measure.i()`` returns ``G * V`` of the cell selected on the emulated board (gate on), clamped at
+the current limit, and a trigger-model pulse records the same into ``nvbuffer1``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hwloop.emulator.device import EmulatedChip
+from hwloop.emulator.faults import Faults
+
+IDN = "Keithley Instruments Inc., Model 2636B, 4480001, 4.0.5 (hwloop virtual)"
+
+_CONST = {
+    "OUTPUT_DCVOLTS": 1.0, "OUTPUT_DCAMPS": 0.0, "OUTPUT_ON": 1.0, "OUTPUT_OFF": 0.0, "ENABLE": 1.0,
+    "DISABLE": 0.0, "SOURCE_IDLE": 1.0, "SOURCE_HOLD": 0.0, "trigger.ARMED_EVENT_ID": 2.0,
+}
+_ATTRS = {
+    "source.func": 1.0, "source.rangev": 200e-3, "source.levelv": 0.0, "source.limiti": 100e-6,
+    "measure.rangei": 100e-6, "measure.nplc": 1.0, "source.output": 0.0, "trigger.source.limiti": 100e-6,
+    "trigger.source.action": 0.0, "trigger.measure.action": 0.0, "trigger.endpulse.action": 0.0,
+    "trigger.endpulse.stimulus": 0.0, "trigger.count": 1.0,
+}
+_GLOBAL_ATTRS = {"trigger.timer[1].delay": 1e-3, "trigger.timer[1].count": 1.0,
+                 "trigger.timer[1].stimulus": 0.0, "trigger.timer[1].passthrough": 0.0}
+_ASSIGN = re.compile(r"^([A-Za-z_][\w.\[\]]*)\s*=\s*(.+)$")
+_PRINT = re.compile(r"^print\((.+)\)$")
+_RANGE_V = 200.0
+
+
+def fmt(x: float) -> str:
+    return f"{x:.5e}"
+
+
+@dataclass
+class TspState:
+    attrs: dict[str, float] = field(default_factory=dict)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    listv: list[float] = field(default_factory=list)
+    buffer: list[float] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.attrs = {f"smu{c}.{k}": v for c in "ab" for k, v in _ATTRS.items()} | dict(_GLOBAL_ATTRS)
+        self.listv, self.buffer = [], []
+
+
+class SmuEmulator:
+    def __init__(self, chip: EmulatedChip, *, faults: Faults | None = None, host: str = "127.0.0.1") -> None:
+        self.chip = chip
+        self.faults = faults or Faults()
+        self.state = TspState()
+        self.state.reset()
+        self.sock = socket.create_server((host, 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.resource = f"TCPIP::{host}::{self.port}::SOCKET"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conns: list[socket.socket] = []
+        self.n_commands = 0
+        self.connected = True
+
+    def start(self) -> SmuEmulator:
+        self._thread = threading.Thread(target=self._serve, name="hwloop-smu-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for c in self._conns:
+            c.close()
+        self.sock.close()
+
+    # ------------------------------------------------------------------ server
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            if not self.connected:
+                conn.close()
+                continue
+            self._conns.append(conn)
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        conn.settimeout(0.1)
+        buf = b""
+        with conn:
+            while not self._stop.is_set() and self.connected:
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    text = line.decode("ascii", "replace").strip()
+                    if not text:
+                        continue
+                    self.n_commands += 1
+                    fault = self.faults.smu_fault()
+                    if fault == "smu_disconnect" or (
+                            0 < self.faults.smu_disconnect_after < self.n_commands):
+                        self.connected = False
+                        return
+                    answer = self.execute(text)
+                    if fault == "smu_error":
+                        self.state.errors.append((-286, "TSP Runtime error at line 1: injected fault"))
+                    if answer is not None:
+                        try:
+                            conn.sendall(answer.encode() + b"\n")
+                        except OSError:
+                            return
+
+    # ------------------------------------------------------------------ TSP subset
+    def _error(self, code: int, msg: str) -> None:
+        self.state.errors.append((code, msg))
+
+    def _value(self, expr: str) -> float | None:
+        expr = expr.strip()
+        try:
+            return float(expr)
+        except ValueError:
+            pass
+        if expr in ("true", "false"):
+            return 1.0 if expr == "true" else 0.0
+        m = re.fullmatch(r"(smu[ab])\.(\w+(?:\.\w+)?)", expr)
+        if m and m.group(2) in _CONST:
+            return _CONST[m.group(2)]
+        if expr == "trigger.timer[1].EVENT_ID":
+            return 1.0
+        return None
+
+    def execute(self, cmd: str) -> str | None:
+        """Run one TSP line; returns the printed answer (or None)."""
+        st = self.state
+        st.commands.append(cmd)
+        if cmd == "*IDN?":
+            return IDN
+        if cmd in ("reset()", "*RST"):
+            st.reset()
+            return None
+        if cmd in ("errorqueue.clear()", "*CLS"):
+            st.errors.clear()
+            return None
+        if cmd == "waitcomplete()":
+            return None
+        m = re.fullmatch(r"(smu[ab])\.(reset|nvbuffer1\.clear|trigger\.initiate)\(\)", cmd)
+        if m:
+            ch, what = m.groups()
+            if what == "reset":
+                for k, v in _ATTRS.items():
+                    st.attrs[f"{ch}.{k}"] = v
+            elif what == "nvbuffer1.clear":
+                st.buffer.clear()
+            else:
+                self._pulse(ch)
+            return None
+        m = re.fullmatch(r"(smu[ab])\.trigger\.source\.listv\(\{([^}]*)\}\)", cmd)
+        if m:
+            vals = [self._value(x) for x in m.group(2).split(",")]
+            if any(v is None for v in vals) or any(abs(v) > _RANGE_V for v in vals if v is not None):
+                self._error(-222, "Parameter data out of range")
+            else:
+                st.listv = [float(v) for v in vals if v is not None]
+            return None
+        if re.fullmatch(r"(smu[ab])\.trigger\.measure\.i\((smu[ab])\.nvbuffer1\)", cmd):
+            return None
+        m = re.fullmatch(r"printbuffer\(1, (smu[ab])\.nvbuffer1\.n, (smu[ab])\.nvbuffer1\.readings\)", cmd)
+        if m:
+            return ", ".join(fmt(x) for x in st.buffer) if st.buffer else ""
+        m = _PRINT.fullmatch(cmd)
+        if m:
+            return self._print(m.group(1).strip())
+        m = _ASSIGN.fullmatch(cmd)
+        if m:
+            self._assign(m.group(1), m.group(2))
+            return None
+        self._error(-285, f"TSP Syntax error at line 1: unexpected symbol near `{cmd[:40]}'")
+        return None
+
+    def _print(self, expr: str) -> str:
+        st = self.state
+        if expr == "errorqueue.count":
+            return fmt(len(st.errors))
+        if expr == "errorqueue.next()":
+            if not st.errors:
+                return "\t".join([fmt(0), "Queue Is Empty", fmt(0), fmt(0)])
+            code, msg = st.errors.pop(0)
+            return "\t".join([fmt(code), msg, fmt(2), fmt(0)])
+        m = re.fullmatch(r"(smu[ab])\.measure\.i\(\)", expr)
+        if m:
+            return fmt(self._measure_i(m.group(1), st.attrs[f"{m.group(1)}.source.levelv"],
+                                       st.attrs[f"{m.group(1)}.source.limiti"]))
+        if expr in st.attrs:
+            return fmt(st.attrs[expr])
+        self._error(-285, f"TSP Syntax error at line 1: unexpected symbol near `{expr[:40]}'")
+        return "nil"
+
+    def _assign(self, name: str, expr: str) -> None:
+        st = self.state
+        if name not in st.attrs:
+            self._error(-285, f"TSP Syntax error at line 1: unexpected symbol near `{name}'")
+            return
+        v = self._value(expr)
+        if v is None:
+            self._error(-285, f"TSP Syntax error at line 1: unexpected symbol near `{expr[:40]}'")
+            return
+        ch = name.split(".", 1)[0]
+        if name.endswith("levelv") and abs(v) > min(_RANGE_V, 1.01 * st.attrs[f"{ch}.source.rangev"]):
+            self._error(5007, "Operation would exceed safe operating area of the instrument")
+            return
+        if name.endswith("nplc") and not 0.001 <= v <= 25:
+            self._error(-222, "Parameter data out of range")
+            return
+        if (name.endswith("limiti") or name.endswith("rangei")) and not 1e-10 <= v <= 10.0:
+            self._error(-222, "Parameter data out of range")
+            return
+        if name.endswith("rangev") and not 0 < abs(v) <= _RANGE_V:
+            self._error(-222, "Parameter data out of range")
+            return
+        st.attrs[name] = v
+
+    def _measure_i(self, ch: str, v: float, limit_a: float) -> float:
+        st = self.state
+        if st.attrs[f"{ch}.source.output"] != 1.0 or st.attrs[f"{ch}.source.func"] != 1.0:
+            return 0.0
+        chip = self.chip
+        with chip.lock:
+            sel = chip.selected
+            v_wl = chip.dac[0]
+            i_a = 0.0 if sel is None else float(chip.current_a(np.array([sel]), v_wl, v)[0])
+        return float(np.clip(i_a, -limit_a, limit_a))
+
+    def _pulse(self, ch: str) -> None:
+        st = self.state
+        if st.attrs[f"{ch}.source.output"] != 1.0:
+            self._error(5063, "Output must be on to initiate a sweep")
+            return
+        limit = st.attrs[f"{ch}.trigger.source.limiti"]
+        for v in st.listv[: int(st.attrs[f"{ch}.trigger.count"])]:
+            st.buffer.append(self._measure_i(ch, v, limit))

@@ -1,0 +1,326 @@
+"""Driver of the FPGA addressing board: row/column select, WL/BL/SL DACs, pulses, ADC reads, batches.
+
+The protocol is in ``hwloop.instruments.fpga_protocol`` and ``docs/fpga-protocol.md``. Every request is
+checked against the bench limits before it is framed; a timeout or a bad CRC (either direction) gives a
+bounded number of retransmissions with the same sequence number, which the board answers from its cache
+without pulsing again. The board's own refusals (NAK) are raised at once.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import serial
+
+from hwloop.errors import InstrumentError, ProtocolError, SafetyLimitError
+from hwloop.instruments.bench import BenchConfig, BoardOp, Condition, Limits
+from hwloop.instruments.fpga_protocol import (
+    DAC,
+    IDENT,
+    MAX_CONDITIONS,
+    OP_DTYPE,
+    PULSE,
+    ROW_CELLS,
+    BadCrc,
+    Cmd,
+    Frame,
+    FrameParser,
+    Nak,
+    encode_batch,
+    encode_conditions,
+    encode_frame,
+)
+
+SerialFactory = Callable[..., Any]
+
+
+@dataclass
+class BoardInfo:
+    protocol_version: int
+    tiles: int
+    adc_lsb_a: float
+    max_batch_ops: int
+    ident: str
+
+
+@dataclass
+class LinkStats:
+    frames: int = 0
+    retries: int = 0
+    bytes_tx: int = 0
+    bytes_rx: int = 0
+    timeouts: int = 0
+    bad_crc: int = 0
+
+
+class FpgaBoard:
+    """The addressing board over a serial port (pyserial URL or device path)."""
+
+    def __init__(self, port: str, *, limits: Limits, baud: int = 921_600, timeout_s: float = 0.5,
+                 retries: int = 3, max_batch_ops: int = 4096,
+                 serial_factory: SerialFactory | None = None) -> None:
+        self.limits = limits
+        self.port = port
+        self.baud = int(baud)
+        self.timeout_s = float(timeout_s)
+        self.retries = int(retries)
+        self.max_batch_ops = int(max_batch_ops)
+        self.stats = LinkStats()
+        self._seq = 0
+        self._parser = FrameParser()
+        self._items: deque[Frame | BadCrc] = deque()
+        self._dac: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.info: BoardInfo | None = None
+        factory = serial_factory or serial.serial_for_url
+        try:
+            self.ser = factory(port, baudrate=self.baud, timeout=self.timeout_s,
+                               write_timeout=max(self.timeout_s, 5.0))
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise InstrumentError(f"FPGA board: cannot open serial port {port!r}: {exc}") from None
+
+    @classmethod
+    def from_bench(cls, bench: BenchConfig, **kw: Any) -> FpgaBoard:
+        f = bench.fpga
+        return cls(f.port, limits=bench.limits, baud=f.baud, timeout_s=f.timeout_s, retries=f.retries,
+                   max_batch_ops=f.max_batch_ops, **kw)
+
+    # ------------------------------------------------------------------ link
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFF
+        return self._seq
+
+    def _read_frame(self, deadline: float) -> Frame | BadCrc | None:
+        while not self._items:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.ser.timeout = remaining
+            try:
+                data = self.ser.read(max(1, self.ser.in_waiting))
+            except (serial.SerialException, OSError) as exc:
+                raise InstrumentError(f"FPGA board on {self.port}: link lost ({exc})") from None
+            if not data:
+                return None
+            self.stats.bytes_rx += len(data)
+            self._items.extend(self._parser.feed(data))
+        return self._items.popleft()
+
+    def exchange(self, cmd: Cmd, payload: bytes = b"", *, timeout_s: float | None = None) -> bytes:
+        """Send one request and return the ACK data.
+
+        Retransmits the same frame (same sequence number) on a timeout, an answer with a bad CRC or a NAK
+        for a corrupted request, at most ``retries`` times; raises ``ProtocolError`` after that. Other
+        NAKs are raised at once (``SafetyLimitError`` for the board's own limit check).
+        """
+        seq = self._next_seq()
+        frame = encode_frame(seq, cmd, payload)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        last_problem = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats.retries += 1
+            try:
+                self.ser.reset_input_buffer()
+                self._parser = FrameParser()
+                self._items.clear()
+                self.ser.write(frame)
+                self.ser.flush()
+            except (serial.SerialException, OSError) as exc:
+                raise InstrumentError(f"FPGA board on {self.port}: write failed ({exc})") from None
+            self.stats.frames += 1
+            self.stats.bytes_tx += len(frame)
+            deadline = time.monotonic() + timeout
+            while True:
+                item = self._read_frame(deadline)
+                if item is None:
+                    self.stats.timeouts += 1
+                    last_problem = f"no answer within {timeout:.3g} s"
+                    break
+                if isinstance(item, BadCrc):
+                    self.stats.bad_crc += 1
+                    last_problem = "answer with a bad CRC"
+                    break
+                if item.cmd == Cmd.NAK and item.payload[1:2] == bytes([Nak.BAD_CRC]):
+                    last_problem = "the board received the request corrupted (NAK BAD_CRC)"
+                    break
+                if item.seq != seq:
+                    continue  # a late answer to an earlier request: ignore it
+                return self._check_answer(cmd, item)
+        raise ProtocolError(
+            f"FPGA board on {self.port}: {cmd.name} failed after {self.retries + 1} attempt(s): "
+            f"{last_problem}"
+        )
+
+    def _check_answer(self, cmd: Cmd, item: Frame) -> bytes:
+        if item.cmd == Cmd.NAK:
+            reason = item.payload[1] if len(item.payload) > 1 else 0
+            name = Nak(reason).name if reason in Nak._value2member_map_ else f"code {reason}"
+            if reason == Nak.LIMIT:
+                raise SafetyLimitError(f"FPGA board refused {cmd.name}: past its own limits (NAK {name})")
+            raise ProtocolError(f"FPGA board refused {cmd.name}: NAK {name}")
+        if item.cmd != Cmd.ACK or not item.payload or item.payload[0] != cmd:
+            raise ProtocolError(f"FPGA board answered {cmd.name} with an unexpected frame "
+                                f"(cmd 0x{item.cmd:02x})")
+        return item.payload[1:]
+
+    request = exchange
+
+    # ------------------------------------------------------------------ commands
+    def identify(self) -> BoardInfo:
+        data = self.request(Cmd.IDENT)
+        if len(data) < IDENT.size:
+            raise ProtocolError("FPGA board: IDENT answer too short")
+        ver, tiles, lsb_pa, max_ops = IDENT.unpack_from(data)
+        ident = data[IDENT.size :].decode("ascii", "replace")
+        self.info = BoardInfo(ver, tiles, lsb_pa * 1e-12, max_ops, ident)
+        return self.info
+
+    @property
+    def adc_lsb_a(self) -> float:
+        if self.info is None:
+            self.identify()
+        assert self.info is not None
+        return self.info.adc_lsb_a
+
+    def select(self, tile: int, row: int, col: int) -> None:
+        self._check_address(np.array([tile]), np.array([row]), np.array([col]))
+        self.request(Cmd.SELECT, bytes([tile, row, col]))
+
+    def set_dac(self, v_wl: float, v_bl: float, v_sl: float) -> None:
+        """Set the three terminal DACs (V). Checked against the per-terminal limits."""
+        lim = self.limits
+        bl_max = max(lim.max_v_bl, lim.max_v_form)
+        bad = [f"|V_WL| {abs(v_wl)} V > {lim.max_v_wl} V" for _ in [0] if not abs(v_wl) <= lim.max_v_wl]
+        bad += [f"|V_BL| {abs(v_bl)} V > {bl_max} V" for _ in [0] if not abs(v_bl) <= bl_max]
+        bad += [f"|V_SL| {abs(v_sl)} V > {lim.max_v_sl} V" for _ in [0] if not abs(v_sl) <= lim.max_v_sl]
+        if bad:
+            raise SafetyLimitError("SET_DAC refused, nothing was sent: " + "; ".join(bad))
+        self.request(Cmd.SET_DAC, DAC.pack(_mv(v_wl), _mv(v_bl), _mv(v_sl)))
+        self._dac = (v_wl, v_bl, v_sl)
+
+    def pulse(self, op: BoardOp, width_ns: int) -> None:
+        """One pulse of ``width_ns`` on the selected cell at the present DAC levels, checked as ``op``."""
+        cond = Condition(*self._dac, int(width_ns))
+        self.limits.check(BoardOp(op), cond)
+        self.request(Cmd.PULSE, PULSE.pack(int(op), int(width_ns)))
+
+    def read_row(self, tile: int, row: int) -> np.ndarray:
+        """ADC currents (A) of the 128 cells of a row, at the present DAC levels (checked as a READ)."""
+        self.limits.check(BoardOp.READ, Condition(*self._dac, 1))
+        self._check_address(np.array([tile]), np.array([row]), np.array([0]))
+        data = self.request(Cmd.READ_ROW, bytes([tile, row]))
+        codes = np.frombuffer(data, dtype="<u2")
+        if codes.size != ROW_CELLS:
+            raise ProtocolError(f"FPGA board: READ_ROW answered {codes.size} values, expected {ROW_CELLS}")
+        return codes * self.adc_lsb_a
+
+    def safe(self) -> None:
+        """All DACs to 0 V, outputs disconnected."""
+        self.request(Cmd.SAFE)
+        self._dac = (0.0, 0.0, 0.0)
+
+    def status(self) -> dict[str, int]:
+        data = self.request(Cmd.STATUS)
+        flags, tile, row, col, last_seq = struct.unpack_from("<BBBBB", data)
+        return {"outputs_on": flags & 1, "tile": tile, "row": row, "col": col, "last_seq": last_seq}
+
+    # ------------------------------------------------------------------ batch
+    def _check_address(self, tile: np.ndarray, row: np.ndarray, col: np.ndarray) -> None:
+        n_tiles = self.info.tiles if self.info else 255
+        if tile.size and (tile.min() < 0 or tile.max() >= n_tiles or row.min() < 0 or row.max() >= ROW_CELLS
+                          or col.min() < 0 or col.max() >= ROW_CELLS):
+            raise ProtocolError(f"FPGA board: address outside {n_tiles} tile(s) of {ROW_CELLS}x{ROW_CELLS}")
+
+    def batch(self, tile: np.ndarray, row: np.ndarray, col: np.ndarray, op: np.ndarray | int,
+              cond: np.ndarray | int, conditions: Sequence[Condition]) -> np.ndarray:
+        """Apply ``(address, op, conditions[cond])`` entries in as few frames as possible.
+
+        Every (op, condition) pair used is checked against the limits before the first frame is sent.
+        Returns the ADC currents (A) of the READ entries, in entry order.
+        """
+        tile, row, col = (np.asarray(a, dtype=np.int64).ravel() for a in (tile, row, col))
+        n = tile.size
+        op_a = np.broadcast_to(np.asarray(op, dtype=np.int64), (n,))
+        cond_a = np.broadcast_to(np.asarray(cond, dtype=np.int64), (n,))
+        if n == 0:
+            return np.zeros(0)
+        if cond_a.min() < 0 or cond_a.max() >= len(conditions):
+            raise ProtocolError("batch: condition index outside the condition list")
+        if op_a.min() < 0 or op_a.max() > max(BoardOp):
+            raise ProtocolError("batch: unknown operation code")
+        self._check_address(tile, row, col)
+        qconds = [c.quantized() for c in conditions]
+        pairs = np.unique(op_a * 65536 + cond_a)
+        for p in pairs:  # the safety gate: nothing is framed before every pair passed
+            self.limits.check(BoardOp(int(p // 65536)), qconds[int(p % 65536)])
+        entries = np.empty(n, dtype=OP_DTYPE)
+        entries["tile"], entries["row"], entries["col"], entries["op"] = tile, row, col, op_a
+        lsb = self.adc_lsb_a
+        out: list[np.ndarray] = []
+        step = self.max_batch_ops
+        if self.info is not None:
+            step = min(step, self.info.max_batch_ops)
+        start = 0
+        while start < n:
+            stop = min(start + step, n)
+            chunk_cond = cond_a[start:stop]
+            used, local = np.unique(chunk_cond, return_inverse=True)
+            if used.size > MAX_CONDITIONS:
+                # too many distinct conditions: shorten the chunk to the first MAX_CONDITIONS of them
+                first = np.unique(chunk_cond, return_index=True)[1]
+                cut = np.sort(first)[MAX_CONDITIONS]
+                stop = start + int(cut)
+                chunk_cond = cond_a[start:stop]
+                used, local = np.unique(chunk_cond, return_inverse=True)
+            ent = entries[start:stop].copy()
+            ent["cond"] = local
+            payload = encode_batch(encode_conditions([qconds[int(u)] for u in used]), ent)
+            data = self.request(Cmd.BATCH, payload, timeout_s=self._batch_timeout(len(payload), ent))
+            (n_done,) = struct.unpack_from("<H", data)
+            if n_done != ent.size:
+                raise ProtocolError(f"FPGA board executed {n_done} of {ent.size} batch entries")
+            codes = np.frombuffer(data, dtype="<u2", offset=2)
+            n_read = int(np.count_nonzero(ent["op"] == BoardOp.READ))
+            if codes.size != n_read:
+                raise ProtocolError(f"FPGA board returned {codes.size} ADC values for {n_read} READ entries")
+            out.append(codes * lsb)
+            start = stop
+        return np.concatenate(out)
+
+    def _batch_timeout(self, n_bytes: int, ent: np.ndarray) -> float:
+        """Timeout for a batch: the link time of both directions at the baud rate, plus the base timeout."""
+        n_read = int(np.count_nonzero(ent["op"] == BoardOp.READ))
+        wire_s = (n_bytes + 2 * n_read + 32) * 10.0 / self.baud
+        return self.timeout_s + 2.0 * wire_s
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Put the board in its safe state (best effort) and close the port. Safe to call twice."""
+        if getattr(self, "ser", None) is None:
+            return
+        try:
+            if self.ser.is_open:
+                self.safe()
+        except Exception:
+            pass
+        finally:
+            try:
+                self.ser.close()
+            finally:
+                self.ser = None
+
+    def __enter__(self) -> FpgaBoard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _mv(v: float) -> int:
+    return round(v * 1000.0)

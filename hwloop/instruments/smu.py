@@ -1,0 +1,282 @@
+"""Source Measure Units behind one small interface; the Keithley 2600B series (2636B) over TSP.
+
+``Smu`` is what the chip layer uses: identify, reset, a DC source-voltage/measure-current, a pulsed
+source-measure, the error queue and the safe state. A Keysight B1500 driver can implement the same
+interface later (FLEX commands: ``DV``, ``TI``, ``ERR?``, ``CL``; see the lab notes).
+
+``Keithley2600Channel`` lists the TSP attributes it uses as declarative ``Control``s: a setting past the
+instrument's range or the bench's SMU limits is refused before anything is written. After each batch of
+commands the driver reads ``errorqueue.count`` and raises ``InstrumentError`` with the instrument's own
+text. Any exception in a batch first puts the channel in its safe state (0 V, output off).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from hwloop.errors import ConfigError, InstrumentError, SafetyLimitError
+from hwloop.instruments.bench import BenchConfig, Limits
+from hwloop.instruments.visa import Control, Measurement, VisaAdapter, strict_discrete_set, strict_range
+
+
+class Smu(ABC):
+    """The SMU operations hwloop needs; SI units (V, A, s)."""
+
+    limits: Limits
+
+    @abstractmethod
+    def identify(self) -> str: ...
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+    @abstractmethod
+    def source_voltage_measure_current(self, v: float, i_limit_a: float) -> float:
+        """Source ``v`` with compliance ``i_limit_a``, measure the current (A), switch the output off."""
+
+    @abstractmethod
+    def pulse_voltage_measure_current(self, v: float, width_s: float, i_limit_a: float) -> float:
+        """One voltage pulse through the trigger model; the current (A) measured during it."""
+
+    @abstractmethod
+    def check_errors(self) -> None:
+        """Raise ``InstrumentError`` with the instrument's text if its error queue is not empty."""
+
+    @abstractmethod
+    def safe_state(self) -> None:
+        """0 V and outputs off."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Smu:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Keithley2600Channel:
+    """One SMU channel (``smua`` / ``smub``) of a 2600B, property names after the reference manual."""
+
+    def __init__(self, parent: Keithley2600, ch: str) -> None:
+        self.parent = parent
+        self.ch = ch
+
+    def write(self, command: str) -> None:
+        self.parent.write(command)
+
+    def ask(self, command: str) -> str:
+        return self.parent.ask(command)
+
+    # dynamic bounds from the bench's SMU limits
+    @property
+    def v_bounds(self) -> tuple[float, float]:
+        return (-self.parent.limits.smu_max_v, self.parent.limits.smu_max_v)
+
+    @property
+    def i_bounds(self) -> tuple[float, float]:
+        return (100e-12, self.parent.limits.smu_max_current_a)
+
+    @property
+    def width_bounds(self) -> tuple[float, float]:
+        return (100e-6, self.parent.limits.smu_max_width_s)
+
+    source_function = Control(
+        "print({ch}.source.func)", "{ch}.source.func = {value}",
+        "Source function: 'voltage' (OUTPUT_DCVOLTS) or 'current' (OUTPUT_DCAMPS).",
+        validator=strict_discrete_set, values=("voltage", "current"),
+        set_map={"voltage": "{ch}.OUTPUT_DCVOLTS", "current": "{ch}.OUTPUT_DCAMPS"},
+        get_map={1.0: "voltage", 0.0: "current"}, error=ConfigError)
+    source_voltage_range = Control(
+        "print({ch}.source.rangev)", "{ch}.source.rangev = {value:.6g}",
+        "Source voltage range (V); the instrument picks the range that holds this value.", values="v_bounds")
+    source_voltage = Control(
+        "print({ch}.source.levelv)", "{ch}.source.levelv = {value:.6g}",
+        "DC source voltage level (V), refused past the bench's smu_max_v.", values="v_bounds")
+    current_limit = Control(
+        "print({ch}.source.limiti)", "{ch}.source.limiti = {value:.6g}",
+        "Current limit (compliance, A) of the voltage source.", values="i_bounds")
+    measure_current_range = Control(
+        "print({ch}.measure.rangei)", "{ch}.measure.rangei = {value:.6g}",
+        "Current measurement range (A).", values="i_bounds")
+    nplc = Control(
+        "print({ch}.measure.nplc)", "{ch}.measure.nplc = {value:.6g}",
+        "Integration time in power-line cycles (0.001 to 25).", values=(0.001, 25.0), error=ConfigError)
+    output_enabled = Control(
+        "print({ch}.source.output)", "{ch}.source.output = {value}",
+        "Output relay state.", validator=strict_discrete_set, values=(True, False),
+        set_map={True: "{ch}.OUTPUT_ON", False: "{ch}.OUTPUT_OFF"}, get_map={1.0: True, 0.0: False})
+    trigger_source_limit = Control(
+        None, "{ch}.trigger.source.limiti = {value:.6g}", "Current limit during a trigger-model pulse (A).",
+        values="i_bounds")
+    pulse_width = Control(
+        None, "trigger.timer[1].delay = {value:.6g}",
+        "Pulse width (s) set by timer 1 (the 2600B's shortest pulses are about 100 us).",
+        values="width_bounds")
+    current = Measurement("print({ch}.measure.i())", "One current measurement (A).")
+
+    def reset(self) -> None:
+        self.write(f"{self.ch}.reset()")
+
+    def pulse_list(self, v: float) -> None:
+        """The trigger model's source list: one pulse level (V)."""
+        try:
+            v = strict_range(v, self.v_bounds)
+        except ValueError as exc:
+            raise SafetyLimitError(f"pulse level {v!r} V refused, nothing was sent: {exc}") from None
+        self.write(f"{self.ch}.trigger.source.listv({{{v:.6g}}})")
+
+
+class Keithley2600(Smu):
+    """Keithley 2600B series SMU (2636B) over TSP, one channel used."""
+
+    def __init__(self, adapter: VisaAdapter, limits: Limits, channel: str = "a", nplc: float = 0.01) -> None:
+        if channel not in ("a", "b"):
+            raise ConfigError(f"Keithley 2600B channel must be 'a' or 'b', got {channel!r}")
+        self.adapter = adapter
+        self.limits = limits
+        self.ch = f"smu{channel}"
+        self.channel = Keithley2600Channel(self, self.ch)
+        self.default_nplc = nplc
+        self._configured: tuple[float, float] | None = None
+
+    @classmethod
+    def from_bench(cls, bench: BenchConfig, transcript: list[tuple[str, str]] | None = None) -> Keithley2600:
+        s = bench.smu
+        adapter = VisaAdapter(s.resource, visa_library=s.visa_library, timeout_ms=s.timeout_ms,
+                              transcript=transcript)
+        return cls(adapter, bench.limits, channel=s.channel, nplc=s.nplc)
+
+    # ------------------------------------------------------------------ I/O
+    def write(self, command: str) -> None:
+        self.adapter.write(command)
+
+    def ask(self, command: str) -> str:
+        return self.adapter.ask(command)
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """A group of commands: on any exception go to the safe state; afterwards check the error queue."""
+        try:
+            yield
+        except BaseException:
+            self._safe_quietly()
+            raise
+        self.check_errors()
+
+    # ------------------------------------------------------------------ Smu interface
+    def identify(self) -> str:
+        idn = self.ask("*IDN?")
+        if "keithley" not in idn.lower():
+            raise InstrumentError(f"{self.adapter.resource_name} is not a Keithley SMU: *IDN? -> {idn!r}")
+        return idn
+
+    def reset(self) -> None:
+        with self._batch():
+            self.write("reset()")
+            self.write("errorqueue.clear()")
+        self._configured = None
+
+    def check_errors(self) -> None:
+        count = int(float(self.ask("print(errorqueue.count)")))
+        if count <= 0:
+            return
+        errors: list[str] = []
+        for _ in range(min(count, 32)):
+            fields = self.ask("print(errorqueue.next())").split("\t")
+            code = fields[0]
+            with suppress(ValueError):
+                code = str(int(float(code)))
+            errors.append(f"{code} {fields[1].strip()}" if len(fields) > 1 else code)
+        raise InstrumentError(f"Keithley SMU {self.ch} reported: " + "; ".join(errors))
+
+    def configure_voltage_source(self, i_limit_a: float, nplc: float | None = None) -> None:
+        """Voltage source on the bench's range with compliance ``i_limit_a``, output still off."""
+        nplc = self.default_nplc if nplc is None else nplc
+        self.limits.check_smu(0.0, i_limit_a)
+        ch = self.channel
+        with self._batch():
+            ch.source_function = "voltage"
+            ch.source_voltage_range = self.limits.smu_max_v
+            ch.current_limit = i_limit_a
+            ch.measure_current_range = i_limit_a
+            ch.nplc = nplc
+            ch.source_voltage = 0.0
+        self._configured = (i_limit_a, nplc)
+
+    def source_voltage_measure_current(self, v: float, i_limit_a: float) -> float:
+        self.limits.check_smu(v, i_limit_a)
+        if self._configured is None or self._configured[0] != i_limit_a:
+            self.configure_voltage_source(i_limit_a)
+        ch = self.channel
+        with self._batch():
+            ch.source_voltage = v
+            ch.output_enabled = True
+            i_a = ch.current
+            ch.output_enabled = False
+            ch.source_voltage = 0.0
+        return float(i_a)
+
+    def pulse_voltage_measure_current(self, v: float, width_s: float, i_limit_a: float) -> float:
+        self.limits.check_smu(v, i_limit_a, width_s)
+        ch, c = self.channel, self.ch
+        with self._batch():
+            ch.source_function = "voltage"
+            ch.source_voltage_range = self.limits.smu_max_v
+            ch.source_voltage = 0.0
+            ch.current_limit = i_limit_a
+            ch.measure_current_range = i_limit_a
+            ch.nplc = 0.001
+            self.write(f"{c}.nvbuffer1.clear()")
+            ch.pulse_list(v)
+            ch.trigger_source_limit = i_limit_a
+            self.write(f"{c}.trigger.source.action = {c}.ENABLE")
+            self.write(f"{c}.trigger.measure.action = {c}.ENABLE")
+            self.write(f"{c}.trigger.measure.i({c}.nvbuffer1)")
+            ch.pulse_width = width_s
+            self.write("trigger.timer[1].count = 1")
+            self.write(f"trigger.timer[1].stimulus = {c}.trigger.ARMED_EVENT_ID")
+            self.write(f"{c}.trigger.endpulse.action = {c}.SOURCE_IDLE")
+            self.write(f"{c}.trigger.endpulse.stimulus = trigger.timer[1].EVENT_ID")
+            self.write(f"{c}.trigger.count = 1")
+            ch.output_enabled = True
+            self.write(f"{c}.trigger.initiate()")
+            self.write("waitcomplete()")
+            ch.output_enabled = False
+            text = self.ask(f"printbuffer(1, {c}.nvbuffer1.n, {c}.nvbuffer1.readings)")
+        self._configured = None
+        try:
+            return float(text.split(",")[0])
+        except ValueError:
+            raise InstrumentError(f"Keithley SMU: pulse buffer answered {text!r}") from None
+
+    def safe_state(self) -> None:
+        self.write(f"{self.ch}.source.levelv = 0")
+        self.write(f"{self.ch}.source.output = {self.ch}.OUTPUT_OFF")
+
+    def _safe_quietly(self) -> None:
+        with suppress(Exception):
+            self.safe_state()
+
+    def close(self) -> None:
+        if self.adapter is None:
+            return
+        self._safe_quietly()
+        self.adapter.close()
+        self.adapter = None  # type: ignore[assignment]
+
+
+SMU_DRIVERS: dict[str, Callable[..., Smu]] = {"keithley2600": Keithley2600.from_bench}
+
+
+def open_smu(bench: BenchConfig, **kw: Any) -> Smu:
+    """The SMU driver named by the bench's ``[smu] driver``."""
+    try:
+        factory = SMU_DRIVERS[bench.smu.driver]
+    except KeyError:
+        raise ConfigError(f"unknown SMU driver {bench.smu.driver!r}; known: {sorted(SMU_DRIVERS)}") from None
+    return factory(bench, **kw)
