@@ -107,6 +107,16 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------- weights on a chip
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """Unique values of an already sorted array (cheaper than np.unique)."""
+    if a.size == 0:
+        return a
+    keep = np.empty(a.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
 class ChipWeights:
     """The network's weights as conductance pairs on a chip, with the nominal level of every device."""
 
@@ -114,7 +124,7 @@ class ChipWeights:
         self.chip = chip
         self.cmap = cmap
         self.levels = levels
-        self.q = levels.q.numpy()
+        self.q = levels.q_np
         self.scale_us = scale_us
         n_used = cmap.n_devices_used
         self.dev_level = np.full(n_used, -1, dtype=np.int8)  # nominal level per used device (-1: never set)
@@ -148,7 +158,7 @@ class ChipWeights:
         self.dev_level[changed] = tl
         self.programs += int(changed.size)
         if self.chip is None:
-            wi = np.unique(changed >> 1)
+            wi = _sorted_unique(changed >> 1)
             self.w_flat[wi] = self.q[k[wi].astype(np.int64) + self.levels.n_half]
             return int(changed.size)
         dev = self.cmap.devices[changed]
@@ -157,7 +167,7 @@ class ChipWeights:
         if hcs.any():
             self.chip.set_idx(dev[hcs], level=tl[hcs])
         self.g_us[changed] = self.chip.read_idx(dev)
-        self._refresh_weights(np.unique(changed >> 1))
+        self._refresh_weights(_sorted_unique(changed >> 1))
         return int(changed.size)
 
     def _refresh_weights(self, wi: np.ndarray | None = None) -> None:
@@ -252,9 +262,15 @@ def _init_hidden(model: QMLP, levels: LevelSet, mode: str, gen: torch.Generator)
             w.clamp_(levels.lo, levels.hi)
 
 
-def _hidden_levels(model: QMLP, levels: LevelSet) -> np.ndarray:
-    w = torch.cat([p.detach().reshape(-1) for p in model.hidden_weights()])
-    return levels.signed_level(w).to(torch.int8).numpy()
+def _hidden_levels(model: QMLP, levels: LevelSet, opt: MetaplasticAdam | None = None) -> np.ndarray:
+    """Signed nearest level (int8, -n..n) of every hidden weight, in crossbar order."""
+    parts = [
+        (opt.level_index(p) if opt is not None else levels.index_np(p.detach().numpy())).reshape(-1)
+        for p in model.hidden_weights()
+    ]
+    k = np.concatenate(parts)
+    k -= np.int8(levels.n_half)
+    return k
 
 
 @torch.no_grad()
@@ -295,7 +311,9 @@ class Trainer:
         n_out = int(max(t.y_train.max() for t in self.tasks)) + 1
         n_out = max(n_out, 10)
         self.model = QMLP(cfg.hidden, n_in=n_in, n_out=n_out, n_tasks=len(self.tasks), bn_mode=cfg.bn_mode)
-        self.cmap = CrossbarMap([(f"fc{i + 1}", tuple(layer.weight.shape)) for i, layer in enumerate(self.model.layers)])
+        self.cmap = CrossbarMap(
+            [(f"fc{i + 1}", tuple(layer.weight.shape)) for i, layer in enumerate(self.model.layers)]
+        )
         self.chip: Chip | None = None
         self.writer: RunLogWriter | None = None
         self.step = 0
@@ -428,7 +446,7 @@ class Trainer:
         finally:
             bar.close()
 
-    def _train_epoch(self, t_idx: int, bar) -> None:  # noqa: ANN001
+    def _train_epoch(self, t_idx: int, bar) -> None:
         cfg, task = self.cfg, self.tasks[t_idx]
         assert self.opt is not None and self.writer is not None
         epoch = self.epoch + 1
@@ -452,7 +470,7 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            self.hw.program(_hidden_levels(self.model, self.levels))
+            self.hw.program(_hidden_levels(self.model, self.levels, self.opt))
             self.writer.flush()
             loss_sum += loss.item() * len(y)
             correct += int((out.argmax(1) == y).sum())
@@ -524,7 +542,7 @@ class _NoBar:
     def close(self) -> None: ...
 
 
-def _progress(total: int, initial: int, enabled: bool):  # noqa: ANN202
+def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return _NoBar()
     from tqdm import tqdm

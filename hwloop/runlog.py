@@ -62,7 +62,7 @@ OPS_DTYPE = np.dtype(
 
 STATUS_CODES = {"running": 0, "finished": 1, "interrupted": 2, "failed": 3}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
-OPS_CHUNK = 1 << 16
+OPS_CHUNK = 1 << 14
 
 
 def epoch_dtype(n_tasks: int) -> np.dtype:
@@ -161,7 +161,8 @@ class RunLogWriter:
                           dtype="i1", chunks=(1, 1, ROWS, COLS), compression="gzip", compression_opts=1)
         cg = f.create_group("checkpoint")
         for slot in ("blob_a", "blob_b"):
-            cg.create_dataset(slot, shape=(0,), maxshape=(None,), dtype="u1", chunks=(1 << 20,))
+            cg.create_dataset(slot, shape=(0,), maxshape=(None,), dtype="u1", chunks=(1 << 20,),
+                              compression="gzip", compression_opts=1)
         cg.create_dataset("index", data=np.full(6, -1, dtype="<i8"))
         cg["index"].attrs["fields"] = "slot(0=a,1=b), nbytes, epoch, ops_rows, epochs_rows, snapshots_rows"
         f.create_dataset("status", data=np.array([STATUS_CODES["running"]], dtype="i1"))
@@ -240,7 +241,7 @@ class RunLogWriter:
         finally:
             self._tile_offset = old
 
-    def listener_for(self, offset: int):  # noqa: ANN201 - returns a Listener
+    def listener_for(self, offset: int):
         """A listener for a chip whose tile 0 is the run's tile ``offset``."""
 
         def fn(op: Op, idx: np.ndarray, level: np.ndarray, g_us: np.ndarray) -> None:

@@ -96,6 +96,7 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
         click.echo("test accuracy (%) after each task:")
         click.echo(f"{'after':<18}" + "".join(f"{n:>18}" for n in names))
         for after, accs in result.acc_after_task.items():
-            click.echo(f"{after:<18}" + "".join(f"{100 * accs[n]:>18.2f}" if n in accs else f"{'-':>18}" for n in names))
+            cells = (f"{100 * accs[n]:>18.2f}" if n in accs else f"{'-':>18}" for n in names)
+            click.echo(f"{after:<18}" + "".join(cells))
     click.echo("")
     click.echo("final: " + ", ".join(f"{n} {100 * a:.2f}%" for n, a in result.final_acc.items()))

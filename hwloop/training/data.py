@@ -85,7 +85,8 @@ def cache_dir() -> Path:
 
 
 def _find_file(d: Path, stem: str) -> Path | None:
-    for cand in (d / stem, d / f"{stem}.gz", d / stem.replace("-idx", ".idx"), d / f"{stem.replace('-idx', '.idx')}.gz"):
+    dotted = stem.replace("-idx", ".idx")
+    for cand in (d / stem, d / f"{stem}.gz", d / dotted, d / f"{dotted}.gz"):
         if cand.is_file():
             return cand
     return None
@@ -179,7 +180,7 @@ def _download(name: str, target: Path) -> None:
             continue
         for base in MIRRORS[name]:
             try:
-                with urllib.request.urlopen(base + stem + ".gz", timeout=30) as resp:  # noqa: S310
+                with urllib.request.urlopen(base + stem + ".gz", timeout=30) as resp:
                     data = resp.read()
                 raw = gzip.decompress(data)
                 if hashlib.md5(raw).hexdigest() != MD5[name][stem]:
@@ -217,7 +218,9 @@ def parse_tasks(spec: str) -> list[str]:
             try:
                 n = int(k) if k else 2
             except ValueError as exc:
-                raise DataError(f"bad task {part!r}: use permuted-mnist:<number of tasks>, e.g. permuted-mnist:3") from exc
+                raise DataError(
+                    f"bad task {part!r}: use permuted-mnist:<number of tasks>, e.g. permuted-mnist:3"
+                ) from exc
             if n < 1:
                 raise DataError(f"bad task {part!r}: permuted-mnist needs at least 1 task")
             names += [f"permuted-mnist-{i + 1}" for i in range(n)]

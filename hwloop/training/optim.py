@@ -8,20 +8,24 @@ For every hidden weight W_H (parameters flagged ``metaplastic``):
     M(W_H) = 1 - tanh^2(2 m* / I * |W_H - W_S| - m*)                (Eq. 2), I the interval holding W_H
 Hidden weights are then clamped to [Q_0, Q_n] (the paper's levels span [-1.5, 1.5]).
 Other parameters (batch-norm) get plain Adam. ``m_star`` can be changed between steps (warm-up uses 0).
+
+After each step the nearest-level index of every hidden weight is kept in ``state[p]["level_index"]``
+(int8): the orchestrator programs the chip from it, and the next step reuses it as W_S.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 from hwloop.training.levels import LevelSet
 
 
-def metaplastic_factor(w_h: torch.Tensor, w_s: torch.Tensor, width: torch.Tensor, m_star: float) -> torch.Tensor:
+def metaplastic_factor(w_h: np.ndarray, w_s: np.ndarray, width: np.ndarray, m_star: float) -> np.ndarray:
     """M of Eq. 2."""
-    return 1.0 - torch.tanh(2.0 * m_star / width * (w_h - w_s).abs() - m_star) ** 2
+    return 1.0 - np.tanh((2.0 * m_star) / width * np.abs(w_h - w_s) - m_star) ** 2
 
 
 class MetaplasticAdam(torch.optim.Optimizer):
@@ -35,17 +39,27 @@ class MetaplasticAdam(torch.optim.Optimizer):
         self.clamp = clamp
         self.attenuated = 0  # weights attenuated in the last step (diagnostic)
 
+    def level_index(self, p: torch.Tensor) -> np.ndarray:
+        """Nearest-level index (int8) of hidden weight tensor ``p`` after the last step."""
+        st = self.state.get(p, {})
+        idx = st.get("level_index")
+        if idx is None:
+            idx = self.levels.index_np(p.detach().numpy())
+        return idx
+
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch.optim signature
+    def step(self, closure=None):
         loss = closure() if closure is not None else None
         self.attenuated = 0
+        lv = self.levels
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            lr = group["lr"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                if not state:
+                if "step" not in state:
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
@@ -55,24 +69,34 @@ class MetaplasticAdam(torch.optim.Optimizer):
                 m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
                 denom = (v / (1 - beta2**t)).sqrt_().add_(group["eps"])
-                u = (m / (1 - beta1**t)) / denom
-                if getattr(p, "metaplastic", False):
-                    if self.m_star > 0:
-                        w_s = self.levels.nearest(p)
-                        away = u * (p - w_s) < 0
-                        width = self.levels.interval_width(p)
-                        f = metaplastic_factor(p, w_s, width, self.m_star)
-                        u = torch.where(away, u * f, u)
-                        self.attenuated += int(away.sum())
-                    p.add_(u, alpha=-group["lr"])
-                    if self.clamp:
-                        p.clamp_(self.levels.lo, self.levels.hi)
-                else:
-                    p.add_(u, alpha=-group["lr"])
+                u = (m / (1 - beta1**t)).div_(denom)
+                if not getattr(p, "metaplastic", False):
+                    p.add_(u, alpha=-lr)
+                    continue
+                w = p.detach().numpy()
+                un = u.numpy()
+                if self.m_star > 0:
+                    idx = state.get("level_index")
+                    if idx is None:
+                        idx = lv.index_np(w)
+                    w_s = lv.q_np[idx]
+                    away = un * (w - w_s) < 0
+                    f = metaplastic_factor(w, w_s, lv.interval_width_np(w, idx), self.m_star)
+                    np.multiply(un, f, out=un, where=away)
+                    self.attenuated += int(np.count_nonzero(away))
+                w -= np.float32(lr) * un
+                if self.clamp:
+                    np.clip(w, lv.lo, lv.hi, out=w)
+                state["level_index"] = lv.index_np(w)
         return loss
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        for st in sd["state"].values():
+            st.pop("level_index", None)  # derived from the weights; recomputed after loading
+        return sd
 
 
 def m_star_for_epoch(epoch_in_run: int, warmup: int, m_star: float) -> float:
     """m* in force for a 1-based global epoch: 0 during the first ``warmup`` epochs of the run."""
     return 0.0 if epoch_in_run <= warmup else m_star
-
