@@ -29,6 +29,7 @@ def _register() -> None:
     from hwloop.cli import calibrate_cmd  # noqa: F401
     from hwloop.cli import bench_cmd  # noqa: F401
     from hwloop.cli import chip_cmd  # noqa: F401
+    from hwloop.cli import analysis_cmd  # noqa: F401
     from hwloop.cli import train_cmd  # noqa: F401
 
 
