@@ -21,7 +21,7 @@ import numpy as np
 from hwloop import __version__
 from hwloop.calibration.procedure import CalibrationResult
 from hwloop.calibration.select import CRITERION, CRITERION_TEXT
-from hwloop.calibration.stats import QUANTILE_PROBABILITIES
+from hwloop.calibration.stats import QUANTILE_PROBABILITIES, remove_read_noise
 from hwloop.chip.cdf import CdfTable, Level, read_h5_group
 from hwloop.errors import CalibrationError, CdfTableError
 
@@ -45,28 +45,27 @@ def build_table(
     read_voltage_v: float = 0.1,
     v_gate_reset: float = V_GATE_RESET_DEFAULT,
 ) -> CdfTable:
-    """The selected levels as a CDF table of raw samples.
+    """The selected levels as a CDF table of device samples (read noise taken out when it was measured).
 
     LCS pools all RESET reads; HCS_k holds the reads of the k-th chosen sweep condition.
     """
-    idx = res.selection.index
     levels = [
         Level(
             name="LCS",
             kind="LCS",
             v_gate=float(v_gate_reset),
             icc_ua=0.0,
-            samples_us=res.lcs_samples_us.reshape(-1).copy(),
+            samples_us=device_samples(res, -1)[0],
         )
     ]
-    for k, j in enumerate(idx):
+    for k, j in enumerate(res.selection.index):
         levels.append(
             Level(
                 name=f"HCS{k + 1}",
                 kind="HCS",
                 v_gate=float(res.v_gate[j]),
                 icc_ua=float(res.icc_ua[j]),
-                samples_us=res.samples_us[j].copy(),
+                samples_us=device_samples(res, int(j))[0],
             )
         )
     try:
@@ -80,6 +79,22 @@ def build_table(
         )
     except CdfTableError as exc:
         raise CalibrationError(f"the selected levels do not form a valid CDF table: {exc}") from exc
+
+
+def device_samples(res: CalibrationResult, sweep_index: int) -> tuple[np.ndarray, float]:
+    """(device conductances, read-noise sigma) of a sweep condition, or of the pooled LCS for index -1.
+
+    With two reads per device the read noise is removed (``stats.remove_read_noise``); with one read the
+    raw reads are returned and the read noise is unknown (NaN).
+    """
+    if sweep_index < 0:
+        r1, r2 = res.lcs_samples_us, res.lcs_reread_us
+    else:
+        r1 = res.samples_us[sweep_index]
+        r2 = None if res.reread_us is None else res.reread_us[sweep_index]
+    if r2 is None:
+        return np.asarray(r1, dtype=np.float64).reshape(-1).copy(), float("nan")
+    return remove_read_noise(r1, r2)
 
 
 def pair_levels(n_hcs: int) -> np.ndarray:
@@ -140,13 +155,19 @@ def write_calibration(
             a["n_hcs"] = cfg.n_hcs
             # per level: stats, quantiles and where in the sweep it came from
             lv_stats = [(res.lcs_stats, 0, -1)] + [(res.stats, j, int(j)) for j in idx]
+            gz = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
             for name, (st, row, sweep_i) in zip(names, lv_stats, strict=True):
                 g = f["levels"][name]
+                reads = res.lcs_samples_us.reshape(-1) if sweep_i < 0 else res.samples_us[sweep_i]
+                dev, read_noise_us = device_samples(res, sweep_i)
                 g.attrs["median_us"] = float(st["median_us"][row])
                 g.attrs["sigma_us"] = float(st["sigma_us"][row])
+                g.attrs["sigma_device_us"] = float(np.std(dev))
+                g.attrs["read_noise_us"] = read_noise_us
                 g.attrs["sweep_index"] = sweep_i
                 g.attrs["n_samples"] = int(g["samples_us"].shape[0])
-                g.create_dataset("quantiles_us", data=st["quantiles_us"][row])
+                g.create_dataset("reads_us", data=np.asarray(reads, dtype=np.float64), **gz)
+                g.create_dataset("reads_quantiles_us", data=st["quantiles_us"][row])
                 g.create_dataset("probabilities", data=QUANTILE_PROBABILITIES)
             s = f.create_group("selection")
             s.attrs["criterion"] = CRITERION
@@ -188,9 +209,11 @@ def write_calibration(
                 sw.create_dataset(key, data=res.stats[key])
             sw.create_dataset("quantiles_us", data=res.stats["quantiles_us"])
             sw.create_dataset("probabilities", data=QUANTILE_PROBABILITIES)
-            gz = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
             sw.create_dataset("samples_us", data=res.samples_us.astype(np.float32), **gz)
             sw.create_dataset("lcs_samples_us", data=res.lcs_samples_us.astype(np.float32), **gz)
+            if res.reread_us is not None and res.lcs_reread_us is not None:
+                sw.create_dataset("reread_us", data=res.reread_us.astype(np.float32), **gz)
+                sw.create_dataset("lcs_reread_us", data=res.lcs_reread_us.astype(np.float32), **gz)
             sw.create_dataset("cells", data=res.cells.astype(np.uint32), **gz)
             fo = f.create_group("forming")
             fo.attrs["yield"] = res.forming_yield
@@ -231,6 +254,7 @@ class CalibrationFile:
     run: dict
     sweep: dict
     level_stats: list[dict]
+    reads_us: list[np.ndarray]  # per level (table order): the raw first reads, the measured CDF
 
     def describe(self) -> dict:
         """The JSON summary of ``hwloop calibrate show --json``."""
@@ -246,6 +270,8 @@ class CalibrationFile:
                     "icc_ua": lv["icc_ua"],
                     "median_us": d["median_us"],
                     "sigma_us": d["sigma_us"],
+                    "sigma_device_us": d.get("sigma_device_us"),
+                    "read_noise_us": d.get("read_noise_us"),
                     "n_samples": d["n_samples"],
                     "sweep_index": d["sweep_index"],
                     "separation_to_next": float(sep[k]) if k < len(sep) else None,
@@ -334,6 +360,7 @@ def load_calibration(path: str | Path, *, with_samples: bool = False) -> Calibra
                 keys += ["samples_us", "lcs_samples_us"]
             sweep = {**_attrs(sw), **{k: sw[k][()] for k in keys}}
             level_stats = [_attrs(f["levels"][lv.name]) for lv in table.levels]
+            reads_us = [f["levels"][lv.name]["reads_us"][()] for lv in table.levels]
             run = {k: (json.loads(v) if k.endswith("_json") else v) for k, v in _attrs(f["run"]).items()}
             run = {k.removesuffix("_json"): v for k, v in run.items()}
             return CalibrationFile(
@@ -347,6 +374,7 @@ def load_calibration(path: str | Path, *, with_samples: bool = False) -> Calibra
                 run=run,
                 sweep=sweep,
                 level_stats=level_stats,
+                reads_us=reads_us,
             )
         except CdfTableError as exc:
             raise CalibrationError(f"{p}: the calibration's levels are not a valid CDF table: {exc}") from exc

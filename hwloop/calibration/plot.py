@@ -23,12 +23,8 @@ def plot_cdf(cal: CalibrationFile, out: str | Path, *, show_sweep: bool = False,
                 ax.plot(row, np.arange(1, row.size + 1) / row.size, color="0.85", lw=0.6, zorder=1)
         cmap = matplotlib.colormaps["viridis"]
         n_hcs = cal.table.n_hcs
-        for k, lv in enumerate(cal.table.levels):
-            g = (
-                np.sort(np.asarray(lv.samples_us, dtype=np.float64))
-                if lv.samples_us is not None
-                else cal.table.grid[k]
-            )
+        for k, (lv, reads) in enumerate(zip(cal.table.levels, cal.reads_us, strict=True)):
+            g = np.sort(np.asarray(reads, dtype=np.float64))  # the measured CDF (raw reads)
             p = np.arange(1, g.size + 1) / g.size
             if lv.kind == "LCS":
                 color, label = "0.2", f"LCS (RESET), median {np.median(g):.1f} µS"

@@ -6,7 +6,9 @@
 3. For each of the ``n_conditions`` gate voltages: take ``n_devices`` formed devices (a random,
    seeded assignment; devices are reused across conditions only when the region is too small for
    distinct ones), RESET them and READ (LCS samples), SET them once at the gate voltage (single shot,
-   no verify) and READ (HCS samples).
+   no verify) and READ (HCS samples). Each READ is done twice (``reads_per_device``): the difference of
+   the two reads measures the read noise, which is taken out of the levels stored for the simulator
+   (it adds its own read noise when it replays them; see ``stats.remove_read_noise``).
 4. Extract median, sigma and quantiles per condition; pool all RESET reads into the LCS level.
 5. Select ``n_hcs`` levels by dynamic programming (``hwloop.calibration.select``).
 
@@ -41,6 +43,7 @@ class CalibrationConfig:
     n_devices: int = 512  # devices programmed per condition (single shot)
     n_hcs: int = 8
     form_retries: int = 3  # extra FORM attempts for devices that did not form
+    reads_per_device: int = 2  # 2: a second read estimates read noise, which the stored levels leave out
     tiles: tuple[int, ...] = (0,)
     rows: tuple[int, int] = (0, ROWS)  # [start, stop)
     cols: tuple[int, int] = (0, COLS)
@@ -86,6 +89,8 @@ class CalibrationConfig:
             raise CalibrationError(
                 f"{self.n_devices} devices per condition is too few for a CDF; use at least {MIN_DEVICES}"
             )
+        if self.reads_per_device not in (1, 2):
+            raise CalibrationError("reads per device must be 1 or 2")
         if self.form_retries < 0:
             raise CalibrationError("form retries must be 0 or more")
         r0, r1 = self.rows
@@ -105,8 +110,10 @@ class CalibrationResult:
     config: CalibrationConfig
     v_gate: np.ndarray  # (M,)
     icc_ua: np.ndarray  # (M,) nominal I_CC of each condition
-    samples_us: np.ndarray  # (M, N) HCS reads after SET at v_gate[m]
-    lcs_samples_us: np.ndarray  # (M, N) reads after RESET, before each SET
+    samples_us: np.ndarray  # (M, N) HCS reads after SET at v_gate[m] (first read)
+    lcs_samples_us: np.ndarray  # (M, N) reads after RESET, before each SET (first read)
+    reread_us: np.ndarray | None  # (M, N) second read of the HCS devices (None if reads_per_device == 1)
+    lcs_reread_us: np.ndarray | None  # (M, N) second read of the LCS devices
     cells: np.ndarray  # (M, N) flat device indices used per condition
     stats: dict[str, np.ndarray]  # per condition: median_us, sigma_us, quantiles_us, s_down_us, s_up_us
     lcs_stats: dict[str, np.ndarray]  # the pooled LCS (one row)
@@ -206,14 +213,21 @@ def calibrate(
         use = order[(np.arange(m_cond)[:, None] * n + np.arange(n)[None, :]) % order.size]
         hcs = np.empty((m_cond, n), dtype=np.float64)
         lcs = np.empty((m_cond, n), dtype=np.float64)
+        twice = cfg.reads_per_device == 2
+        hcs2 = np.empty((m_cond, n), dtype=np.float64) if twice else None
+        lcs2 = np.empty((m_cond, n), dtype=np.float64) if twice else None
         for m in range(m_cond):
             if on_phase:
                 on_phase("sweep", m, float(v[m]))
             idx = use[m]
             chip.reset_idx(idx)
             lcs[m] = chip.read_idx(idx)
+            if lcs2 is not None:
+                lcs2[m] = chip.read_idx(idx)
             chip.set_idx(idx, v_gate=np.full(n, v[m]))
             hcs[m] = chip.read_idx(idx)
+            if hcs2 is not None:
+                hcs2[m] = chip.read_idx(idx)
             if progress:
                 progress(1)
         t_sweep = time.perf_counter()
@@ -242,6 +256,8 @@ def calibrate(
         icc_ua=icc,
         samples_us=hcs,
         lcs_samples_us=lcs,
+        reread_us=hcs2,
+        lcs_reread_us=lcs2,
         cells=use,
         stats=st,
         lcs_stats=lst,
