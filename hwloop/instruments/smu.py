@@ -182,7 +182,12 @@ class Keithley2600(Smu):
         self._configured = None
 
     def check_errors(self) -> None:
-        count = int(float(self.ask("print(errorqueue.count)")))
+        text = self.ask("print(errorqueue.count)")
+        try:
+            count = int(float(text))
+        except ValueError:
+            raise InstrumentError(f"Keithley SMU: errorqueue.count answered {text!r}, not a number "
+                                  "(the exchange is out of step)") from None
         if count <= 0:
             return
         errors: list[str] = []
