@@ -290,8 +290,17 @@ def _nominal_icc(chip: Chip, v_gate: np.ndarray) -> np.ndarray:
 
 def _chip_info(chip: Chip) -> dict:
     info: dict = {"backend": type(chip).__name__, "tiles": chip.n_tiles}
-    for key in ("chip_id", "bench_path", "bench_name"):
-        val = getattr(chip, key, None)
-        if isinstance(val, str) and val:
-            info[key] = val
+    cid = getattr(chip, "chip_id", None)
+    if isinstance(cid, str) and cid:
+        info["chip_id"] = cid
+    bench = getattr(chip, "bench", None)
+    if bench is not None:
+        info["bench_name"] = str(getattr(bench, "name", ""))
+        info["bench_file"] = str(getattr(bench, "source_path", "") or "")
+    board = getattr(chip, "board_info", None)
+    if board is not None:
+        info["board"] = str(getattr(board, "ident", ""))
+    smu = getattr(chip, "smu_idn", None)
+    if isinstance(smu, str) and smu:
+        info["smu"] = smu
     return info

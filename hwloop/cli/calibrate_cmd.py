@@ -226,7 +226,8 @@ def _run(
     n_tiles = max(config.tiles) + 1
     t_start = time.perf_counter()
     with build_chip(kind, n_tiles=n_tiles, table=table, seed=seed, bench=bench) as chip:
-        cid = chip_id or getattr(chip, "chip_id", None) or (f"sim-seed{seed}" if kind == "sim" else "real")
+        chip.check_v_gate(config.v_gate)  # SafetyLimitError before any file or operation
+        cid = chip_id or _default_chip_id(chip, kind, seed)
         out_path = Path(out) if out else Path("calibration") / f"{_safe(cid)}.h5"
         if out_path.exists() and not force:
             raise CalibrationError(f"{out_path} exists; give another --out or --force to overwrite it")
@@ -303,12 +304,23 @@ def _safe(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "chip"
 
 
+def _default_chip_id(chip: object, kind: str, seed: int) -> str:
+    """The chip's own id if it has one; else sim-seed<N>, or the bench name for a real chip."""
+    cid = getattr(chip, "chip_id", None)
+    if isinstance(cid, str) and cid:
+        return cid
+    if kind == "sim":
+        return f"sim-seed{seed}"
+    bench = getattr(chip, "bench", None)
+    return str(getattr(bench, "name", "") or "real")
+
+
 def _is_synthetic(chip: object, kind: str) -> bool:
-    """Simulated data: the sim chip, or a real-chip driver path that says it runs on an emulated bench."""
-    flag = getattr(chip, "emulated", None)
-    if flag is None:
-        flag = getattr(chip, "simulated", None)
-    return kind == "sim" or bool(flag)
+    """Simulated data: the sim chip, or a real-chip driver path whose board says it is emulated."""
+    if kind == "sim" or bool(getattr(chip, "emulated", False)):
+        return True
+    board = getattr(getattr(chip, "board_info", None), "ident", "")
+    return isinstance(board, str) and "emulated" in board.lower()
 
 
 def _print_levels(d: dict) -> None:
