@@ -173,7 +173,7 @@ class BoardEmulator:
             answer = self._execute(item)
             self._last = (item.seq, raw, answer)
         if self.faults.delay_s > 0 or fault == "delay":
-            time.sleep(self.faults.delay_s if self.faults.delay_s > 0 else 1.0)
+            time.sleep(self.faults.delay_s if self.faults.delay_s > 0 else 0.4)
         if fault == "drop_answer":
             return
         if fault == "garble_answer":

@@ -39,6 +39,13 @@ from hwloop.instruments.fpga_protocol import (
 
 SerialFactory = Callable[..., Any]
 
+try:  # a vanished pty/USB port raises termios.error from tcdrain
+    import termios
+
+    _LINK_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, termios.error)
+except ImportError:  # pragma: no cover
+    _LINK_ERRORS = (serial.SerialException, OSError)
+
 
 @dataclass
 class BoardInfo:
@@ -103,7 +110,7 @@ class FpgaBoard:
             self.ser.timeout = remaining
             try:
                 data = self.ser.read(max(1, self.ser.in_waiting))
-            except (serial.SerialException, OSError) as exc:
+            except _LINK_ERRORS as exc:
                 raise InstrumentError(f"FPGA board on {self.port}: link lost ({exc})") from None
             if not data:
                 return None
@@ -131,7 +138,7 @@ class FpgaBoard:
                 self._items.clear()
                 self.ser.write(frame)
                 self.ser.flush()
-            except (serial.SerialException, OSError) as exc:
+            except _LINK_ERRORS as exc:
                 raise InstrumentError(f"FPGA board on {self.port}: write failed ({exc})") from None
             self.stats.frames += 1
             self.stats.bytes_tx += len(frame)
