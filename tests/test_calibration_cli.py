@@ -225,3 +225,18 @@ def test_gate_range_past_safety_limit_exit_2(
     )
     assert code == 2 and "exceeds the bench limit" in err and len(err.strip().splitlines()) == 1
     assert ops == [] and not (tmp_path / "o.h5").exists()
+
+
+def test_single_read_per_device(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """--reads-per-device 1: no read-noise estimate (None in JSON), the levels are the raw reads."""
+    out = tmp_path / "one.h5"
+    code, _, err = run_cli(
+        capsys, "calibrate", "--chip", "sim", "--out", str(out), "--no-log", "--reads-per-device", "1", *FAST
+    )
+    assert code == 0, err
+    code, text, _ = run_cli(capsys, "calibrate", "show", str(out), "--json")
+    d = json.loads(text)
+    assert all(lv["read_noise_us"] is None for lv in d["levels"])
+    with h5py.File(out, "r") as f:
+        assert "reread_us" not in f["sweep"]
+        np.testing.assert_array_equal(f["levels/HCS3/samples_us"][()], f["levels/HCS3/reads_us"][()])

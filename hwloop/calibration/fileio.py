@@ -237,6 +237,9 @@ def write_calibration(
         raise CalibrationError(
             f"cannot write the calibration file {p} ({exc}); give another --out path"
         ) from exc
+    except BaseException:  # Ctrl-C or a bug: leave no temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return table
 
 
@@ -271,7 +274,7 @@ class CalibrationFile:
                     "median_us": d["median_us"],
                     "sigma_us": d["sigma_us"],
                     "sigma_device_us": d.get("sigma_device_us"),
-                    "read_noise_us": d.get("read_noise_us"),
+                    "read_noise_us": _finite_or_none(d.get("read_noise_us")),
                     "n_samples": d["n_samples"],
                     "sweep_index": d["sweep_index"],
                     "separation_to_next": float(sep[k]) if k < len(sep) else None,
@@ -303,6 +306,11 @@ class CalibrationFile:
             },
             "run": self.run,
         }
+
+
+def _finite_or_none(x: object) -> float | None:
+    """JSON has no NaN: an unknown figure (e.g. read noise from a single read) becomes None."""
+    return float(x) if isinstance(x, (int, float)) and np.isfinite(x) else None
 
 
 def _attrs(obj: h5py.HLObject) -> dict:

@@ -134,6 +134,14 @@ def run_options(f: Callable) -> Callable:
             help="Extra FORM attempts for devices that did not form.",
         ),
         click.option(
+            "--reads-per-device",
+            type=click.IntRange(1, 2),
+            default=_CFG.reads_per_device,
+            show_default=True,
+            help="READs after each RESET and SET. 2 measures the read noise and takes it out of the stored "
+            "levels (the simulator adds its own when it replays them).",
+        ),
+        click.option(
             "--log",
             "log_path",
             type=click.Path(dir_okay=False),
@@ -158,7 +166,7 @@ def calibrate_group(ctx: click.Context, **kw: object) -> None:
 
     \b
     hwloop calibrate --chip sim --out calibration/sim.h5
-    hwloop calibrate --chip real --bench instruments/virtual.toml
+    hwloop calibrate --chip real --bench BENCH.toml   (virtual bench: the file `hwloop emulate` prints)
     hwloop calibrate show calibration/sim.h5 [--json]
     hwloop calibrate plot calibration/sim.h5 -o cdf.png
 
@@ -193,6 +201,7 @@ def _run(
     points: int,
     n_devices: int,
     form_retries: int,
+    reads_per_device: int,
     log_path: str | None,
     no_log: bool,
     no_progress: bool,
@@ -210,6 +219,7 @@ def _run(
         n_conditions=points,
         n_devices=n_devices,
         form_retries=form_retries,
+        reads_per_device=reads_per_device,
         tiles=_parse_tiles(tiles),
         rows=_parse_span(rows, "rows", ROWS),
         cols=_parse_span(cols, "cols", COLS),
