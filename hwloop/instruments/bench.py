@@ -46,7 +46,9 @@ class Condition:
     width_ns: int
 
     def quantized(self) -> Condition:
-        """The condition as the board's DACs will apply it (1 mV steps, integer ns)."""
+        """The condition as the board's DACs will apply it (1 mV steps, integer ns); non-finite stays as is."""
+        if not all(math.isfinite(v) for v in (self.v_wl, self.v_bl, self.v_sl, float(self.width_ns))):
+            return self
         return Condition(round(self.v_wl * 1000) / 1000, round(self.v_bl * 1000) / 1000,
                          round(self.v_sl * 1000) / 1000, round(self.width_ns))
 
@@ -208,6 +210,10 @@ class BenchConfig:
             raise ConfigError(f"bench {self.name!r}: [fpga] baud, timeout_s must be > 0 and retries >= 0")
         if not 1 <= self.fpga.max_batch_ops <= 8192:
             raise ConfigError(f"bench {self.name!r}: [fpga] max_batch_ops must be 1..8192")
+        lim = self.limits
+        if max(lim.max_v_wl, lim.max_v_bl, lim.max_v_sl, lim.max_v_form) > 32.0 or lim.max_width_ns >= 2**32:
+            raise ConfigError(f"bench {self.name!r}: [limits] past what the FPGA protocol can carry "
+                              "(|V| <= 32 V in int16 mV, width < 2^32 ns)")
         if self.form.v_bl_step <= 0 or self.form.v_bl_stop < self.form.v_bl_start:
             raise ConfigError(f"bench {self.name!r}: [form] needs v_bl_step > 0 and v_bl_stop >= v_bl_start")
         if not self.set.v_wl:
