@@ -63,6 +63,8 @@ OPS_DTYPE = np.dtype(
 STATUS_CODES = {"running": 0, "finished": 1, "interrupted": 2, "failed": 3}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
 OPS_CHUNK = 1 << 14
+#: what h5py raises on unreadable, truncated or corrupt files
+H5_ERRORS = (OSError, RuntimeError, ValueError, KeyError)
 
 
 def epoch_dtype(n_tasks: int) -> np.dtype:
@@ -321,10 +323,10 @@ def _open_for_append(p: Path) -> h5py.File:
     """Open for writing; a file left by a crashed SWMR writer is first rebuilt from its readable content."""
     try:
         return h5py.File(p, "r+", libver="latest")
-    except OSError as first:
+    except H5_ERRORS as first:
         try:
             src = h5py.File(p, "r", libver="latest", swmr=True)
-        except OSError as exc:
+        except H5_ERRORS as exc:
             raise _h5_open_error(p, exc) from first
         fd, tmp = tempfile.mkstemp(suffix=".h5", dir=p.parent)
         os.close(fd)
@@ -338,6 +340,13 @@ def _open_for_append(p: Path) -> h5py.File:
 
 
 def _check_format(f: h5py.File, p: Path) -> None:
+    try:
+        _check_format_inner(f, p)
+    except H5_ERRORS as exc:
+        raise RunLogError(f"{p}: run log is corrupt ({exc}); it cannot be read") from exc
+
+
+def _check_format_inner(f: h5py.File, p: Path) -> None:
     fmt = f.attrs.get("format", None)
     if isinstance(fmt, bytes):
         fmt = fmt.decode()
@@ -373,11 +382,11 @@ class RunLog:
             raise RunLogError(f"run log {self.path} does not exist")
         try:
             self.f = h5py.File(self.path, "r", libver="latest", swmr=True)
-        except OSError as exc:
+        except H5_ERRORS as exc:
             raise _h5_open_error(self.path, exc) from exc
         try:
             _check_format(self.f, self.path)
-        except RunLogError:
+        except BaseException:
             self.f.close()
             raise
 
@@ -400,7 +409,10 @@ class RunLog:
     # ------------------------------------------------------------------ metadata
     @property
     def config(self) -> dict:
-        return json.loads(self.f.attrs["config_json"])
+        try:
+            return json.loads(self.f.attrs["config_json"])
+        except (*H5_ERRORS, json.JSONDecodeError) as exc:
+            raise RunLogError(f"{self.path}: the run configuration stored in the log is unreadable ({exc})") from exc
 
     @property
     def tasks(self) -> list[str]:

@@ -38,3 +38,14 @@ def sample_table() -> CdfTable:
 def make_table() -> Callable[..., CdfTable]:
     """Factory fixture: ``make_table(seed=..., n=..., n_hcs=..., shift_us=...)``."""
     return make_sample_table
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A data folder with synthetic 'mnist' and 'fashion-mnist' IDX sets (load with verify_data=False)."""
+    from _synthdata import make_idx_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    make_idx_dataset(root, "mnist", seed=1)
+    make_idx_dataset(root, "fashion-mnist", seed=2)
+    return root

@@ -1,0 +1,5 @@
+"""python -m hwloop"""
+
+from hwloop.cli import main
+
+main()

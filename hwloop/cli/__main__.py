@@ -1,0 +1,5 @@
+"""python -m hwloop.cli"""
+
+from hwloop.cli import main
+
+main()
