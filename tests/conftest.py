@@ -41,7 +41,7 @@ def make_table() -> Callable[..., CdfTable]:
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def tiny_data(tmp_path_factory: pytest.TempPathFactory):
     """A data folder with synthetic 'mnist' and 'fashion-mnist' IDX sets (load with verify_data=False)."""
     from _synthdata import make_idx_dataset
 
