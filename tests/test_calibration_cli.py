@@ -181,8 +181,13 @@ def _foreign(tmp_path: Path) -> Path:
     ],
 )
 def test_bad_input_one_line_exit_2(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], match: str
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    match: str,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # default op-log paths (runs/...) land here, not in the repository
     subs = {
         "corrupt": str(_corrupt(tmp_path)),
         "foreign": str(_foreign(tmp_path)),

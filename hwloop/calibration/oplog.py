@@ -16,6 +16,7 @@ SWMR is not used: the log is flushed after every sweep condition and closed at t
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -90,7 +91,6 @@ class OpLog:
         self._t0 = t0_s
 
     def listener(self, op: Op, idx: np.ndarray, level: np.ndarray, g_us: np.ndarray) -> None:
-        import time
 
         t = time.perf_counter() - (self._t0 or 0.0)
         rec = np.zeros(idx.size, dtype=OPLOG_DTYPE)
