@@ -264,3 +264,24 @@ def test_board_refuses_what_its_own_limits_forbid(link: tuple[FpgaBoard, BoardEm
     with pytest.raises(SafetyLimitError, match="NAK LIMIT"):
         board.batch([0], [0], [0], BoardOp.SET, 0, [SET])
     assert emu.violations == 1 and emu.chip.pulses == 0
+
+
+def test_emulated_board_paces_the_link_at_the_baud_rate() -> None:
+    """The link-efficiency figure relies on this: a pty is instant, the emulator must not be."""
+    sim = SimChip(n_tiles=1, config=SimConfig.ideal(), seed=0)
+    emu = BoardEmulator(EmulatedChip(sim), Limits(), baud=115_200, pace=True).start()
+    board = FpgaBoard(emu.port, limits=LIMITS, baud=115_200, timeout_s=1.0)
+    try:
+        board.identify()
+        idx = np.arange(400)
+        t, r, c = sim.unflat(idx)
+        tx0, rx0 = board.stats.bytes_tx, board.stats.bytes_rx
+        t0 = time.perf_counter()
+        board.batch(t, r, c, BoardOp.READ, 0, [READ])
+        elapsed = time.perf_counter() - t0
+        wire_s = (board.stats.bytes_tx - tx0 + board.stats.bytes_rx - rx0) * 10 / 115_200
+        assert elapsed >= wire_s * 0.98  # request and answer are sent one after the other
+        assert elapsed < wire_s + 0.5
+    finally:
+        board.close()
+        emu.stop()

@@ -292,22 +292,31 @@ class BoardEmulator:
             if not self._checked(int(k // 256), conds[int(k % 256)]):
                 return self._nak(f.seq, Cmd.BATCH, Nak.LIMIT)
         idx = self.chip.flat(ops["tile"], ops["row"], ops["col"])
-        # runs of consecutive entries with the same (op, condition), executed in order
-        cut = np.flatnonzero(np.diff(key)) + 1
+        # The board executes entries in order. When every cell appears once, entries on different cells
+        # commute, so the emulator applies each (op, condition) group in one array call; otherwise it
+        # walks runs of consecutive equal (op, condition) in order.
+        if np.unique(idx).size == idx.size:
+            order = np.argsort(key, kind="stable")
+        else:
+            order = np.arange(key.size)
+        skey = key[order]
+        cut = np.flatnonzero(np.diff(skey)) + 1
         starts = np.concatenate([[0], cut])
-        stops = np.concatenate([cut, [key.size]])
-        reads: list[np.ndarray] = []
+        stops = np.concatenate([cut, [skey.size]])
+        codes = np.zeros(ops.size, dtype="<u2")
+        is_read = ops["op"] == BoardOp.READ
         busy_ns = 0.0
         for a, b in zip(starts, stops, strict=True):
-            op, cond = int(ops["op"][a]), conds[int(ops["cond"][a])]
+            sel = order[a:b]
+            op, cond = int(ops["op"][sel[0]]), conds[int(ops["cond"][sel[0]])]
             self.log.ops.append((op, cond, int(b - a)))
             busy_ns += (b - a) * (cond.width_ns + self.settle_ns)
             if op == BoardOp.READ:
-                reads.append(self.chip.adc_codes(idx[a:b], cond))
+                codes[sel] = self.chip.adc_codes(idx[sel], cond)
             else:
-                self.chip.pulse(idx[a:b], cond)
+                self.chip.pulse(idx[sel], cond)
         t_done = time.monotonic() + (busy_ns * 1e-9 if self.pace else 0.0)
         self.log.frames_executed += 1
-        data = struct.pack("<H", ops.size) + (np.concatenate(reads).tobytes() if reads else b"")
+        data = struct.pack("<H", ops.size) + codes[is_read].tobytes()
         self._sleep_until(t_done)
         return self._ack(f.seq, Cmd.BATCH, data)

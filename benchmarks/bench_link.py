@@ -1,0 +1,114 @@
+"""Link efficiency of batched programming through the virtual bench.
+
+    python benchmarks/bench_link.py [--bench instruments/virtual.toml] [--cells 8192] [--rounds 3]
+
+Definition. The FPGA link is a UART at the bench's baud rate, 8N1: 10 bit times per byte, so it carries
+at most ``baud / 10`` bytes per second in each direction. A programming operation costs one batch entry
+of ``OP_ENTRY_BYTES`` (5) bytes in the request direction (the answer to a programming batch is a few bytes),
+so the most operations per second the link allows is::
+
+    link_limit_ops_per_s = (baud / 10) / OP_ENTRY_BYTES
+
+and::
+
+    link_efficiency = achieved_ops_per_s / link_limit_ops_per_s
+
+where ``achieved_ops_per_s`` counts device operations (RESET and SET pulses, each one cell) completed per
+wall-clock second through ``RealChip.reset_idx`` / ``set_idx``: host-side Python and numpy, framing (8
+bytes a frame), condition tables, CRCs, ACK turnaround, the board's own execution time (pulse width plus
+settling per entry) and any retry all count against it. ``read_link_efficiency`` is the same for READ
+(request direction still 5 bytes per entry; the 2-byte ADC answers travel the other way).
+
+Pacing. A pty has no baud rate, so the emulated board paces its byte stream itself: it acts on a request
+no earlier than its last byte would have arrived at the configured baud rate, and delivers each answer no
+earlier than its last byte would have left (see ``hwloop/emulator/board.py``). The emulator runs in its
+own process so that it does not share the GIL with the driver. ``unpaced_ops_per_s`` repeats the
+programming with pacing off: what the host and emulator manage with no link limit at all, which shows
+whether Python or the link is the bottleneck.
+
+Prints ONE JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hwloop.chip.default_table import default_table
+from hwloop.chip.real import RealChip
+from hwloop.chip.sim import SimConfig
+from hwloop.emulator import VirtualBench
+from hwloop.instruments.bench import load_bench
+from hwloop.instruments.fpga_protocol import OP_ENTRY_BYTES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure(bench_file: Path, cells: int, rounds: int, pace: bool, seed: int) -> dict:
+    table = default_table()
+    rng = np.random.default_rng(seed)
+    with VirtualBench(bench_file, seed=seed, sim_config=SimConfig.ideal(), pace=pace, mode="process") as vb, \
+            RealChip.from_bench_file(vb.bench_path, table=table, use_smu=False) as chip:
+        idx = np.arange(cells)
+        formed = chip.form_idx(idx)
+        idx = idx[formed]
+        assert chip.board is not None
+        stats0 = (chip.board.stats.retries, chip.board.stats.bytes_tx)
+        n_ops = 0
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            chip.reset_idx(idx)
+            chip.set_idx(idx, level=rng.integers(1, table.n_hcs + 1, idx.size))
+            n_ops += 2 * idx.size
+        t_prog = time.perf_counter() - t0
+        prog_bytes = chip.board.stats.bytes_tx - stats0[1]
+        prog_retries = chip.board.stats.retries - stats0[0]
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            chip.read_idx(idx)
+        t_read = time.perf_counter() - t0
+        return {"ops": n_ops, "elapsed_s": t_prog, "read_ops": rounds * idx.size, "read_elapsed_s": t_read,
+                "formed": int(idx.size), "retries": prog_retries, "bytes_tx": prog_bytes}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bench", type=Path, default=ROOT / "instruments" / "virtual.toml")
+    ap.add_argument("--cells", type=int, default=8192)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    bench = load_bench(args.bench)
+    baud = bench.fpga.baud
+    limit_ops = baud / 10.0 / OP_ENTRY_BYTES
+    paced = measure(args.bench, args.cells, args.rounds, True, args.seed)
+    unpaced = measure(args.bench, args.cells, 1, False, args.seed)
+    ops_per_s = paced["ops"] / paced["elapsed_s"]
+    read_ops_per_s = paced["read_ops"] / paced["read_elapsed_s"]
+    print(json.dumps({
+        "benchmark": "bench_link",
+        "bench": str(args.bench),
+        "baud": baud,
+        "bits_per_byte": 10,
+        "entry_bytes": OP_ENTRY_BYTES,
+        "max_batch_ops": bench.fpga.max_batch_ops,
+        "cells": paced["formed"],
+        "program_ops": paced["ops"],
+        "elapsed_s": round(paced["elapsed_s"], 4),
+        "ops_per_s": round(ops_per_s, 1),
+        "link_limit_ops_per_s": round(limit_ops, 1),
+        "link_efficiency": round(ops_per_s / limit_ops, 4),
+        "read_ops_per_s": round(read_ops_per_s, 1),
+        "read_link_efficiency": round(read_ops_per_s / limit_ops, 4),
+        "wire_bytes_per_op": round(paced["bytes_tx"] / paced["ops"], 4),
+        "retries": paced["retries"],
+        "unpaced_ops_per_s": round(unpaced["ops"] / unpaced["elapsed_s"], 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
