@@ -16,6 +16,7 @@ Statistics used below (stated once):
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -24,6 +25,7 @@ from scipy import stats as sps
 
 from hwloop.calibration import (
     CalibrationConfig,
+    CalibrationResult,
     calibrate,
     load_calibration,
     read_oplog,
@@ -46,7 +48,15 @@ def true_medians(table: CdfTable, v_gate: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- selection (pure functions)
-def _brute_force_min_sep(v, med, s_dn, s_up, lcs_med, lcs_up, n_hcs):
+def _brute_force_min_sep(
+    v: np.ndarray,
+    med: np.ndarray,
+    s_dn: np.ndarray,
+    s_up: np.ndarray,
+    lcs_med: float,
+    lcs_up: float,
+    n_hcs: int,
+) -> float:
     best = -np.inf
     for combo in itertools.combinations(range(v.size), n_hcs):
         c = np.array(combo)
@@ -93,7 +103,7 @@ def test_overlap_and_extract() -> None:
 
 # ---------------------------------------------------------------- acceptance on the simulated chip
 @pytest.fixture(scope="module")
-def default_run():
+def default_run() -> tuple[SimChip, CalibrationConfig, CalibrationResult]:
     chip = SimChip(1, seed=3)
     cfg = CalibrationConfig.default().with_(n_devices=2048)
     return chip, cfg, calibrate(chip, cfg)
@@ -215,7 +225,10 @@ def test_op_counts_and_oplog(tmp_path) -> None:
 
 # ---------------------------------------------------------------- file round trip and feedback
 @pytest.fixture(scope="module")
-def cal_file(tmp_path_factory, default_run):
+def cal_file(
+    tmp_path_factory: pytest.TempPathFactory,
+    default_run: tuple[SimChip, CalibrationConfig, CalibrationResult],
+) -> tuple[Path, CalibrationResult]:
     _chip, _cfg, res = default_run
     p = tmp_path_factory.mktemp("cal") / "chip.h5"
     write_calibration(res, p, chip_id="sim-test", synthetic=True, source_table="default")

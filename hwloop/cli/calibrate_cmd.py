@@ -380,6 +380,14 @@ def calibrate_show(file: str, as_json: bool) -> None:
         echo_json(d)
     else:
         _print_levels(d)
+        ops, wall = d["run"].get("op_counts") or {}, d["run"].get("wall_s") or {}
+        if ops:
+            click.echo("")
+            click.echo(
+                "recorded    "
+                + "  ".join(f"{k} {v:,}" for k, v in ops.items())
+                + (f"  in {wall['total']:.2f} s" if "total" in wall else "")
+            )
 
 
 @calibrate_group.command("plot")
