@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from hwloop import __version__
-from hwloop.chip.base import CELLS_PER_TILE, Chip
+from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Chip
 from hwloop.chip.cdf import CdfTable
 from hwloop.crossbar import CrossbarMap
 from hwloop.errors import ConfigError, RunLogError
@@ -325,8 +325,12 @@ class Trainer:
         from hwloop.cli.common import load_cdf_option
 
         table = load_cdf_option(self.cfg.calibration)
-        if table.n_hcs < 1:
-            raise ConfigError("the calibration has no HCS level")
+        rows, cols = table.extra.get("rows", ROWS), table.extra.get("cols", COLS)
+        if (rows, cols) != (ROWS, COLS):
+            raise ConfigError(
+                f"calibration {table.source_path} was measured on a {rows}x{cols} array, but hwloop maps weights "
+                f"onto {ROWS}x{COLS} tiles: calibrate this chip with `hwloop calibrate`"
+            )
         return table
 
     def _bind_weights(self) -> None:

@@ -329,3 +329,14 @@ def test_config_validation() -> None:
         TrainConfig(bn_mode="weird").validate()
     with pytest.raises(ConfigError):
         TrainConfig(train_samples=10, batch_size=100).validate()
+
+
+def test_calibration_from_another_geometry_is_refused(tiny_data: Path, tmp_path: Path) -> None:
+    cal = tmp_path / "cal64.h5"
+    with h5py.File(cal, "w") as f:
+        default_table().write_h5_group(f)
+        f.attrs["rows"] = 64
+        f.attrs["cols"] = 64
+    r = _run_cli("train", "--no-progress", "--tasks", "mnist", "--data-dir", str(tiny_data), "--no-verify-data",
+                 "--calibration", str(cal), "--out", str(tmp_path / "x.h5"))
+    assert r.returncode == 2 and "64x64" in r.stderr and "Traceback" not in r.stderr

@@ -374,6 +374,9 @@ def read_h5_group(grp: h5py.Group, where: str = "") -> CdfTable:
             lv.probabilities = g["probabilities"][()] if "probabilities" in g else None
         levels.append(lv)
     extra = json.loads(_s(grp.attrs.get("extra_json", "{}")) or "{}")
+    for key in ("rows", "cols"):  # array geometry of the chip the table was measured on, when recorded
+        if key in grp.attrs:
+            extra[key] = int(grp.attrs[key])
     return CdfTable(
         levels=levels,
         read_voltage_v=float(grp.attrs.get("read_voltage_v", 0.1)),

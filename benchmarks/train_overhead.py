@@ -1,0 +1,85 @@
+"""Training overhead of the hardware loop: epoch time with --chip sim (full logging) / --chip none.
+
+Both backends run the same code path in the same process, interleaved (none, sim, none, sim, ...), on
+the paper's network (784-512-512-10) with the real MNIST when $HWLOOP_DATA (or the standard places) has
+it, else a synthetic MNIST-sized set. Prints one JSON line with ``ratio`` (median sim epoch time / median
+none epoch time) and ``log_bytes_per_op`` (bytes of the /ops table on disk per recorded operation), plus
+the whole-file bytes per operation (snapshots and checkpoints included).
+
+    python benchmarks/train_overhead.py [--train-samples 10000] [--epochs 2] [--reps 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from hwloop.errors import DataError
+from hwloop.orchestrator import TrainConfig, train
+from hwloop.training.data import load_dataset, write_idx
+
+
+def data_dir(tmp: Path) -> tuple[str | None, bool, str]:
+    try:
+        ds = load_dataset("mnist")
+        return None, True, ds.source
+    except DataError:
+        rng = np.random.default_rng(0)
+        d = tmp / "mnist"
+        d.mkdir()
+        for split, n in (("train", 60000), ("t10k", 10000)):
+            y = rng.integers(0, 10, n).astype(np.uint8)
+            x = np.clip(rng.normal(60 + 15 * y[:, None, None], 50, (n, 28, 28)), 0, 255).astype(np.uint8)
+            write_idx(d / f"{split}-images-idx3-ubyte.gz", x)
+            write_idx(d / f"{split}-labels-idx1-ubyte.gz", y)
+        return str(tmp), False, "synthetic"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-samples", type=int, default=10000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        ddir, verify, source = data_dir(tmp)
+        times: dict[str, list[float]] = {"none": [], "sim": []}
+        ops_bytes = file_bytes = ops_rows = 0
+        for rep in range(a.reps):
+            for chip in ("none", "sim"):
+                out = tmp / f"{chip}{rep}.h5"
+                cfg = TrainConfig(tasks="mnist", epochs_per_task=a.epochs, warmup=0, m_star=3.0, hidden=a.hidden,
+                                  train_samples=a.train_samples, chip=chip, data_dir=ddir, verify_data=verify,
+                                  out=str(out), progress=False, threads=a.threads)
+                train(cfg)
+                with h5py.File(out, "r") as f:
+                    times[chip] += [float(t) for t in f["epochs"]["wall_s"]]
+                    if chip == "sim":
+                        ops_rows += f["ops"].shape[0]
+                        ops_bytes += f["ops"].id.get_storage_size()
+                if chip == "sim":
+                    file_bytes += out.stat().st_size
+                out.unlink()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(json.dumps({
+        "benchmark": "train_overhead", "data": source, "hidden": a.hidden, "train_samples": a.train_samples,
+        "epochs_per_run": a.epochs, "reps": a.reps, "threads": a.threads,
+        "epoch_s_none": round(med["none"], 3), "epoch_s_sim": round(med["sim"], 3),
+        "ratio": round(med["sim"] / med["none"], 3), "target_ratio": 1.5,
+        "ops_rows": ops_rows, "log_bytes_per_op": round(ops_bytes / max(ops_rows, 1), 3),
+        "file_bytes_per_op": round(file_bytes / max(ops_rows, 1), 3),
+    }))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
