@@ -207,7 +207,7 @@ class Chip(ABC):
                 "form them before programming"
             )
 
-    def check_v_gate(self, v_gate: object) -> None:
+    def check_v_gate(self, v_gate: object) -> None:  # noqa: B027 - no limits unless a backend has them
         """Raise ``SafetyLimitError`` if any SET gate voltage is past this chip's limits (sim: none)."""
 
     # ------------------------------------------------------------------ backend hooks
@@ -253,7 +253,7 @@ class Chip(ABC):
                 )
             getattr(self, key)[:] = arr
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - nothing to release unless a backend holds resources
         """Release resources (instruments go to their safe state). Safe to call twice."""
 
     def __enter__(self) -> Chip:

@@ -353,7 +353,9 @@ def read_h5_group(grp: h5py.Group, where: str = "") -> CdfTable:
         raise CdfTableError(f"{where}: not an hwloop CDF table (format attribute {fmt!r})")
     ver = int(grp.attrs.get("format_version", -1))
     if fmt == FORMAT_NAME and ver != FORMAT_VERSION:
-        raise CdfTableError(f"{where}: CDF table format version {ver} is not supported (this hwloop reads {FORMAT_VERSION})")
+        raise CdfTableError(
+            f"{where}: CDF table format version {ver} is not supported (this hwloop reads {FORMAT_VERSION})"
+        )
     unit = _s(grp.attrs.get("g_unit", ""))
     if unit != G_UNIT:
         raise CdfTableError(f"{where}: conductance unit {unit!r} is not supported; tables must be in 'uS'")
@@ -456,12 +458,17 @@ def _load_csv(p: Path) -> CdfTable:
         form = lm.get("form", "quantiles" if probs is not None else "samples")
         if form == "quantiles":
             if probs is None:
-                raise CdfTableError(f"{p}: level {name!r} is given as quantiles but the table has no probability column")
+                raise CdfTableError(
+                    f"{p}: level {name!r} is given as quantiles but the table has no probability column"
+                )
             lv.quantiles_us, lv.probabilities = arr, np.asarray(probs[: len(arr)])
         else:
             lv.samples_us = arr
         if lv.kind == "HCS" and not np.isfinite(lv.v_gate):
-            raise CdfTableError(f"{p}: HCS level {name!r} has no gate voltage; add '# level: name={name} kind=HCS v_gate=... icc_ua=...'")
+            raise CdfTableError(
+                f"{p}: HCS level {name!r} has no gate voltage; "
+                f"add '# level: name={name} kind=HCS v_gate=... icc_ua=...'"
+            )
         levels.append(lv)
     return CdfTable(
         levels=levels,
