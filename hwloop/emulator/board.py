@@ -166,6 +166,8 @@ class BoardEmulator:
             self._send(encode_frame(item.seq, Cmd.NAK, bytes([item.cmd & 0xFF, Nak.BAD_CRC])))
             return
         raw = item.encode()
+        if item.cmd == Cmd.IDENT:
+            self._last = None  # a (new) host session starts with IDENT: forget the previous session's cache
         if self._last is not None and self._last[0] == item.seq and self._last[1] == raw:
             self.log.cache_hits += 1
             answer = self._last[2]
