@@ -245,3 +245,28 @@ def test_single_read_per_device(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     with h5py.File(out, "r") as f:
         assert "reread_us" not in f["sweep"]
         np.testing.assert_array_equal(f["levels/HCS3/samples_us"][()], f["levels/HCS3/reads_us"][()])
+
+
+def test_reselect_from_stored_sweep(
+    capsys: pytest.CaptureFixture[str], cal_path: Path, tmp_path: Path
+) -> None:
+    """The stored sweep suffices to choose again: same levels with no window, a capped top level with one."""
+    same, capped = tmp_path / "same.h5", tmp_path / "capped.h5"
+    code, _, err = run_cli(capsys, "calibrate", "select", str(cal_path), "-o", str(same))
+    assert code == 0, err
+    code, out, err = run_cli(
+        capsys, "calibrate", "select", str(cal_path), "-o", str(capped), "--v-max", "2.0", "--json"
+    )
+    assert code == 0, err
+    d_cap = json.loads(out)
+    _, orig, _ = run_cli(capsys, "calibrate", "show", str(cal_path), "--json")
+    _, again, _ = run_cli(capsys, "calibrate", "show", str(same), "--json")
+    d0, d1 = json.loads(orig), json.loads(again)
+    assert [lv["v_gate"] for lv in d1["levels"]] == [lv["v_gate"] for lv in d0["levels"]]
+    assert d1["q"] == pytest.approx(d0["q"]) and d1["created_utc"] == d0["created_utc"]
+    assert max(lv["v_gate"] for lv in d_cap["levels"] if lv["kind"] == "HCS") <= 2.0 + 1e-9
+    assert d_cap["run"]["reselected_from"] == str(cal_path)
+    code, _, err = run_cli(
+        capsys, "calibrate", "select", str(cal_path), "-o", str(tmp_path / "x.h5"), "--v-max", "1.5"
+    )
+    assert code == 2 and "sweep conditions lie in" in err

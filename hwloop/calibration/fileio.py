@@ -115,10 +115,12 @@ def write_calibration(
     oplog_path: str = "",
     read_voltage_v: float = 0.1,
     v_gate_reset: float = V_GATE_RESET_DEFAULT,
+    created_utc: str | None = None,
+    reselected_from: str = "",
 ) -> CdfTable:
     """Write the calibration file atomically (a temporary file renamed into place). Returns its CDF table."""
     p = Path(path)
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = created_utc or datetime.now(timezone.utc).isoformat(timespec="seconds")
     cfg = res.config
     backend = res.chip_info.get("backend", "")
     provenance = (
@@ -231,6 +233,7 @@ def write_calibration(
             r.attrs["op_counts_json"] = json.dumps(res.op_counts)
             r.attrs["op_calls_json"] = json.dumps(res.op_calls)
             r.attrs["oplog_file"] = oplog_path
+            r.attrs["reselected_from"] = reselected_from
         os.replace(tmp, p)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -390,3 +393,82 @@ def load_calibration(path: str | Path, *, with_samples: bool = False) -> Calibra
             raise CalibrationError(
                 f"{p}: calibration file is damaged ({exc}); re-run hwloop calibrate"
             ) from exc
+
+
+def reselect(
+    path: str | Path,
+    out: str | Path,
+    *,
+    v_min: float | None = None,
+    v_max: float | None = None,
+) -> CdfTable:
+    """Choose the levels again from the full sweep stored in a calibration file, optionally only among the
+    gate voltages in [v_min, v_max], and write a new calibration file (no chip needed)."""
+    from hwloop.calibration.procedure import CalibrationConfig, analyse
+
+    p = Path(path)
+    cal = load_calibration(p)
+    try:
+        with h5py.File(p, "r") as f:
+            sw, fo = f["sweep"], f["forming"]
+            v = sw["v_gate"][()]
+            hcs = sw["samples_us"][()].astype(np.float64)
+            lcs = sw["lcs_samples_us"][()].astype(np.float64)
+            hcs2 = sw["reread_us"][()].astype(np.float64) if "reread_us" in sw else None
+            lcs2 = sw["lcs_reread_us"][()].astype(np.float64) if "lcs_reread_us" in sw else None
+            icc, cells = sw["icc_ua"][()], sw["cells"][()].astype(np.int64)
+            region, attempts, formed = fo["region_cells"][()], fo["attempts"][()], fo["formed"][()]
+    except (KeyError, OSError, ValueError) as exc:
+        raise CalibrationError(
+            f"{p}: the stored sweep is incomplete ({exc}); re-run hwloop calibrate"
+        ) from exc
+    cfg_d = dict(cal.run.get("config", {}))
+    for key in ("tiles", "rows", "cols"):
+        if key in cfg_d:
+            cfg_d[key] = tuple(cfg_d[key])
+    cfg = CalibrationConfig(**cfg_d)
+    lo = -np.inf if v_min is None else v_min
+    hi = np.inf if v_max is None else v_max
+    allowed = (v >= lo - 1e-9) & (v <= hi + 1e-9)
+    if allowed.sum() < cfg.n_hcs:
+        raise CalibrationError(
+            f"only {int(allowed.sum())} sweep conditions lie in {lo:g}..{hi:g} V; {cfg.n_hcs} are needed"
+        )
+    st, lst, sel, ov, ov_emp = analyse(v, hcs, lcs, cfg.n_hcs, allowed=allowed)
+    res = CalibrationResult(
+        config=cfg,
+        v_gate=v,
+        icc_ua=icc,
+        samples_us=hcs,
+        lcs_samples_us=lcs,
+        reread_us=hcs2,
+        lcs_reread_us=lcs2,
+        cells=cells,
+        stats=st,
+        lcs_stats=lst,
+        selection=sel,
+        overlap=ov,
+        overlap_empirical=ov_emp,
+        region_cells=region,
+        form_attempts=attempts,
+        formed=formed,
+        usable=region[formed.astype(bool)].astype(np.int64),
+        op_counts=dict(cal.run.get("op_counts", {})),
+        op_calls=dict(cal.run.get("op_calls", {})),
+        wall_s=dict(cal.run.get("wall_s", {})),
+        chip_info=dict(cal.run.get("chip_info", {})),
+    )
+    a = cal.attrs
+    return write_calibration(
+        res,
+        out,
+        chip_id=str(a.get("chip_id", "")),
+        bench=str(a.get("bench", "")),
+        synthetic=bool(a.get("synthetic", False)),
+        source_table=str(a.get("source_table", "")),
+        oplog_path=str(cal.run.get("oplog_file", "")),
+        read_voltage_v=float(a.get("read_voltage_v", 0.1)),
+        v_gate_reset=float(cal.table.levels[0].v_gate),
+        created_utc=str(a.get("created_utc", "")) or None,
+        reselected_from=str(p),
+    )

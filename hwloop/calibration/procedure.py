@@ -234,20 +234,7 @@ def calibrate(
     finally:
         chip.remove_listener(counter)
 
-    # -------------------------------------------------------------------- extraction and selection
-    st = extract(hcs)
-    lst = extract(lcs.reshape(1, -1))
-    sel = select_levels(
-        v,
-        st["median_us"],
-        st["s_down_us"],
-        st["s_up_us"],
-        float(lst["median_us"][0]),
-        float(lst["s_up_us"][0]),
-        n_hcs=cfg.n_hcs,
-    )
-    chain = [lcs.reshape(-1), *[hcs[i] for i in sel.index]]
-    ov_emp = np.array([empirical_overlap(a, b) for a, b in itertools.pairwise(chain)])
+    st, lst, sel, ov, ov_emp = analyse(v, hcs, lcs, cfg.n_hcs)
     t_end = time.perf_counter()
     icc = _nominal_icc(chip, v)
     return CalibrationResult(
@@ -262,7 +249,7 @@ def calibrate(
         stats=st,
         lcs_stats=lst,
         selection=sel,
-        overlap=gaussian_overlap(sel.separation),
+        overlap=ov,
         overlap_empirical=ov_emp,
         region_cells=cells,
         form_attempts=attempts,
@@ -278,6 +265,32 @@ def calibrate(
         },
         chip_info=_chip_info(chip),
     )
+
+
+def analyse(
+    v_gate: np.ndarray,
+    hcs_us: np.ndarray,
+    lcs_us: np.ndarray,
+    n_hcs: int,
+    allowed: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], Selection, np.ndarray, np.ndarray]:
+    """Extraction and selection from the sweep's first reads: (per-condition stats, pooled LCS stats,
+    selection, Gaussian-equivalent overlaps, empirical overlaps of the chosen chain)."""
+    st = extract(hcs_us)
+    lst = extract(np.asarray(lcs_us).reshape(1, -1))
+    sel = select_levels(
+        v_gate,
+        st["median_us"],
+        st["s_down_us"],
+        st["s_up_us"],
+        float(lst["median_us"][0]),
+        float(lst["s_up_us"][0]),
+        n_hcs=n_hcs,
+        allowed=allowed,
+    )
+    chain = [np.asarray(lcs_us).reshape(-1), *[hcs_us[i] for i in sel.index]]
+    ov_emp = np.array([empirical_overlap(a, b) for a, b in itertools.pairwise(chain)])
+    return st, lst, sel, gaussian_overlap(sel.separation), ov_emp
 
 
 def _nominal_icc(chip: Chip, v_gate: np.ndarray) -> np.ndarray:

@@ -43,19 +43,24 @@ def select_levels(
     lcs_median_us: float,
     lcs_s_up_us: float,
     n_hcs: int = 8,
+    allowed: np.ndarray | None = None,
 ) -> Selection:
-    """Pick ``n_hcs`` sweep conditions by the max-min separation criterion (see module docstring)."""
+    """Pick ``n_hcs`` sweep conditions by the max-min separation criterion (see module docstring).
+
+    ``allowed`` (bool per condition) restricts the candidates, e.g. to a gate-voltage window.
+    """
     v = np.asarray(v_gate, dtype=np.float64)
     med = np.asarray(median_us, dtype=np.float64)
     m = v.size
+    ok = np.ones(m, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
     # D[i, j]: separation of candidate i (lower) from candidate j (upper); valid only if both rise
     d_pair = separation(
         med[:, None], np.asarray(s_up_us)[:, None], med[None, :], np.asarray(s_down_us)[None, :]
     )
-    valid = (v[None, :] > v[:, None]) & (med[None, :] > med[:, None])
+    valid = (v[None, :] > v[:, None]) & (med[None, :] > med[:, None]) & ok[:, None] & ok[None, :]
     d_pair = np.where(valid, d_pair, -np.inf)
     d_lcs = separation(lcs_median_us, lcs_s_up_us, med, np.asarray(s_down_us))
-    d_lcs = np.where(med > lcs_median_us, d_lcs, -np.inf)
+    d_lcs = np.where((med > lcs_median_us) & ok, d_lcs, -np.inf)
 
     # pass 1: best[k, j] = best worst-case separation of a chain of k+1 levels ending at candidate j
     best = np.full((n_hcs, m), -np.inf)

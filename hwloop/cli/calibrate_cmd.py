@@ -405,3 +405,34 @@ def calibrate_plot(file: str, out: str, show_sweep: bool) -> None:
 
     cal = load_calibration(file, with_samples=show_sweep)
     click.echo(f"wrote {plot_cdf(cal, out, show_sweep=show_sweep)}")
+
+
+@calibrate_group.command("select")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="New calibration file."
+)
+@click.option("--v-min", type=float, default=None, help="Choose only among sweep gate voltages >= this (V).")
+@click.option("--v-max", type=float, default=None, help="Choose only among sweep gate voltages <= this (V).")
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new levels and Q as JSON.")
+def calibrate_select(
+    file: str, out: str, v_min: float | None, v_max: float | None, force: bool, as_json: bool
+) -> None:
+    """Choose the levels again from the full sweep stored in FILE (no chip needed), e.g. within a narrower
+    gate-voltage window, and write a new calibration file."""
+    from hwloop.calibration import load_calibration
+    from hwloop.calibration.fileio import reselect
+
+    if Path(out).exists() and not force:
+        raise CalibrationError(f"{out} exists; give another --out or --force to overwrite it")
+    if Path(out).resolve() == Path(file).resolve():
+        raise CalibrationError("write the re-selection to a new file (-o), not over its source")
+    reselect(file, out, v_min=v_min, v_max=v_max)
+    d = load_calibration(out).describe()
+    if as_json:
+        echo_json(d)
+    else:
+        _print_levels(d)
+        click.echo("")
+        click.echo(f"wrote {out} (levels re-selected from {file})")
