@@ -32,21 +32,26 @@ from hwloop.errors import ConfigError
               help="Close the FPGA link after this many frames (0: never).")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Directory for the generated bench file (default: a new temporary directory).")
+@click.option("--ideal", is_flag=True,
+              help="Emulate an ideal chip: no read noise, perfect forming, no wear-out (CDF spread stays).")
+@cdf_option
 def emulate(bench: str, seed: int, no_pace: bool, drop_rate: float, drop_answer_rate: float,
             garble_rate: float, garble_request_rate: float, delay_ms: float, smu_error_rate: float,
-            disconnect_after: int, workdir: str | None) -> None:
+            disconnect_after: int, workdir: str | None, ideal: bool, cdf: str | None) -> None:
     """Start the virtual bench: an emulated FPGA board on a pty and an emulated Keithley 2636B on a loopback
     TCP socket, both backed by a simulated chip. Prints ONE JSON line; its `bench` field is a bench file
     that points at the emulated instruments (use it with `--chip real --bench FILE`). Runs until Ctrl-C or
     SIGTERM.
     """
+    from hwloop.chip.sim import SimConfig
     from hwloop.emulator.faults import Faults
     from hwloop.emulator.run import run_forever
 
     faults = Faults(drop_rate=drop_rate, drop_answer_rate=drop_answer_rate, garble_rate=garble_rate,
                     garble_request_rate=garble_request_rate, delay_s=delay_ms / 1e3,
                     smu_error_rate=smu_error_rate, disconnect_after=disconnect_after, seed=seed)
-    run_forever(bench, seed=seed, faults=faults, pace=not no_pace, workdir=workdir)
+    run_forever(bench, seed=seed, faults=faults, pace=not no_pace, workdir=workdir,
+                sim_config=SimConfig.ideal() if ideal else None, table=load_cdf_option(cdf))
 
 
 @chip.command("check")

@@ -99,9 +99,19 @@ class VirtualBench:
         f = self.faults
         cmd = [sys.executable, "-m", "hwloop.emulator", "--bench", str(src), "--seed", str(self.seed),
                "--workdir", self._tmp, "--drop-rate", str(f.drop_rate), "--garble-rate", str(f.garble_rate),
-               "--delay-ms", str(f.delay_s * 1e3), "--smu-error-rate", str(f.smu_error_rate)]
+               "--drop-answer-rate", str(f.drop_answer_rate), "--garble-request-rate", str(f.garble_request_rate),
+               "--delay-ms", str(f.delay_s * 1e3), "--smu-error-rate", str(f.smu_error_rate),
+               "--disconnect-after", str(f.disconnect_after)]
         if not self.pace:
             cmd.append("--no-pace")
+        if self.sim_config is not None:
+            if self.sim_config != SimConfig.ideal():
+                raise ValueError("mode='process' supports sim_config=None or SimConfig.ideal() only")
+            cmd.append("--ideal")
+        if self.table is not None:
+            table_path = Path(self._tmp) / "table.h5"
+            self.table.save_h5(table_path)
+            cmd += ["--cdf", str(table_path)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         line = self._readline_with_timeout(self.proc, 30.0)
         if not line:

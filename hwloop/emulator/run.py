@@ -9,12 +9,15 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from hwloop.chip.cdf import CdfTable
+from hwloop.chip.sim import SimConfig
 from hwloop.emulator.bench import VirtualBench
 from hwloop.emulator.faults import Faults
 
 
 def run_forever(bench: str | Path, *, seed: int = 0, faults: Faults | None = None, pace: bool = True,
-                workdir: str | None = None) -> None:
+                workdir: str | None = None, sim_config: SimConfig | None = None,
+                table: CdfTable | None = None) -> None:
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -23,7 +26,8 @@ def run_forever(bench: str | Path, *, seed: int = 0, faults: Faults | None = Non
     old_term = signal.signal(signal.SIGTERM, _on_signal)
     old_int = signal.signal(signal.SIGINT, _on_signal)
     try:
-        with VirtualBench(bench, seed=seed, faults=faults, pace=pace, workdir=workdir) as vb:
+        with VirtualBench(bench, seed=seed, faults=faults, pace=pace, workdir=workdir, sim_config=sim_config,
+                          table=table) as vb:
             sys.stdout.write(json.dumps(vb.info) + "\n")
             sys.stdout.flush()
             while not stop.wait(0.5):
