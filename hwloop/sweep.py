@@ -141,7 +141,8 @@ class PointRecord:
     epochs: int = 0
     steps: int = 0
     programs: int = 0
-    wall_s: float = 0.0  # training wall time of the run, summed over every attempt
+    wall_s: float = 0.0  # training time of the run's epochs (from its log; over every attempt)
+    run_wall_s: float = 0.0  # wall time of the last execution in its worker (set-up, data, training)
     attempts: int = 0  # executions started by a sweep driver (a skipped finished point adds none)
     action: str | None = None  # last execution: started, resumed, restarted, found (finished log found)
     host: str | None = None
@@ -160,7 +161,7 @@ class Manifest:
 
     dir: Path
     grid: dict[str, list]  # axis -> values, axes in AXES order
-    base: dict[str, Any]  # TrainConfig fields shared by all points (not the axes, out, progress, threads)
+    base: dict[str, Any]  # TrainConfig fields shared by all points (all but the axes, out, progress, threads)
     points: list[PointRecord]
     created_utc: str = ""
     updated_utc: str = ""
@@ -267,22 +268,22 @@ def load_manifest(sweep_dir: str | Path) -> Manifest:
 
 
 # ---------------------------------------------------------------------------- planning
-def default_base() -> dict[str, Any]:
-    """The base configuration of a sweep with every TrainConfig default."""
+def default_base(axes: Sequence[str] = REQUIRED_AXES) -> dict[str, Any]:
+    """The base configuration of a sweep over ``axes`` with every TrainConfig default."""
     from hwloop.orchestrator import TrainConfig
 
-    return {k: v for k, v in asdict(TrainConfig()).items() if k not in NOT_BASE and k not in AXES}
+    return {k: v for k, v in asdict(TrainConfig()).items() if k not in NOT_BASE and k not in axes}
 
 
-def _normalise_base(base: dict[str, Any]) -> dict[str, Any]:
+def _normalise_base(base: dict[str, Any], axes: Sequence[str]) -> dict[str, Any]:
     from hwloop.orchestrator import TrainConfig
 
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(base) - known)
     if unknown:
         raise ConfigError(f"unknown training option(s) in the sweep base: {', '.join(unknown)}")
-    out = default_base()
-    out.update({k: v for k, v in base.items() if k not in NOT_BASE and k not in AXES})
+    out = default_base(axes)
+    out.update({k: v for k, v in base.items() if k not in NOT_BASE and k not in axes})
     for k in ("calibration", "bench", "data_dir"):  # workers (Ray) may run in another folder
         if out.get(k):
             out[k] = str(Path(out[k]).expanduser().resolve())
@@ -344,7 +345,7 @@ def plan(sweep_dir: str | Path, grid: dict[str, Sequence] | None = None, base: d
         if grid is None:
             raise ConfigError(f"{d} has no {MANIFEST_NAME}: give the grid (--m, --hidden, --seeds) to start a sweep")
         g = _normalise_grid(grid)
-        b = _normalise_base(base or {})
+        b = _normalise_base(base or {}, list(g))
         if d.exists() and any(d.glob("*.h5")):
             raise ConfigError(f"{d} already holds run logs but no {MANIFEST_NAME}: choose an empty or new --out")
         now = _utc_now()
@@ -371,7 +372,7 @@ def plan(sweep_dir: str | Path, grid: dict[str, Sequence] | None = None, base: d
         g = {a: list(old.grid[a]) + [v for v in g[a] if v not in old.grid[a]] for a in g}
     b = dict(old.base)
     if base is not None:
-        req = _normalise_base(base)
+        req = _normalise_base(base, list(g))
         keys = (set(base) if explicit is None else set(explicit)) & set(req)
         for k in keys & FREE_BASE:
             b[k] = req[k]
@@ -490,7 +491,7 @@ def run_point(config: dict[str, Any], log_path: str, *, return_bytes: bool = Fal
                    traceback="".join(traceback.format_exception(exc))[-4000:])
     finally:
         res["ended_utc"] = _utc_now()
-        res["driver_wall_s"] = time.monotonic() - t0
+        res["run_wall_s"] = time.monotonic() - t0
         if tmpdir is not None:
             p = Path(tmpdir) / Path(log_path).name
             if p.exists():
@@ -746,8 +747,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _apply(rec: PointRecord, res: dict) -> None:
     # wall_s comes from the log: the training time of its epochs, whichever attempt ran them
-    for k in ("final_acc", "acc_after_task", "epochs", "steps", "programs", "wall_s", "host", "started_utc",
-              "ended_utc", "action"):
+    for k in ("final_acc", "acc_after_task", "epochs", "steps", "programs", "wall_s", "run_wall_s", "host",
+              "started_utc", "ended_utc", "action"):
         if res.get(k) is not None:
             setattr(rec, k, res[k])
     rec.status = res.get("status", "failed")

@@ -31,6 +31,7 @@ def _register() -> None:
     from hwloop.cli import chip_cmd  # noqa: F401
     from hwloop.cli import analysis_cmd  # noqa: F401
     from hwloop.cli import train_cmd  # noqa: F401
+    from hwloop.cli import sweep_cmd  # noqa: F401
 
 
 _register()
