@@ -62,7 +62,7 @@ OPS_DTYPE = np.dtype(
 
 STATUS_CODES = {"running": 0, "finished": 1, "interrupted": 2, "failed": 3}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
-OPS_CHUNK = 1 << 14
+OPS_CHUNK = 1 << 12
 #: what h5py raises on unreadable, truncated or corrupt files
 H5_ERRORS = (OSError, RuntimeError, ValueError, KeyError)
 
