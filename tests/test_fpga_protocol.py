@@ -285,3 +285,33 @@ def test_emulated_board_paces_the_link_at_the_baud_rate() -> None:
     finally:
         board.close()
         emu.stop()
+
+
+@pytest.mark.parametrize("faults", [(), ("drop_request",), ("drop_answer",), ("garble_answer",),
+                                    ("garble_request",), ("delay",), ("drop_request", "drop_answer"),
+                                    ("drop_answer", "garble_request")])
+def test_pipelined_frames_survive_faults_with_one_pulse_per_cell(link: tuple[FpgaBoard, BoardEmulator],
+                                                                 faults: tuple[str, ...]) -> None:
+    board, emu = link
+    board.max_batch_ops = 50
+    idx = _formed(board, emu, 200)  # 4 frames, two in flight at a time
+    t, r, c = emu.chip.sim.unflat(idx)
+    emu.faults.inject(*faults)
+    board.batch(t, r, c, BoardOp.RESET, 0, [RESET])
+    np.testing.assert_array_equal(emu.chip.sim.reset_count[idx], 1)
+    assert emu.chip.pulses == 200
+    i_a = board.batch(t, r, c, BoardOp.READ, 0, [READ])
+    np.testing.assert_allclose(i_a, emu.chip.sim.true_g_us(idx) * 1e-6 * READ.v_bl, atol=board.adc_lsb_a)
+    assert board.stats.retries >= len(faults)
+
+
+def test_batches_that_touch_a_cell_twice_stay_in_order(link: tuple[FpgaBoard, BoardEmulator]) -> None:
+    board, emu = link
+    board.max_batch_ops = 50
+    idx = _formed(board, emu, 60)
+    t, r, c = emu.chip.sim.unflat(np.concatenate([idx, idx]))
+    op = np.r_[np.full(60, BoardOp.SET), np.full(60, BoardOp.RESET)]  # SET then RESET, split over 3 frames
+    cond = np.r_[np.zeros(60, int), np.ones(60, int)]
+    emu.faults.inject("drop_request")  # the first frame is lost and retransmitted
+    board.batch(t, r, c, op, cond, [SET, RESET])
+    assert (emu.chip.sim.level[idx] == 0).all()  # RESET came last for every cell

@@ -5,7 +5,8 @@ because a pty has no baud rate: a request is acted on no earlier than its last b
 on a real UART, and an answer is delivered no earlier than its last byte would have left. It also spends
 the board's own execution time (pulse width plus ``settle_ns`` per batch entry).
 
-It answers a repeated sequence number (a retransmission) from its cache without executing again, and it
+It answers a retransmission (same sequence number and bytes as one of its last 8 requests) from its cache
+without executing again; its receiver runs beside the executor (a UART is full duplex). It
 re-checks every condition against the bench limits: a request past a limit is NAKed (``LIMIT``) and
 counted in ``violations``, never applied. ``log`` records every operation that reached the board.
 """
@@ -13,6 +14,7 @@ counted in ``violations``, never applied. ``log`` records every operation that r
 from __future__ import annotations
 
 import os
+import queue
 import select
 import struct
 import threading
@@ -43,6 +45,8 @@ from hwloop.instruments.fpga_protocol import (
 )
 
 BOARD_ID = "hwloop virtual FPGA board (emulated), fw 1.0"
+#: answers the board keeps for retransmissions (a host keeps at most 2 requests in flight)
+CACHE_DEPTH = 8
 
 
 @dataclass
@@ -71,7 +75,10 @@ class BoardEmulator:
         self.violations = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last: tuple[int, bytes, bytes] | None = None  # seq, request bytes, answer bytes
+        self._cache: dict[int, tuple[bytes, bytes]] = {}  # seq -> (request bytes, answer bytes), last 8
+        self._inbox: queue.Queue[tuple[Frame | BadCrc, float]] = queue.Queue()
+        self._fd_lock = threading.Lock()
+        self._rx_thread: threading.Thread | None = None
         self._rx_free = 0.0
         self._tx_free = 0.0
         self.master_fd, self.slave_fd = os.openpty()
@@ -82,52 +89,70 @@ class BoardEmulator:
 
     # ------------------------------------------------------------------ lifetime
     def start(self) -> BoardEmulator:
-        self._thread = threading.Thread(target=self._run, name="hwloop-board-emulator", daemon=True)
+        self._rx_thread = threading.Thread(target=self._rx_loop, name="hwloop-board-rx", daemon=True)
+        self._thread = threading.Thread(target=self._work_loop, name="hwloop-board", daemon=True)
+        self._rx_thread.start()
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        for t in (self._thread, self._rx_thread):
+            if t is not None:
+                t.join(timeout=5)
         self._disconnect()
         if self.slave_fd >= 0:
             os.close(self.slave_fd)
             self.slave_fd = -1
 
     def _disconnect(self) -> None:
-        if self.master_fd >= 0:
-            os.close(self.master_fd)
-            self.master_fd = -1
-        self.connected = False
+        with self._fd_lock:
+            fd, self.master_fd = self.master_fd, -1
+            self.connected = False
+            if fd >= 0:
+                os.close(fd)
 
     # ------------------------------------------------------------------ byte pump with UART pacing
     def _byte_time(self, n: int) -> float:
         return n * 10.0 / self.baud if self.pace else 0.0
 
-    def _run(self) -> None:
+    def _rx_loop(self) -> None:
+        """Receive side (a UART receives while the board works): time-stamp frames as the wire delivers them."""
         parser = FrameParser()
-        while not self._stop.is_set() and self.master_fd >= 0:
+        while not self._stop.is_set():
+            fd = self.master_fd
+            if fd < 0:
+                return
             try:
-                ready, _, _ = select.select([self.master_fd], [], [], 0.05)
+                ready, _, _ = select.select([fd], [], [], 0.05)
             except (OSError, ValueError):
                 return
+            if self.master_fd != fd:
+                return  # disconnected meanwhile (the number may already belong to another file)
             if not ready:
                 if parser.buf:  # a frame cut short: drop it after the inter-frame gap (50 ms)
                     parser.buf.clear()
                 continue
             try:
-                data = os.read(self.master_fd, 65536)
+                data = os.read(fd, 65536)
             except OSError:
-                continue  # no slave open at the moment (EIO): keep listening
-            if not data:
-                continue
-            now = time.monotonic()
-            self._rx_free = max(now, self._rx_free) + self._byte_time(len(data))
-            for item in parser.feed(data):
-                self._handle(item)
                 if self.master_fd < 0:
                     return
+                time.sleep(0.01)  # no slave open at the moment (EIO): keep listening
+                continue
+            if not data:
+                continue
+            self._rx_free = max(time.monotonic(), self._rx_free) + self._byte_time(len(data))
+            for item in parser.feed(data):
+                self._inbox.put((item, self._rx_free))
+
+    def _work_loop(self) -> None:
+        while not self._stop.is_set() and self.master_fd >= 0:
+            try:
+                item, t_arrived = self._inbox.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            self._handle(item, t_arrived)
 
     def _sleep_until(self, t: float) -> None:
         dt = t - time.monotonic()
@@ -151,14 +176,14 @@ class BoardEmulator:
             view = view[n:]
 
     # ------------------------------------------------------------------ frames
-    def _handle(self, item: Frame | BadCrc) -> None:
+    def _handle(self, item: Frame | BadCrc, t_arrived: float) -> None:
         self.log.frames_in += 1
         fault = self.faults.board_fault()
         after = self.faults.disconnect_after
         if fault == "disconnect" or (after and self.log.frames_in > after):
             self._disconnect()
             return
-        self._sleep_until(self._rx_free)  # the request's last byte arrives now
+        self._sleep_until(t_arrived)  # the request's last byte arrives now
         if fault == "drop_request":
             return
         if isinstance(item, BadCrc) or fault == "garble_request":
@@ -167,13 +192,17 @@ class BoardEmulator:
             return
         raw = item.encode()
         if item.cmd == Cmd.IDENT:
-            self._last = None  # a (new) host session starts with IDENT: forget the previous session's cache
-        if self._last is not None and self._last[0] == item.seq and self._last[1] == raw:
+            self._cache.clear()  # a (new) host session starts with IDENT: forget the previous session's
+        cached = self._cache.get(item.seq)
+        if cached is not None and cached[0] == raw:
             self.log.cache_hits += 1
-            answer = self._last[2]
+            answer = cached[1]
         else:
             answer = self._execute(item)
-            self._last = (item.seq, raw, answer)
+            self._cache.pop(item.seq, None)
+            self._cache[item.seq] = (raw, answer)
+            while len(self._cache) > CACHE_DEPTH:
+                self._cache.pop(next(iter(self._cache)))
         if self.faults.delay_s > 0 or fault == "delay":
             time.sleep(self.faults.delay_s if self.faults.delay_s > 0 else 0.4)
         if fault == "drop_answer":

@@ -78,6 +78,8 @@ class FpgaBoard:
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
         self.max_batch_ops = int(max_batch_ops)
+        #: batch frames in flight at once when they commute (1: stop-and-wait)
+        self.pipeline_window = 2
         self.stats = LinkStats()
         self._seq = 0
         self._parser = FrameParser()
@@ -125,44 +127,79 @@ class FpgaBoard:
         for a corrupted request, at most ``retries`` times; raises ``ProtocolError`` after that. Other
         NAKs are raised at once (``SafetyLimitError`` for the board's own limit check).
         """
-        seq = self._next_seq()
-        frame = encode_frame(seq, cmd, payload)
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        last_problem = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.stats.retries += 1
-            try:
-                self.ser.reset_input_buffer()
-                self._parser = FrameParser()
-                self._items.clear()
-                self.ser.write(frame)
-                self.ser.flush()
-            except _LINK_ERRORS as exc:
-                raise InstrumentError(f"FPGA board on {self.port}: write failed ({exc})") from None
-            self.stats.frames += 1
-            self.stats.bytes_tx += len(frame)
-            deadline = time.monotonic() + timeout
-            while True:
+        return self.exchange_many(cmd, [payload], [timeout], window=1)[0]
+
+    def _write(self, frame: bytes) -> None:
+        try:
+            self.ser.write(frame)
+            self.ser.flush()
+        except _LINK_ERRORS as exc:
+            raise InstrumentError(f"FPGA board on {self.port}: write failed ({exc})") from None
+        self.stats.frames += 1
+        self.stats.bytes_tx += len(frame)
+
+    def exchange_many(self, cmd: Cmd, payloads: Sequence[bytes], timeouts_s: Sequence[float],
+                      window: int = 1) -> list[bytes]:
+        """Several requests of one command, up to ``window`` of them in flight (the link is full duplex).
+
+        With ``window=2`` the next request travels while the board executes the previous one and sends
+        its answer back. Answers are matched by sequence number; the board keeps its last answers, so a
+        retransmitted request is answered from its cache and never executed twice. The caller allows a
+        window > 1 only when the requests commute (e.g. batches on distinct cells), because a request lost
+        on the way is executed after the ones behind it.
+        """
+        n = len(payloads)
+        seqs = [self._next_seq() for _ in range(n)]
+        frames = [encode_frame(q, cmd, p) for q, p in zip(seqs, payloads, strict=True)]
+        pos = {q: k for k, q in enumerate(seqs)}
+        answers: dict[int, Frame] = {}
+        attempts = [0] * n
+        try:
+            self.ser.reset_input_buffer()
+        except _LINK_ERRORS as exc:
+            raise InstrumentError(f"FPGA board on {self.port}: link lost ({exc})") from None
+        self._parser = FrameParser()
+        self._items.clear()
+        sent = 0
+        out: list[bytes] = []
+        for k in range(n):
+            while sent < n and sent - k < max(window, 1):
+                self._write(frames[sent])
+                sent += 1
+            deadline = time.monotonic() + timeouts_s[k]
+            while seqs[k] not in answers:
                 item = self._read_frame(deadline)
+                problem = ""
                 if item is None:
                     self.stats.timeouts += 1
-                    last_problem = f"no answer within {timeout:.3g} s"
-                    break
-                if isinstance(item, BadCrc):
+                    problem = f"no answer within {timeouts_s[k]:.3g} s"
+                elif isinstance(item, BadCrc):
                     self.stats.bad_crc += 1
-                    last_problem = "answer with a bad CRC"
-                    break
-                if item.cmd == Cmd.NAK and item.payload[1:2] == bytes([Nak.BAD_CRC]):
-                    last_problem = "the board received the request corrupted (NAK BAD_CRC)"
-                    break
-                if item.seq != seq:
+                    problem = "answer with a bad CRC"
+                elif item.cmd == Cmd.NAK and item.payload[1:2] == bytes([Nak.BAD_CRC]):
+                    j = pos.get(item.seq, k)
+                    if j > k:  # a later request arrived corrupted: send it again now
+                        self._retransmit(cmd, frames, attempts, j, "request arrived corrupted (NAK BAD_CRC)")
+                        continue
+                    problem = "the board received the request corrupted (NAK BAD_CRC)"
+                elif item.seq in pos and pos[item.seq] >= k:
+                    answers[item.seq] = item  # this answer, or one to a request behind it
+                    continue
+                else:
                     continue  # a late answer to an earlier request: ignore it
-                return self._check_answer(cmd, item)
-        raise ProtocolError(
-            f"FPGA board on {self.port}: {cmd.name} failed after {self.retries + 1} attempt(s): "
-            f"{last_problem}"
-        )
+                self._retransmit(cmd, frames, attempts, k, problem)
+                deadline = time.monotonic() + timeouts_s[k]
+            out.append(self._check_answer(cmd, answers.pop(seqs[k])))
+        return out
+
+    def _retransmit(self, cmd: Cmd, frames: list[bytes], attempts: list[int], k: int, problem: str) -> None:
+        attempts[k] += 1
+        if attempts[k] > self.retries:
+            raise ProtocolError(f"FPGA board on {self.port}: {cmd.name} failed after {self.retries + 1} "
+                                f"attempt(s): {problem}")
+        self.stats.retries += 1
+        self._write(frames[k])
 
     def _check_answer(self, cmd: Cmd, item: Frame) -> bytes:
         if item.cmd == Cmd.NAK:
@@ -273,6 +310,9 @@ class FpgaBoard:
         step = self.max_batch_ops
         if self.info is not None:
             step = min(step, self.info.max_batch_ops)
+        payloads: list[bytes] = []
+        timeouts: list[float] = []
+        sizes: list[tuple[int, int]] = []
         start = 0
         while start < n:
             stop = min(start + step, n)
@@ -287,17 +327,23 @@ class FpgaBoard:
                 used, local = np.unique(chunk_cond, return_inverse=True)
             ent = entries[start:stop].copy()
             ent["cond"] = local
-            payload = encode_batch(encode_conditions([qconds[int(u)] for u in used]), ent)
-            data = self.request(Cmd.BATCH, payload, timeout_s=self._batch_timeout(len(payload), ent))
+            payloads.append(encode_batch(encode_conditions([qconds[int(u)] for u in used]), ent))
+            timeouts.append(self._batch_timeout(len(payloads[-1]), ent))
+            sizes.append((ent.size, int(np.count_nonzero(ent["op"] == BoardOp.READ))))
+            start = stop
+        # frames commute when no cell appears twice (or nothing but reads): then keep two in flight
+        flat = (tile * ROW_CELLS + row) * ROW_CELLS + col
+        commute = bool(np.all(op_a == BoardOp.READ)) or np.unique(flat).size == n
+        window = self.pipeline_window if commute else 1
+        for data, (n_ent, n_read) in zip(self.exchange_many(Cmd.BATCH, payloads, timeouts, window), sizes,
+                                         strict=True):
             (n_done,) = struct.unpack_from("<H", data)
-            if n_done != ent.size:
-                raise ProtocolError(f"FPGA board executed {n_done} of {ent.size} batch entries")
+            if n_done != n_ent:
+                raise ProtocolError(f"FPGA board executed {n_done} of {n_ent} batch entries")
             codes = np.frombuffer(data, dtype="<u2", offset=2)
-            n_read = int(np.count_nonzero(ent["op"] == BoardOp.READ))
             if codes.size != n_read:
                 raise ProtocolError(f"FPGA board returned {codes.size} ADC values for {n_read} READ entries")
             out.append(codes * lsb)
-            start = stop
         return np.concatenate(out)
 
     def _batch_timeout(self, n_bytes: int, ent: np.ndarray) -> float:
