@@ -19,6 +19,11 @@ bytes a frame), condition tables, CRCs, ACK turnaround, the board's own executio
 settling per entry) and any retry all count against it. ``read_link_efficiency`` is the same for READ
 (request direction still 5 bytes per entry; the 2-byte ADC answers travel the other way).
 
+The driver splits a request into frames of ``max_batch_ops`` entries (bench file) and keeps two frames in
+flight when they commute (distinct cells), so the next request travels while the board executes the
+previous one and answers. READ answers carry 2 bytes per entry back; the last frame's answer cannot
+overlap anything, which is what keeps ``read_link_efficiency`` below the programming figure.
+
 Pacing. A pty has no baud rate, so the emulated board paces its byte stream itself: it acts on a request
 no earlier than its last byte would have arrived at the configured baud rate, and delivers each answer no
 earlier than its last byte would have left (see ``hwloop/emulator/board.py``). The emulator runs in its
