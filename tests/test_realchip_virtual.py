@@ -135,3 +135,11 @@ def test_lossy_link_still_programs_every_cell_exactly_once() -> None:
         assert chip.board.stats.retries > 0
         np.testing.assert_array_equal(vb.sim.set_count[idx], 5)
         np.testing.assert_array_equal(vb.sim.reset_count[idx], 5)
+
+
+def test_snapshot_keeps_the_formed_mask(vb: VirtualBench, chip: RealChip) -> None:
+    chip.form_idx([3, 4])
+    snap = chip.snapshot()
+    chip.formed_mask()[:] = False
+    chip.restore(snap)
+    assert chip.formed_mask()[[3, 4]].all() and chip.formed_mask().sum() == 2

@@ -11,6 +11,9 @@ link, not Python, is the limit). Conditions come from the bench file's voltage t
   board's ADCs. ``read_smu`` measures slowly through the SMU instead (one cell at a time).
 
 Any exception or Ctrl-C during an operation puts both instruments in their safe state (0 V, off).
+
+The host keeps the formed mask (from the FORM verify reads; it is part of ``snapshot`` so a resumed run
+keeps it). The failed mask stays all False: the board does not report worn-out devices.
 """
 
 from __future__ import annotations
@@ -160,6 +163,17 @@ class RealChip(Chip):
                 out[k] = i_a / rd.v_bl * 1e6
             self.board.safe()
         return out
+
+    # ------------------------------------------------------------------ state
+    def snapshot(self) -> dict[str, np.ndarray]:
+        snap = super().snapshot()
+        snap["formed"] = self._formed.copy()
+        return snap
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        super().restore(state)
+        if "formed" in state:
+            self._formed[:] = np.asarray(state["formed"], dtype=bool)
 
     # ------------------------------------------------------------------ lifetime and info
     def close(self) -> None:
