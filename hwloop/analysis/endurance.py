@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hwloop.analysis.logfile import H5_ERRORS
 from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS
 from hwloop.chip.cdf import CdfTable
 from hwloop.errors import HwloopError, RunLogError
@@ -106,7 +107,7 @@ def count_ops(
         ds = log.ops
         ds.refresh()
         n = int(ds.shape[0])
-    except (OSError, KeyError, ValueError) as exc:
+    except H5_ERRORS as exc:
         raise _corrupt(log, exc) from exc
     dev = np.zeros(n_dev * N_OPS, dtype=np.int64)
     steps = np.zeros(0, dtype=np.int64)
@@ -162,7 +163,7 @@ def count_ops(
                 if z > a:
                     sel = opi[a:z] == RESET
                     win += np.bincount(flat[a:z][sel], minlength=n_dev)
-    except (OSError, KeyError, ValueError) as exc:
+    except H5_ERRORS as exc:
         raise _corrupt(log, exc) from exc
     finally:
         if pool is not None:
@@ -436,7 +437,7 @@ def endurance_summary(
                 **distribution_stats(programs[sl][used[sl]]),
                 "ops": programs[sl].reshape(ROWS, COLS).tolist(),
             }
-    except (OSError, KeyError, ValueError) as exc:
+    except H5_ERRORS as exc:
         raise _corrupt(log, exc) from exc
     return summary
 

@@ -25,9 +25,9 @@ from hwloop.analysis.footprint import (
     fmt_count,
     footprint,
 )
+from hwloop.analysis.logfile import open_runlog
 from hwloop.analysis.runs import RunInfo, collect_run_paths, load_run
 from hwloop.errors import HwloopError, RunLogError
-from hwloop.runlog import RunLog
 
 #: a drop of an earlier task's accuracy of at least this many percentage points counts as forgetting
 FORGET_PP = 10.0
@@ -465,7 +465,7 @@ def _endurance_section(runs: list[RunInfo], out: Path, summary: dict, endurance_
     summary["endurance"] = []
     for r in runs:
         try:
-            with RunLog(r.path) as log:
+            with open_runlog(r.path) as log:
                 s = endurance_summary(log, EnduranceOptions(endurance_cycles=endurance_cycles))
         except HwloopError as exc:
             md.append(f"- `{r.name}`: endurance not available ({exc}).")

@@ -10,9 +10,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hwloop.analysis.logfile import H5_ERRORS, check_not_truncated, open_runlog
 from hwloop.chip.cdf import CdfTable
 from hwloop.errors import HwloopError, RunLogError
-from hwloop.runlog import FORMAT_NAME, RunLog
+from hwloop.runlog import FORMAT_NAME
 
 #: configuration keys that do not make two runs different experiments (repetitions differ in these)
 RUN_ONLY_KEYS = ("seed", "out", "output", "name", "run_name", "resume", "data", "data_dir", "log", "bench")
@@ -147,7 +148,7 @@ def _as_percent(acc: np.ndarray) -> np.ndarray:
 def load_run(path: str | Path, with_table: bool = True) -> RunInfo:
     """Read one run log's metadata, epoch table and calibration; raises ``RunLogError`` if unreadable."""
     p = Path(path)
-    with RunLog(p) as log:
+    with open_runlog(p) as log:
         try:
             log.refresh()
             ep = log.epochs()
@@ -174,7 +175,7 @@ def load_run(path: str | Path, with_table: bool = True) -> RunInfo:
                     info.table = log.table()
                 except HwloopError as exc:
                     info.table_error = str(exc)
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except H5_ERRORS as exc:
             raise RunLogError(f"{p}: the run log is truncated or corrupt ({exc})") from exc
     return info
 
@@ -182,9 +183,13 @@ def load_run(path: str | Path, with_table: bool = True) -> RunInfo:
 def is_run_log(path: Path) -> tuple[bool, str]:
     """Cheap check used when collecting files from a folder."""
     try:
+        check_not_truncated(path)
+    except RunLogError as exc:
+        return False, str(exc)
+    try:
         with h5py.File(path, "r", libver="latest", swmr=True) as f:
             fmt = f.attrs.get("format", None)
-    except OSError as exc:
+    except H5_ERRORS as exc:
         return False, f"not a readable HDF5 file ({exc})"
     if isinstance(fmt, bytes):
         fmt = fmt.decode()

@@ -77,17 +77,17 @@ def endurance_cmd(
         failure_window,
         tile_map,
     )
-    from hwloop.runlog import RunLog
+    from hwloop.analysis.logfile import H5_ERRORS, open_runlog
 
     opts = EnduranceOptions(
         endurance_cycles=endurance_cycles, budget_fraction=budget_fraction, tile=tile, chunk_rows=chunk_rows
     )
-    with RunLog(run) as log:
+    with open_runlog(run) as log:
         if tile is not None and tile >= log.n_tiles:
             raise RunLogError(f"--tile {tile} is outside the run's tiles 0..{log.n_tiles - 1}")
         try:
             window = failure_window(log)
-        except (OSError, KeyError, ValueError) as exc:
+        except H5_ERRORS as exc:
             raise RunLogError(f"{run}: the run log is truncated or corrupt ({exc})") from exc
         counts = count_ops(log, chunk_rows=chunk_rows, window_steps=window)
         s = endurance_summary(log, opts, counts=counts)

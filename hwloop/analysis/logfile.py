@@ -1,0 +1,74 @@
+"""Opening run logs for analysis with a fast, clear failure on truncated files.
+
+HDF5 readers in SWMR mode retry metadata reads that fail their checksum (they assume a writer is
+half-way through a flush), which makes a truncated file hang for a long time before it errors. So the
+superblock's end-of-file address is checked against the file size first: a file shorter than the
+address its superblock records has lost its tail.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from pathlib import Path
+
+from hwloop.errors import RunLogError
+from hwloop.runlog import RunLog
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: HDF5 errors h5py raises on damaged files
+H5_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, ValueError, KeyError, TypeError)
+
+
+def superblock_eof(path: Path) -> int | None:
+    """End-of-file address recorded in an HDF5 superblock (versions 2 and 3, at offset 0), else None."""
+    with path.open("rb") as fh:
+        head = fh.read(48)
+    if len(head) < 12 or head[:8] != HDF5_SIGNATURE:
+        return None
+    version, size_offsets = head[8], head[9]
+    if version not in (2, 3) or size_offsets not in (4, 8):
+        return None
+    at = 12 + 2 * size_offsets  # signature, version, sizes, flags; base address; extension address
+    fmt = "<Q" if size_offsets == 8 else "<I"
+    if len(head) < at + size_offsets:
+        return None
+    return int(struct.unpack(fmt, head[at : at + size_offsets])[0])
+
+
+def check_not_truncated(path: Path, settle_s: float = 0.2) -> None:
+    """Raise ``RunLogError`` if the file is not HDF5 at all, or is shorter than its superblock says."""
+    if not path.exists():
+        raise RunLogError(f"run log {path} does not exist")
+    if not path.is_file():
+        raise RunLogError(f"{path} is not a file (give a run log .h5, or a folder to `hwloop report`)")
+    with path.open("rb") as fh:
+        sig = fh.read(8)
+    if sig != HDF5_SIGNATURE:
+        raise RunLogError(f"{path} is not an HDF5 file (no HDF5 signature); give an hwloop run log")
+    eof = superblock_eof(path)
+    if eof is None:
+        return
+    size = path.stat().st_size
+    if size < eof:
+        time.sleep(settle_s)  # a live writer may be mid-flush: look again once
+        size = path.stat().st_size
+        eof = superblock_eof(path) or eof
+        if size < eof:
+            raise RunLogError(
+                f"{path} is truncated: {size:,} bytes on disk but its HDF5 superblock records {eof:,}; "
+                "copy the log again from its source (a crashed run's log is not truncated, only its tail "
+                "after the last flush is lost)"
+            )
+
+
+def open_runlog(path: str | Path) -> RunLog:
+    """``RunLog(path)`` after the truncation check; every HDF5 error becomes one ``RunLogError``."""
+    p = Path(path)
+    check_not_truncated(p)
+    try:
+        return RunLog(p)
+    except RunLogError:
+        raise
+    except H5_ERRORS as exc:
+        raise RunLogError(f"{p}: the run log is corrupt ({exc})") from exc
