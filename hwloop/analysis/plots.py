@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -101,7 +102,7 @@ def plot_accuracy(
     for i, task in enumerate(tasks):
         c = colors[i % len(colors)]
         if len(curves) == 1:
-            ax.plot(curves[0]["epoch"], curves[0]["acc_pct"][:, i], "-", color=c, label=task)
+            ax.plot(curves[0]["epoch"], curves[0]["acc_pct"][:, i], ".-", ms=4, color=c, label=task)
             continue
         n = min(len(cv["epoch"]) for cv in curves)
         stack = np.stack([cv["acc_pct"][:n, i] for cv in curves])
@@ -111,15 +112,16 @@ def plot_accuracy(
         std = np.full(n, np.nan)
         mean[ok] = np.nanmean(stack[:, ok], axis=0)
         std[ok] = np.nanstd(stack[:, ok], axis=0, ddof=1) if stack.shape[0] > 1 else 0.0
-        ax.plot(ep, mean, "-", color=c, label=f"{task} (mean of {len(curves)})")
+        ax.plot(ep, mean, ".-", ms=4, color=c, label=f"{task} (mean of {len(curves)})")
         ax.fill_between(ep, mean - std, mean + std, color=c, alpha=0.25, lw=0)
     for k, b in enumerate(boundaries):
         ax.axvline(b, color="grey", ls="--", lw=1.0)
         ax.text(b, 2, f" task {k + 2} starts", rotation=90, va="bottom", fontsize=8, color="grey")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 90), fontsize=8)
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -16,7 +16,8 @@ from hwloop.errors import HwloopError, RunLogError
 from hwloop.runlog import FORMAT_NAME
 
 #: configuration keys that do not make two runs different experiments (repetitions differ in these)
-RUN_ONLY_KEYS = ("seed", "out", "output", "name", "run_name", "resume", "data", "data_dir", "log", "bench")
+RUN_ONLY_KEYS = ("seed", "out", "output", "name", "run_name", "resume", "data", "data_dir", "log", "bench",
+                 "progress", "download", "threads", "verify_data", "eval_batch")
 
 
 @dataclass

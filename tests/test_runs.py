@@ -1,0 +1,63 @@
+"""hwloop runs ls: one line per run log with date, configuration, status and final accuracies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hwloop.analysis.synth import write_sim_log
+from hwloop.cli import cli
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("runs")
+    write_sim_log(d / "a.h5", n_devices=64, tasks=("mnist", "fashion-mnist"), epochs_per_task=1,
+                  steps_per_epoch=1, m_star=3.0, hidden=64)
+    write_sim_log(d / "b.h5", n_devices=64, tasks=("mnist",), epochs_per_task=1, steps_per_epoch=1, m_star=0.0,
+                  hidden=32, close_status="interrupted")
+    (d / "c.h5").write_bytes(b"garbage")
+    (d / "notes.txt").write_text("not a log")
+    return d
+
+
+def test_runs_ls_lines(runs_dir: Path) -> None:
+    res = CliRunner().invoke(cli, ["runs", "ls", str(runs_dir)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 3
+    a, b, c = lines
+    with h5py.File(runs_dir / "a.h5", "r", swmr=True) as f:
+        acc = f["epochs"]["acc"][-1]
+        created = f.attrs["created_utc"]
+    assert a.startswith("a.h5") and "finished" in a and "m*=3" in a and "hidden=64" in a and "chip=sim" in a
+    assert created in a
+    assert f"mnist={100 * acc[0]:.2f}%" in a and f"fashion-mnist={100 * acc[1]:.2f}%" in a
+    assert "interrupted" in b and "m*=0" in b
+    assert c.startswith("c.h5") and "UNREADABLE" in c
+
+
+def test_runs_ls_json(runs_dir: Path) -> None:
+    res = CliRunner().invoke(cli, ["runs", "ls", str(runs_dir), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert [Path(r["path"]).name for r in rows] == ["a.h5", "b.h5", "c.h5"]
+    assert rows[0]["status"] == "finished" and rows[0]["tasks"] == ["mnist", "fashion-mnist"]
+    with h5py.File(runs_dir / "b.h5", "r", swmr=True) as f:
+        acc = f["epochs"]["acc"][-1]
+    assert rows[1]["final_acc_pct"] == [round(float(100 * np.float64(acc[0])), 2)]
+    assert "error" in rows[2]
+
+
+def test_runs_ls_default_folder(runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli, ["runs", "ls"])
+    assert res.exit_code != 0 and "not a folder" in str(res.exception)
+    (tmp_path / "runs").mkdir()
+    res = CliRunner().invoke(cli, ["runs", "ls"])
+    assert res.exit_code == 0 and "no run logs" in res.output
