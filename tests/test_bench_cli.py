@@ -56,3 +56,20 @@ def test_chip_check_error_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hwloop: error: FPGA board: cannot open serial port")
+
+
+@pytest.mark.parametrize(("faults", "message"), [
+    ({"smu_error_rate": 1.0}, "hwloop: error: Keithley SMU smua reported: -286 TSP Runtime error"),
+    ({"disconnect_after": 3}, "hwloop: error: FPGA board on"),
+])
+def test_chip_check_against_a_faulty_bench_fails_cleanly(faults: dict, message: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from hwloop.emulator import Faults, VirtualBench
+
+    with VirtualBench(BENCH, pace=False, faults=Faults(**faults)) as vb:
+        with pytest.raises(SystemExit) as exc:
+            main(["chip", "check", "--chip", "real", "--bench", vb.bench_path])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(message)
+        assert vb.chip is not None and vb.chip.dac == (0.0, 0.0, 0.0)
