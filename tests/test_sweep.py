@@ -251,9 +251,9 @@ def test_ray_sweep_returning_log_bytes(ray_session, local_sweep: Path, tiny_data
 # ---------------------------------------------------------------------------- resume after a kill
 def test_killed_sweep_resumes_without_redoing_finished_points(tiny_data: Path, tmp_path: Path) -> None:
     d = tmp_path / "killed"
-    # 4 points, one worker; 3 epochs per task so a point takes a while after the first one has finished
+    # 4 points, one worker, 2 epochs per task: the kill comes while the second point runs (or before it starts)
     args = ["sweep", "--out", str(d), "--m", "0,3", "--hidden", "16", "--seeds", "2", "--workers", "1",
-            "--no-progress", *cli_args(tiny_data), "--epochs-per-task", "3", "--train-samples", "600"]
+            "--threads", "1", "--no-progress", *cli_args(tiny_data, "none"), "--epochs-per-task", "2"]
     code = "import sys; from hwloop.cli import main; main(sys.argv[1:])"
     proc = subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -273,6 +273,7 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tiny_data: Path, t
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and its worker, at once
         proc.wait(timeout=30)
+    print(f"killed after {time.monotonic() - deadline + 60:.1f} s")
     assert first is not None, f"no point finished before the kill: {proc.stderr.read().decode()[-2000:]}"
     log_first = d / first.log
     before = digest(log_first)
@@ -280,7 +281,9 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tiny_data: Path, t
     unfinished = [p.name for p in killed.points if p.status != "finished"]
     assert unfinished, "every point finished before the kill; the test needs a slower point"
 
+    t0 = time.monotonic()
     result = CliRunner().invoke(cli, ["sweep", "--out", str(d), "--no-progress", "--json"])
+    print(f"re-run {time.monotonic() - t0:.1f} s")
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert first.name in out["skipped"]
@@ -292,7 +295,7 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tiny_data: Path, t
     for p in man.points:
         with RunLog(man.log_path(p)) as log:
             assert log.status == "finished"
-            assert len(log.epochs()) == 6  # 3 epochs x 2 tasks, none lost or duplicated by the resume
+            assert log.epochs()["epoch"].tolist() == [1, 2, 3, 4]  # none lost or duplicated by the resume
 
 
 # ---------------------------------------------------------------------------- a failed point
