@@ -33,6 +33,8 @@ N_OPS = 5
 FORM, SET, RESET, READ, READ_ALL = (OP_CODES[k] for k in ("FORM", "SET", "RESET", "READ", "READ_ALL"))
 #: rows per chunk read from /ops (about 70 MB of decompressed rows)
 DEFAULT_CHUNK_ROWS = 1 << 22
+#: the /ops columns the count needs (t_s, level and g_us are not read)
+READ_FIELDS = ("step", "op", "tile", "row", "col")
 UNDER_OPS = 25
 OVER_OPS = 50
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
@@ -112,12 +114,17 @@ def count_ops(
     dev = np.zeros(n_dev * N_OPS, dtype=np.int64)
     steps = np.zeros(0, dtype=np.int64)
     win = np.zeros(n_dev, dtype=np.int64) if window_steps is not None else None
-    read_all = 0
+
+    view = ds.fields(list(READ_FIELDS))  # only the columns counted: less to convert and copy
 
     def read(start: int) -> np.ndarray:
-        return ds[start : min(n, start + chunk_rows)]
+        return view[start : min(n, start + chunk_rows)]
 
     starts = range(0, n, chunk_rows)
+    buf_rows = min(n, chunk_rows)
+    key_buf = np.empty(buf_rows, dtype=np.intp)
+    tmp_buf = np.empty(buf_rows, dtype=np.intp)
+    step_buf = np.empty(buf_rows, dtype=np.intp)
     pool = ThreadPoolExecutor(max_workers=1) if prefetch and n > chunk_rows else None
     try:
         pending = pool.submit(read, 0) if pool is not None else None
@@ -128,18 +135,17 @@ def count_ops(
                 pending = pool.submit(read, nxt) if (pool is not None and nxt < n) else None
             else:
                 blk = read(start)
-            opi = blk["op"].astype(np.intp)
-            flat = blk["tile"].astype(np.intp)
-            flat *= CELLS_PER_TILE
-            rc = blk["row"].astype(np.intp)
-            rc *= COLS
-            rc += blk["col"]
-            flat += rc
-            del rc
-            key = flat * N_OPS
-            key += opi
+            m = blk.size
+            key, tmp, sk = key_buf[:m], tmp_buf[:m], step_buf[:m]
+            op = blk["op"].view(np.uint8)
+            # key = device * 5 + op, device = (tile * ROWS + row) * COLS + col; buffers are reused
+            np.multiply(blk["tile"], CELLS_PER_TILE * N_OPS, out=key, dtype=np.intp)
+            np.multiply(blk["row"], COLS * N_OPS, out=tmp, dtype=np.intp)
+            key += tmp
+            np.multiply(blk["col"], N_OPS, out=tmp, dtype=np.intp)
+            key += tmp
+            key += op
             b = np.bincount(key)
-            del key
             if b.size > dev.size:
                 raise RunLogError(
                     f"{log.path}: /ops holds an address outside the run's {n_tiles} tile(s); "
@@ -147,28 +153,28 @@ def count_ops(
                 )
             dev[: b.size] += b
             st = blk["step"]
-            sk = st.astype(np.intp)
-            sk *= N_OPS
-            sk += opi
+            np.multiply(st, N_OPS, out=sk, dtype=np.intp)
+            sk += op
             bs = np.bincount(sk)
             if bs.size > steps.size:
                 steps = np.concatenate([steps, np.zeros(bs.size - steps.size, dtype=np.int64)])
             steps[: bs.size] += bs
-            read_all += int(np.count_nonzero(opi == READ_ALL))
             if win is not None and window_steps is not None:
                 lo, hi = window_steps
                 # rows are in step order: the window is one contiguous run of rows
                 a = int(np.searchsorted(st, lo, side="right"))
-                z = int(np.searchsorted(st, hi, side="right")) if math.isfinite(hi) else blk.size
+                z = int(np.searchsorted(st, hi, side="right")) if math.isfinite(hi) else m
                 if z > a:
-                    sel = opi[a:z] == RESET
-                    win += np.bincount(flat[a:z][sel], minlength=n_dev)
+                    k = key[a:z]
+                    k = k[op[a:z] == RESET]
+                    win += np.bincount(k // N_OPS, minlength=n_dev)
     except H5_ERRORS as exc:
         raise _corrupt(log, exc) from exc
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    per_step = steps.reshape(-1, N_OPS) if steps.size else np.zeros((0, N_OPS), dtype=np.int64)
+    pad = -steps.size % N_OPS  # the last step may lack its READ_ALL (or READ) column
+    per_step = np.concatenate([steps, np.zeros(pad, dtype=np.int64)]).reshape(-1, N_OPS)
     return OpCounts(
         n_tiles=n_tiles,
         rows=n,
@@ -176,7 +182,7 @@ def count_ops(
         per_step=per_step,
         window_steps=window_steps,
         window_resets=win,
-        read_all_rows=read_all,
+        read_all_rows=int(per_step[:, READ_ALL].sum()),
     )
 
 

@@ -168,12 +168,13 @@ def write_bulk_log(
     )
     # skewed per-device popularity (as in Fig. 5b): sample changed devices from a Zipf-like law
     weights = rng.pareto(1.5, n_dev) + 0.05
-    weights /= weights.sum()
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
     per_step = max(1, n_ops // (n_steps * 2 + 1))  # RESET + READ per change, SET for most
     nan = np.float32(np.nan)
     for step in range(1, n_steps + 1):
         w.step = step
-        idx = np.unique(rng.choice(n_dev, size=per_step, p=weights))
+        idx = np.unique(np.minimum(np.searchsorted(cdf, rng.random(per_step)), n_dev - 1))
         lv = rng.integers(0, 9, idx.size).astype(np.int8)
         w.listener(Op.RESET, idx, np.zeros(idx.size, np.int8), np.full(idx.size, nan, np.float32))
         h = lv > 0
