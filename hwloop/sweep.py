@@ -398,14 +398,24 @@ def plan(sweep_dir: str | Path, grid: dict[str, Sequence] | None = None, base: d
 
 
 # ---------------------------------------------------------------------------- one point (runs in a worker)
+#: a log that says "running" but whose writer (on another host) has not flushed for this long is crashed
+STALE_HEARTBEAT_S = 300.0
+
+
 def _log_state(path: Path) -> tuple[str, bool]:
-    """(status, has_checkpoint) of a run log; ("unreadable", False) if it cannot be opened."""
+    """(status, has_checkpoint) of a run log; ("unreadable", False) if it cannot be opened.
+
+    A log written on another host that says "running" with a heartbeat older than ``STALE_HEARTBEAT_S`` is
+    taken as crashed (the run log itself waits an hour before saying so).
+    """
     from hwloop.runlog import RunLog
 
     try:
         with RunLog(path) as log:
             status = log.status
             slot = int(log.f["checkpoint"]["index"][0])
+            if status == "running" and time.time() - float(log.f["heartbeat"][0]) > STALE_HEARTBEAT_S:
+                status = "crashed"
     except (HwloopError, OSError, KeyError, ValueError):
         return "unreadable", False
     return status, slot >= 0
@@ -468,7 +478,10 @@ def run_point(config: dict[str, Any], log_path: str, *, return_bytes: bool = Fal
                 res.update(results_from_log(path), status="finished", action="found")
                 return res
             if status == "running":
-                raise HwloopError(f"{path} is being written by another live process (pid/host in the log)")
+                raise HwloopError(
+                    f"{path} is being written by another live process (writer_pid/writer_host in the log; its "
+                    f"heartbeat is recent). Stop it, or wait {STALE_HEARTBEAT_S:.0f} s after it is gone"
+                )
             if has_ck:
                 resume, res["action"] = str(path), "resumed"
             else:
