@@ -293,3 +293,20 @@ def test_projection_in_json_uses_option(busy_log: tuple[Path, object]) -> None:
     assert np.mean(pr["runs"] * prog > 1000) <= 0.05
     assert np.mean((pr["runs"] + 1) * prog > 1000) > 0.05
     assert math.isfinite(pr["ops_at_quantile"])
+
+
+def test_log_ending_mid_epoch_counts_the_step_in_progress(tmp_path: Path) -> None:
+    """A live or crashed log usually ends with a step without READ_ALL: it is counted as in progress."""
+    from hwloop.analysis.synth import _program
+
+    path, chip, nominal = write_sim_log(tmp_path / "mid.h5", n_devices=300, epochs_per_task=1,
+                                        steps_per_epoch=2, close_status=None)
+    w = chip._listeners[0].__self__
+    w.step += 1
+    idx = np.arange(40)
+    _program(chip, idx, ((nominal[idx] + 1) % 9).astype(np.int8))  # RESET, SET, READ; no READ_ALL
+    w.close("interrupted")
+    s = _endurance_json(path)
+    assert s["status"] == "interrupted"
+    assert s["per_epoch"]["in_progress"]["programs"] == 40
+    assert sum(s["per_epoch"]["programs"]) + 40 == s["total_ops"] == _independent(path)["prog"].sum()

@@ -40,7 +40,10 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
             write_sim_log(d / f"m{m:g}_s{seed}.h5", n_devices=128, tasks=("mnist", "fashion-mnist"),
                           epochs_per_task=2, steps_per_epoch=2, m_star=m, seed=seed, acc_fn=_acc_fn(forget),
                           hidden=512)
-    (d / "sweep.json").write_text(json.dumps({"grid": {"m_star": [0, 3]}, "seeds": [0, 1]}))
+    points = [{"name": f"m{m}_s{s}", "status": "finished"} for m in (0, 3) for s in (0, 1)]
+    points.append({"name": "m3_s2", "status": "pending"})
+    manifest = {"format": "hwloop-sweep", "grid": {"m_star": [0.0, 3.0], "seed": [0, 1, 2]}, "points": points}
+    (d / "sweep.json").write_text(json.dumps(manifest))
     with h5py.File(d / "calibration.h5", "w") as f:  # a foreign HDF5 file in the folder is skipped
         f.attrs["format"] = "hwloop-calibration"
     return d
@@ -88,6 +91,7 @@ def test_report_files_and_labelled_axes(report: tuple[Path, dict, list]) -> None
             assert ("(" in x and "(" in y) or x == "epoch", f"{name}: axis without unit: {x!r} / {y!r}"
     assert "calibration.h5" in md and "not an hwloop run log" in md
     assert "sweep.json" in md
+    assert "5 points: 4 finished, 1 pending." in md and "Not finished" in md and "m3_s2" in md
 
 
 def test_forgetting_and_retention_stated(report: tuple[Path, dict, list], sweep: Path) -> None:

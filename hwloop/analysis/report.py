@@ -118,15 +118,8 @@ def build_report(
         "every device operation; the figures here are recomputed from the logs listed below.",
         "",
     ]
-    if sweeps:
-        for s in sweeps:
-            keys = (
-                ", ".join(sorted(s["content"]))
-                if isinstance(s["content"], dict)
-                else type(s["content"]).__name__
-            )
-            md.append(f"Sweep description found: `{s['path']}` (keys: {keys}).")
-        md.append("")
+    for sw in sweeps:
+        md += _sweep_lines(sw)
 
     # ---------------------------------------------------------------- runs
     md += ["## Runs", ""]
@@ -309,9 +302,7 @@ def build_report(
         fname = f"calibration_{len(seen) + 1}.png"
         seen[h] = fname
         meta = r.table.metadata()
-        title = f"{meta['source_path'] or 'calibration'}" + (
-            " (SYNTHETIC table)" if meta["synthetic"] else ""
-        )
+        title = f"{meta['source_path'] or 'calibration'}" + (" (SYNTHETIC table)" if meta["synthetic"] else "")
         plots.plot_cdfs(r.table, out / fname, title)
         summary["figures"].append(fname)
         users = [x.name for x in runs if _table_hash(x) == h]
@@ -339,6 +330,33 @@ def build_report(
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     summary["report"] = str(out / "report.md")
     return summary
+
+
+def _sweep_lines(sw: dict) -> list[str]:
+    """What a sweep manifest (docs/sweep.md) says: its grid and the points without a finished log."""
+    c = sw["content"]
+    if not isinstance(c, dict):
+        return [f"Sweep description `{sw['path']}` is not a JSON object; ignored.", ""]
+    out = [f"Sweep manifest `{sw['path']}` (format {c.get('format', '?')})."]
+    grid = c.get("grid")
+    if isinstance(grid, dict):
+        out.append("Grid: " + "; ".join(f"{k} = {v}" for k, v in grid.items()) + ".")
+    points = c.get("points")
+    if isinstance(points, list):
+        status: dict[str, int] = {}
+        for pt in points:
+            st = str(pt.get("status", "?")) if isinstance(pt, dict) else "?"
+            status[st] = status.get(st, 0) + 1
+        out.append(f"{len(points)} points: " + ", ".join(f"{n} {k}" for k, n in sorted(status.items())) + ".")
+        todo = [str(pt.get("name", "?")) for pt in points if isinstance(pt, dict) and pt.get("status") != "finished"]
+        if todo:
+            out.append(
+                "Not finished (the manifest may lag; each run log's own status below is the truth): "
+                + ", ".join(todo[:30])
+                + (" …" if len(todo) > 30 else "")
+                + "."
+            )
+    return [*out, ""]
 
 
 def _mstar_section(runs: list[RunInfo], mstars: list[float], out: Path, summary: dict) -> list[str]:
@@ -485,10 +503,7 @@ def _endurance_section(runs: list[RunInfo], out: Path, summary: dict, endurance_
             ]
         )
         summary["endurance"].append(
-            {
-                k: s[k]
-                for k in ("run", "devices", "pct_under_25", "pct_over_50", "max_ops", "failed", "projection")
-            }
+            {k: s[k] for k in ("run", "devices", "pct_under_25", "pct_over_50", "max_ops", "failed", "projection")}
         )
     if hists:
         plots.plot_endurance_overlay(hists, out / "endurance.png")
