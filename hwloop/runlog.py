@@ -23,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -163,10 +165,12 @@ class RunLogWriter:
                           dtype="i1", chunks=(1, 1, ROWS, COLS), compression="gzip", compression_opts=1)
         cg = f.create_group("checkpoint")
         for slot in ("blob_a", "blob_b"):
-            cg.create_dataset(slot, shape=(0,), maxshape=(None,), dtype="u1", chunks=(1 << 20,),
-                              compression="gzip", compression_opts=1)
+            # uncompressed on purpose: rewriting compressed chunks in a SWMR file allocates new space each
+            # time and never reuses the old; fixed-size chunks are overwritten in place
+            cg.create_dataset(slot, shape=(0,), maxshape=(None,), dtype="u1", chunks=(1 << 20,))
         cg.create_dataset("index", data=np.full(6, -1, dtype="<i8"))
         cg["index"].attrs["fields"] = "slot(0=a,1=b), nbytes, epoch, ops_rows, epochs_rows, snapshots_rows"
+        cg.attrs["encoding"] = "zlib-compressed torch.save payload; slots grow only, the first nbytes are valid"
         f.create_dataset("status", data=np.array([STATUS_CODES["running"]], dtype="i1"))
         f.create_dataset("heartbeat", data=np.array([time.time()], dtype="<f8"))
         f.swmr_mode = True
@@ -298,9 +302,10 @@ class RunLogWriter:
         idx = cg["index"][()]
         slot = 1 if int(idx[0]) == 0 else 0
         ds = cg["blob_b" if slot else "blob_a"]
-        data = np.frombuffer(blob, dtype=np.uint8)
-        ds.resize((data.size,))
-        ds[:] = data
+        data = np.frombuffer(zlib.compress(blob, 1), dtype=np.uint8)
+        if ds.shape[0] < data.size:  # grow only: a slot keeps its chunks, later checkpoints overwrite them
+            ds.resize((data.size,))
+        ds[: data.size] = data
         self.f.flush()
         cg["index"][:] = np.array(
             [slot, data.size, epoch, self.f["ops"].shape[0], self.f["epochs"].shape[0],
@@ -308,7 +313,9 @@ class RunLogWriter:
         )
         self.f.flush()
 
-    def close(self, status: str = "finished") -> None:
+    def close(self, status: str = "finished", compact: bool = True) -> None:
+        """Write the final status and close. With ``compact``, rewrite the file without the space that SWMR
+        appends leave behind (a SWMR writer never reuses freed chunk space)."""
         if not self.f.id.valid:
             return
         try:
@@ -317,6 +324,9 @@ class RunLogWriter:
             self.f.flush()
         finally:
             self.f.close()
+        if compact:
+            with contextlib.suppress(*H5_ERRORS):
+                _rebuild(self.path)
 
 
 def _open_for_append(p: Path) -> h5py.File:
@@ -328,15 +338,27 @@ def _open_for_append(p: Path) -> h5py.File:
             src = h5py.File(p, "r", libver="latest", swmr=True)
         except H5_ERRORS as exc:
             raise _h5_open_error(p, exc) from first
-        fd, tmp = tempfile.mkstemp(suffix=".h5", dir=p.parent)
-        os.close(fd)
-        with src, h5py.File(tmp, "w", libver="latest") as dst:
+        src.close()
+        _rebuild(p)
+        return h5py.File(p, "r+", libver="latest")
+
+
+def _rebuild(p: Path) -> None:
+    """Copy every object of a run log into a fresh file and swap it in (drops unused space, clears the
+    status flags a crashed SWMR writer leaves). Chunks are copied as they are, without recompression."""
+    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        with h5py.File(p, "r", libver="latest", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
             for k, v in src.attrs.items():
                 dst.attrs[k] = v
             for name in src:
                 src.copy(src[name], dst, name=name)
+        shutil.copymode(p, tmp)
         os.replace(tmp, p)
-        return h5py.File(p, "r+", libver="latest")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _check_format(f: h5py.File, p: Path) -> None:
@@ -370,7 +392,10 @@ def _read_checkpoint(f: h5py.File, p: Path) -> tuple[CheckpointInfo, bytes]:
         raise RunLogError(f"{p}: checkpoint is truncated ({data.size} of {nbytes} bytes)")
     info = CheckpointInfo(epoch=int(idx[2]), ops_rows=int(idx[3]), epochs_rows=int(idx[4]),
                           snapshots_rows=int(idx[5]))
-    return info, data.tobytes()
+    try:
+        return info, zlib.decompress(data.tobytes())
+    except zlib.error as exc:
+        raise RunLogError(f"{p}: checkpoint is corrupt ({exc}); the run cannot be resumed") from exc
 
 
 class RunLog:

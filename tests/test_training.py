@@ -340,3 +340,33 @@ def test_calibration_from_another_geometry_is_refused(tiny_data: Path, tmp_path:
     r = _run_cli("train", "--no-progress", "--tasks", "mnist", "--data-dir", str(tiny_data), "--no-verify-data",
                  "--calibration", str(cal), "--out", str(tmp_path / "x.h5"))
     assert r.returncode == 2 and "64x64" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_checkpoints_do_not_grow_the_log(tmp_path: Path) -> None:
+    """Rewriting checkpoint slots reuses their space: 20 checkpoints cost about as much as 2."""
+    from hwloop.runlog import RunLogWriter
+
+    w = RunLogWriter.create(tmp_path / "ck.h5", config={}, table=default_table(), tasks=["a"], n_tiles=1,
+                            tile_backends=["sim"], chip="sim", seed=0)
+    blob = np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
+    sizes = []
+    for epoch in range(1, 21):
+        w.save_checkpoint(blob, epoch)
+        sizes.append((tmp_path / "ck.h5").stat().st_size)
+    w.close()
+    assert sizes[-1] < sizes[1] + 1_000_000
+    _, info, got = RunLogWriter.reopen(tmp_path / "ck.h5")
+    _.close()
+    assert got == blob and info.epoch == 20
+
+
+def test_finished_log_is_compact(tiny_data: Path, tmp_path: Path) -> None:
+    """SWMR appends leave unused space behind; a finished run log is rewritten without it."""
+    out = tmp_path / "c.h5"
+    train(tiny_cfg(tiny_data, out, epochs_per_task=2))
+    sizes: list[int] = []
+    with h5py.File(out, "r") as f:
+        f.visititems(lambda _n, o: sizes.append(o.id.get_storage_size()) if isinstance(o, h5py.Dataset) else None)
+    assert out.stat().st_size < 1.2 * sum(sizes) + 200_000
+    with RunLog(out) as log:
+        assert log.status == "finished" and log.ops.shape[0] > 0
