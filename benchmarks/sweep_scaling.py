@@ -4,8 +4,9 @@ Prints ONE JSON line. The same grid (m* x seeds) runs three times into fresh fol
 ``--workers 1`` (2 torch threads per run on a 2-core machine), local with ``--workers 2`` (1 thread each),
 and Ray started on this machine with as many CPUs as local workers (one 1-CPU task per point). The wall
 time of a sweep includes starting its worker processes (torch import) but not Ray's own start-up, which is
-reported apart (``ray_init_s``). Ratios: ``local2_over_local1`` (scaling of the local executor) and
-``ray_over_local2`` (Ray against local processes at the same parallelism). Runs with the same seed and the
+reported apart (``ray_init_s``; Ray starts its worker processes then). Ratios: ``local2_over_local1``
+(scaling of the local executor), ``ray_over_local2`` (Ray against local processes at the same parallelism)
+and ``ray_incl_init_over_local2`` (the same with Ray's start-up counted). Runs with the same seed and the
 same torch thread count must give the same accuracies: ``same_results_local2_ray`` checks it (both run
 1 thread per point); ``same_results_local1_local2`` compares 2 threads with 1 thread per point.
 
@@ -106,7 +107,9 @@ def main() -> None:
             **{f"{k}_points_per_s": round(v, 3) for k, v in pps.items()},
             **{f"{k}_wall_s": round(v, 2) for k, v in walls.items()},
             "local2_over_local1": round(pps["local2"] / pps["local1"], 3),
-            **({"ray_over_local2": round(pps["ray"] / pps["local2"], 3)} if "ray" in pps else {}),
+            **({"ray_over_local2": round(pps["ray"] / pps["local2"], 3),
+                "ray_incl_init_over_local2": round(walls["local2"] / (walls["ray"] + out["ray_init_s"]), 3)}
+               if "ray" in pps else {}),
             **out,
             # the same seeds give the same numbers at the same torch thread count; local1 runs with more
             # threads, and a different thread count may change float reductions (see docs/sweep.md)

@@ -545,8 +545,9 @@ def _worker_main(conn: Any, parent_pid: int) -> None:
     try:
         while True:
             job = conn.recv()
-            if job is None:
-                return
+            if job is None:  # done: skip the interpreter's slow tear-down of torch (every log is closed)
+                conn.close()
+                os._exit(0)
             name, config, log, _ = job
             conn.send((name, run_point(config, log)))
     except (KeyboardInterrupt, EOFError, OSError):
@@ -603,7 +604,12 @@ class LocalExecutor:
                             proc.join(timeout=5)  # the worker is gone
                         else:
                             del busy[conn]
-                            idle.append((proc, conn))
+                            if pending:
+                                idle.append((proc, conn))
+                            else:  # nothing left for it: let it exit while the others finish
+                                with contextlib.suppress(OSError):
+                                    conn.send(None)
+                                conn.close()
                             yield got_name, res
                             continue
                     if conn in ready or not proc.is_alive():
