@@ -310,3 +310,23 @@ def test_log_ending_mid_epoch_counts_the_step_in_progress(tmp_path: Path) -> Non
     assert s["status"] == "interrupted"
     assert s["per_epoch"]["in_progress"]["programs"] == 40
     assert sum(s["per_epoch"]["programs"]) + 40 == s["total_ops"] == _independent(path)["prog"].sum()
+
+
+def test_log_without_device_operations(tmp_path: Path) -> None:
+    """A --chip none run logs epochs and snapshots but no device operation: nothing is invented."""
+    from hwloop.chip.default_table import default_table
+    from hwloop.runlog import RunLogWriter
+
+    w = RunLogWriter.create(tmp_path / "none.h5", config={"m_star": 3.0, "hidden": 32}, table=default_table(),
+                            tasks=["mnist"], n_tiles=1, tile_backends=["none"], chip="none", seed=0)
+    for e in range(3):
+        w.append_snapshot(e, np.zeros(CELLS, np.float32), np.zeros(CELLS, np.int8))
+        if e:
+            w.append_epoch({"epoch": e, "task": 0, "acc": [0.9], "step": 10 * e})
+    w.close()
+    s = _endurance_json(tmp_path / "none.h5")
+    assert s["devices"] == 0 and s["max_ops"] == 0 and s["pct_under_25"] is None
+    assert s["failed"] is None and "no device operations" in s["failed_reason"]
+    assert s["per_epoch"]["programs"] == [0, 0, 0]
+    res = CliRunner().invoke(cli, ["endurance", str(tmp_path / "none.h5")])
+    assert res.exit_code == 0 and "nothing to count" in res.output

@@ -296,6 +296,9 @@ def failed_devices(log: RunLog, counts: OpCounts) -> dict:
         "failed_known": False,
         "failed_definition": FAILED_DEFINITION,
     }
+    if not counts.used.any():
+        out["failed_reason"] = "the log has no device operations (a --chip none run has no devices)"
+        return out
     se = log.snapshot_epochs()
     if se.size < 2 or counts.window_resets is None:
         out["failed_reason"] = f"needs two epoch-end snapshots; the log has {se.size}"
@@ -408,6 +411,8 @@ def endurance_summary(
             "devices_on_chip": int(used.size),
         }
         summary.update(distribution_stats(prog_used))
+        if not prog_used.size:
+            summary["note"] = f"no device operations in the log (chip {log.attrs.get('chip', '?')!r})"
         summary["count_definition"] = (
             "programming operations = device level changes = RESET rows per device in /ops (FORM excluded); "
             "pulses = SET + RESET rows per device; devices = addresses with any FORM/SET/RESET/READ row"

@@ -488,6 +488,9 @@ def _endurance_section(runs: list[RunInfo], out: Path, summary: dict, endurance_
         except HwloopError as exc:
             md.append(f"- `{r.name}`: endurance not available ({exc}).")
             continue
+        if "note" in s:
+            md.append(f"- `{r.name}`: {s['note']}.")
+            continue
         hists.append((r.name, s))
         proj = s["projection"]["runs"]
         rows.append(

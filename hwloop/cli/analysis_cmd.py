@@ -109,6 +109,9 @@ def _print_endurance(s: dict) -> None:
 
     click.echo(f"run        {s['run']} ({s['status']}, {s['ops_rows']:,} op rows)")
     click.echo(f"devices    {s['devices']:,} used of {s['devices_on_chip']:,} on the chip")
+    if "note" in s:
+        click.echo(f"note       {s['note']}: nothing to count")
+        return
     click.echo("counting   programming operation = level change = one RESET row; pulses = SET + RESET")
     p = s["percentiles"]
     click.echo(
