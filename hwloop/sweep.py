@@ -400,6 +400,8 @@ def plan(sweep_dir: str | Path, grid: dict[str, Sequence] | None = None, base: d
 # ---------------------------------------------------------------------------- one point (runs in a worker)
 #: a log that says "running" but whose writer (on another host) has not flushed for this long is crashed
 STALE_HEARTBEAT_S = 300.0
+#: how long a point waits for the live writer of its log to go away (a killed sweep's worker) before failing
+WAIT_LIVE_WRITER_S = 30.0
 
 
 def _log_state(path: Path) -> tuple[str, bool]:
@@ -474,6 +476,10 @@ def run_point(config: dict[str, Any], log_path: str, *, return_bytes: bool = Fal
         resume = None
         if path.exists():
             status, has_ck = _log_state(path)
+            deadline = time.monotonic() + WAIT_LIVE_WRITER_S
+            while status == "running" and time.monotonic() < deadline:  # e.g. a killed sweep's worker, exiting
+                time.sleep(0.5)
+                status, has_ck = _log_state(path)
             if status == "finished":
                 res.update(results_from_log(path), status="finished", action="found")
                 return res

@@ -273,6 +273,12 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tiny_data: Path, t
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and its worker, at once
         proc.wait(timeout=30)
+        for _ in range(300):  # until the worker (a grandchild) is gone too
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
     print(f"killed after {time.monotonic() - deadline + 60:.1f} s")
     assert first is not None, f"no point finished before the kill: {proc.stderr.read().decode()[-2000:]}"
     log_first = d / first.log
