@@ -132,13 +132,18 @@ def sweep_cmd(ctx: click.Context, out: str, m_star: str | None, hidden: str | No
         click.echo(res.summary_md.read_text() if res.summary_md else "")
         click.echo(f"sweep {d}: {len(man.points)} points ({', '.join(f'{k} {v}' for k, v in man.counts().items())}); "
                    f"ran {len(res.ran)}, skipped {len(res.skipped)} finished, {res.wall_s:.0f} s")
-    if res.failed:
-        lines = [f"  {n}: {man.point(n).error}" for n in res.failed[:10]]
-        more = f"\n  ... and {len(res.failed) - 10} more" if len(res.failed) > 10 else ""
-        raise click.ClickException(
-            f"{len(res.failed)} of {len(man.points)} points failed (details in {d / MANIFEST_NAME}):\n"
-            + "\n".join(lines) + more
-        )
+    unfinished = [p.name for p in man.points if p.status not in ("finished", "failed")]
+    if res.failed or unfinished:
+        msg = []
+        if res.failed:
+            lines = [f"  {n}: {man.point(n).error}" for n in res.failed[:10]]
+            more = [f"  ... and {len(res.failed) - 10} more"] if len(res.failed) > 10 else []
+            msg += [f"{len(res.failed)} of {len(man.points)} points failed (details in {d / MANIFEST_NAME}):",
+                    *lines, *more]
+        if unfinished:
+            msg.append(f"{len(unfinished)} points did not finish ({', '.join(unfinished[:10])}"
+                       f"{' ...' if len(unfinished) > 10 else ''}); run the command again to continue them")
+        raise click.ClickException("\n".join(msg))
 
 
 def _num(x: float) -> float | None:
