@@ -268,8 +268,12 @@ def test_corrupt_truncated_foreign_files_exit_2(busy_log: tuple[Path, object], t
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
         f["x"] = np.arange(3)
+    corrupt = tmp_path / "corrupt.h5"  # garbage over the object headers after the superblock
+    bad = bytearray(data)
+    bad[300 : 300 + 4096] = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    corrupt.write_bytes(bytes(bad))
     for p, why in ((trunc, "truncated"), (junk, "not an HDF5 file"), (foreign, "not an hwloop run log"),
-                   (tmp_path / "missing.h5", "does not exist")):
+                   (tmp_path / "missing.h5", "does not exist"), (corrupt, "corrupt")):
         code, err = _run_main(["endurance", str(p)], capsys)
         assert code == 2, (p, err)
         lines = err.strip().splitlines()

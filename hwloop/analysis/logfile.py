@@ -1,9 +1,10 @@
-"""Opening run logs for analysis with a fast, clear failure on truncated files.
+"""Opening run logs for analysis with a fast, clear failure on truncated or corrupt files.
 
 HDF5 readers in SWMR mode retry metadata reads that fail their checksum (they assume a writer is
 half-way through a flush), which makes a truncated file hang for a long time before it errors. So the
 superblock's end-of-file address is checked against the file size first: a file shorter than the
-address its superblock records has lost its tail.
+address its superblock records has lost its tail. Then a file that no writer holds open is walked
+once without SWMR (a single read attempt per object), which turns corrupt metadata into an error at once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import struct
 import time
 from pathlib import Path
+
+import h5py
 
 from hwloop.errors import RunLogError
 from hwloop.runlog import RunLog
@@ -62,10 +65,36 @@ def check_not_truncated(path: Path, settle_s: float = 0.2) -> None:
             )
 
 
+def check_metadata(path: Path) -> None:
+    """Walk every object header and attribute of a closed file without SWMR (one read attempt each), so
+    corrupt metadata fails at once. A file still marked open by a writer (live, or crashed) is left to
+    the SWMR reader."""
+    try:
+        f = h5py.File(path, "r", libver="latest")
+    except H5_ERRORS as exc:
+        msg = str(exc)
+        if "already open for write" in msg or "consistency flags" in msg:
+            return  # a live or crashed SWMR writer: only an SWMR reader may open it
+        raise RunLogError(f"{path} is not a readable HDF5 file ({exc})") from exc
+
+    def visit(_name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset):
+            _ = obj.shape, obj.dtype
+        dict(obj.attrs)  # type: ignore[attr-defined]
+
+    try:
+        with f:
+            dict(f.attrs)
+            f.visititems(visit)
+    except H5_ERRORS as exc:
+        raise RunLogError(f"{path}: the run log is corrupt ({exc}); it cannot be read") from exc
+
+
 def open_runlog(path: str | Path) -> RunLog:
     """``RunLog(path)`` after the truncation check; every HDF5 error becomes one ``RunLogError``."""
     p = Path(path)
     check_not_truncated(p)
+    check_metadata(p)
     try:
         return RunLog(p)
     except RunLogError:

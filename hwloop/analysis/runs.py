@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from hwloop.analysis.logfile import H5_ERRORS, check_not_truncated, open_runlog
+from hwloop.analysis.logfile import H5_ERRORS, check_metadata, check_not_truncated, open_runlog
 from hwloop.chip.cdf import CdfTable
 from hwloop.errors import HwloopError, RunLogError
 from hwloop.runlog import FORMAT_NAME
@@ -185,6 +185,7 @@ def is_run_log(path: Path) -> tuple[bool, str]:
     """Cheap check used when collecting files from a folder."""
     try:
         check_not_truncated(path)
+        check_metadata(path)
     except RunLogError as exc:
         return False, str(exc)
     try:
