@@ -334,3 +334,26 @@ def test_log_without_device_operations(tmp_path: Path) -> None:
     assert s["per_epoch"]["programs"] == [0, 0, 0]
     res = CliRunner().invoke(cli, ["endurance", str(tmp_path / "none.h5")])
     assert res.exit_code == 0 and "nothing to count" in res.output
+
+
+def test_endurance_of_a_real_training_run(tiny_data: Path, tmp_path: Path) -> None:
+    """Acceptance: a log written by the trainer (`hwloop train --chip sim`, here in process on the tiny
+    synthetic data sets) gives the same figures as a count straight from its op table."""
+    from hwloop.orchestrator import TrainConfig, train
+
+    out = tmp_path / "train.h5"
+    cfg = TrainConfig(tasks="mnist,fashion-mnist", epochs_per_task=1, warmup=0, m_star=3.0, hidden=16, lr=5e-3,
+                      batch_size=50, train_samples=200, chip="sim", data_dir=str(tiny_data), verify_data=False,
+                      out=str(out), progress=False, eval_batch=200)
+    res = train(cfg)
+    s = _endurance_json(out)
+    ref = _independent(out)
+    assert s["status"] == "finished"
+    assert s["devices"] == ref["devices"].size > 0
+    assert s["total_ops"] == ref["prog"].sum() == res.programs
+    assert s["max_ops"] == ref["prog"].max()
+    assert s["pct_under_25"] == pytest.approx(100.0 * np.mean(ref["prog"] < 25))
+    assert s["pct_over_50"] == pytest.approx(100.0 * np.mean(ref["prog"] > 50))
+    assert s["per_epoch"]["programs"] == ref["per_epoch"]
+    assert s["pulses"]["total_ops"] == ref["pulses"].sum()
+    assert s["failed_known"] is True and s["failed"] == 0
