@@ -195,3 +195,19 @@ def test_cli_report_json(sweep: Path, tmp_path: Path) -> None:
     assert s["forgot"] == ["m0_s0"] and s["retained"] == ["m3_s0"]
     assert "endurance.png" not in s["figures"]
     assert (tmp_path / "r" / "report.md").exists()
+
+
+def test_mstar_sweep_per_network_size(tmp_path: Path) -> None:
+    """A sweep over m* and hidden gives one Fig. 2a per hidden size, never a mix of the two."""
+    for h in (16, 32):
+        for m, forget in ((0.0, True), (3.0, False)):
+            write_sim_log(tmp_path / f"m{m:g}-h{h}.h5", n_devices=64, tasks=("mnist", "fashion-mnist"),
+                          epochs_per_task=2, steps_per_epoch=1, m_star=m, hidden=h, acc_fn=_acc_fn(forget),
+                          seed=h)
+    s = build_report([str(tmp_path)], tmp_path / "rep", with_endurance=False)
+    sweeps = s["mstar_sweeps"]
+    assert len(sweeps) == 2 and {"mstar_sweep_1.png", "mstar_sweep_2.png"} <= set(s["figures"])
+    for sw, h in zip(sweeps, (16, 32), strict=True):
+        assert f"hidden={h}" in sw["config"] and sw["m_star"] == [0.0, 3.0] and sw["n"] == [1, 1]
+        ep = _epochs(tmp_path / f"m0-h{h}.h5")
+        assert sw["final_mean"][0][0] == pytest.approx(100 * ep["acc"][-1][0], abs=1e-4)

@@ -26,7 +26,7 @@ from hwloop.analysis.footprint import (
     footprint,
 )
 from hwloop.analysis.logfile import open_runlog
-from hwloop.analysis.runs import RunInfo, collect_run_paths, load_run
+from hwloop.analysis.runs import RUN_ONLY_KEYS, RunInfo, collect_run_paths, load_run
 from hwloop.errors import HwloopError, RunLogError
 
 #: a drop of an earlier task's accuracy of at least this many percentage points counts as forgetting
@@ -360,41 +360,57 @@ def _sweep_lines(sw: dict) -> list[str]:
 
 
 def _mstar_section(runs: list[RunInfo], mstars: list[float], out: Path, summary: dict) -> list[str]:
+    """Fig. 2a per sweep group: runs with the same configuration except m* and the seed."""
     md = [
         "## Accuracy vs m* (Fig. 2a)",
         "",
-        "Each point is the mean over runs with that m* (error bar ± one standard deviation): solid, the "
-        "accuracy of each task at the end of the run; dashed, at the end of that task's own training.",
+        "Runs with the same configuration except m* and the seed, one figure per such group. Each point is "
+        "the mean over the runs with that m* (error bar ± one standard deviation): solid, the accuracy of "
+        "each task at the end of the run; dashed, at the end of that task's own training.",
         "",
     ]
-    keys = {r.config_key(ignore=("seed", "m_star", "out", "output", "name", "run_name")) for r in runs}
-    if len(keys) > 1:
+    sweep_groups: OrderedDict[str, list[RunInfo]] = OrderedDict()
+    for r in runs:
+        sweep_groups.setdefault(r.config_key(ignore=(*RUN_ONLY_KEYS, "m_star")), []).append(r)
+    plotted = [g for g in sweep_groups.values() if len({r.m_star for r in g}) >= 2]
+    if not plotted:
         md += [
-            "Note: these runs differ in more than m* and the seed, so the comparison mixes other settings.",
+            f"The runs have m* = {', '.join(f'{m:g}' for m in mstars)} but no two runs differ in m* "
+            "alone, so there is no m* sweep to draw.",
             "",
         ]
-    tasks = runs[0].tasks
-    same_tasks = all(r.tasks == tasks for r in runs)
-    if not same_tasks:
-        md += ["The runs do not share one task list; no m* plot.", ""]
         return md
-    pts: dict = {"m_star": [], "n": [], "final_mean": [], "final_std": [], "end_mean": [], "end_std": []}
-    rows = []
-    for m in mstars:
-        sel = [r for r in runs if r.m_star == m]
-        fm, fs = mean_std(np.stack([r.final_acc() for r in sel]))
-        em, es = mean_std(np.stack([r.end_of_task_acc() for r in sel]))
-        pts["m_star"].append(m)
-        pts["n"].append(len(sel))
-        for k, v in (("final_mean", fm), ("final_std", fs), ("end_mean", em), ("end_std", es)):
-            pts[k].append(v.tolist())
-        rows.append([f"{m:g}", str(len(sel))] + [pm(fm[i], fs[i], len(sel)) for i in range(len(tasks))])
-    plots.plot_mstar(pts, tasks, out / "mstar_sweep.png")
-    summary["figures"].append("mstar_sweep.png")
-    summary["mstar_sweep"] = pts
-    md += ["![accuracy vs m*](mstar_sweep.png)", ""]
-    md += _md_table(["m*", "runs", *[f"{t} at end of run" for t in tasks]], rows)
-    md.append("")
+    summary["mstar_sweeps"] = []
+    for k, group in enumerate(plotted):
+        tasks = group[0].tasks
+        label = " ".join(p for p in group[0].describe_config().split() if not p.startswith("m*="))
+        pts: dict = {
+            "config": label,
+            "m_star": [],
+            "n": [],
+            "final_mean": [],
+            "final_std": [],
+            "end_mean": [],
+            "end_std": [],
+        }
+        rows = []
+        for m in sorted({r.m_star for r in group}):
+            sel = [r for r in group if r.m_star == m]
+            fm, fs = mean_std(np.stack([r.final_acc() for r in sel]))
+            em, es = mean_std(np.stack([r.end_of_task_acc() for r in sel]))
+            pts["m_star"].append(m)
+            pts["n"].append(len(sel))
+            for key, v in (("final_mean", fm), ("final_std", fs), ("end_mean", em), ("end_std", es)):
+                pts[key].append(v.tolist())
+            rows.append([f"{m:g}", str(len(sel))] + [pm(fm[i], fs[i], len(sel)) for i in range(len(tasks))])
+        fname = "mstar_sweep.png" if len(plotted) == 1 else f"mstar_sweep_{k + 1}.png"
+        plots.plot_mstar(pts, tasks, out / fname)
+        summary["figures"].append(fname)
+        summary["mstar_sweeps"].append(pts)
+        md += [f"### {label}", "", f"![accuracy vs m*]({fname})", ""]
+        md += _md_table(["m*", "runs", *[f"{t} at end of run" for t in tasks]], rows)
+        md.append("")
+    summary["mstar_sweep"] = summary["mstar_sweeps"][0]
     return md
 
 
