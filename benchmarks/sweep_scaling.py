@@ -1,14 +1,19 @@
 """Sweep throughput: points per second of one small sweep run by 1 local worker, 2 local workers and Ray.
 
-Prints ONE JSON line. The same grid (m* x seeds) runs three times into fresh folders: local with
-``--workers 1`` (2 torch threads per run on a 2-core machine), local with ``--workers 2`` (1 thread each),
-and Ray started on this machine with as many CPUs as local workers (one 1-CPU task per point). The wall
-time of a sweep includes starting its worker processes (torch import) but not Ray's own start-up, which is
-reported apart (``ray_init_s``; Ray starts its worker processes then). Ratios: ``local2_over_local1``
-(scaling of the local executor), ``ray_over_local2`` (Ray against local processes at the same parallelism)
-and ``ray_incl_init_over_local2`` (the same with Ray's start-up counted). Runs with the same seed and the
-same torch thread count must give the same accuracies: ``same_results_local2_ray`` checks it (both run
-1 thread per point); ``same_results_local1_local2`` compares 2 threads with 1 thread per point.
+Prints ONE JSON line. The same grid (m* x seeds) runs four times into fresh folders: local with
+``--workers 1`` (default threads: 2 torch threads per run on a 2-core machine), local with
+``--workers 1 --threads 1`` (``local1t1``), local with ``--workers 2`` (1 thread each), and Ray started
+on this machine with as many CPUs as local workers (one 1-CPU task per point). The wall time of a sweep
+includes starting its worker processes (torch import) but not Ray's own start-up, which is reported
+apart (``ray_init_s``; Ray starts its worker processes then).
+
+Ratios: ``local2_over_local1`` (scaling of the local executor with its default threads),
+``local2_over_local1t1`` (1 thread per run both ways: the gain from parallel points alone),
+``ray_over_local2`` (Ray against local processes at the same parallelism) and
+``ray_incl_init_over_local2`` (the same with Ray's start-up counted). Runs with the same seed and the
+same torch thread count must give the same accuracies: ``same_results_local2_ray`` and
+``same_results_local1t1_local2`` check it; ``same_results_local1_local2`` and
+``max_acc_diff_local1_local2`` compare 2 threads with 1 thread per point.
 
 The data are a synthetic MNIST-like set written to a temporary folder (the real set with ``--data-dir``).
 The machine is shared: ``loadavg`` gives the 1-minute load average when the benchmark started and ended.
@@ -73,9 +78,10 @@ def main() -> None:
         walls: dict[str, float] = {}
         threads: dict[str, int] = {}
         cores = cpu_cores()
-        for name, workers in (("local1", 1), ("local2", min(2, cores) if cores > 1 else 2)):
+        # local1t1: one worker held to 1 torch thread, to tell parallelism from thread oversubscription
+        for name, workers, n_threads in (("local1", 1, None), ("local1t1", 1, 1), ("local2", 2, None)):
             t0 = time.perf_counter()
-            res = run_sweep(tmp / name, grid, base, workers=workers, progress=False)
+            res = run_sweep(tmp / name, grid, base, workers=workers, threads=n_threads, progress=False)
             walls[name] = time.perf_counter() - t0
             if res.failed:
                 sys.exit(f"{name}: points failed: {res.failed}")
@@ -107,6 +113,7 @@ def main() -> None:
             **{f"{k}_points_per_s": round(v, 3) for k, v in pps.items()},
             **{f"{k}_wall_s": round(v, 2) for k, v in walls.items()},
             "local2_over_local1": round(pps["local2"] / pps["local1"], 3),
+            "local2_over_local1t1": round(pps["local2"] / pps["local1t1"], 3),
             **({"ray_over_local2": round(pps["ray"] / pps["local2"], 3),
                 "ray_incl_init_over_local2": round(walls["local2"] / (walls["ray"] + out["ray_init_s"]), 3)}
                if "ray" in pps else {}),
@@ -115,7 +122,12 @@ def main() -> None:
             # threads, and a different thread count may change float reductions (see docs/sweep.md)
             "threads": threads,
             "same_results_local2_ray": results.get("ray", results["local2"]) == results["local2"],
+            "same_results_local1t1_local2": results["local1t1"] == results["local2"],
             "same_results_local1_local2": results["local1"] == results["local2"],
+            "max_acc_diff_local1_local2": max(
+                abs(a[t] - b[t]) for ra, rb in zip(results["local1"], results["local2"], strict=True)
+                for a, b in [(ra, rb)] for t in a
+            ),
             "loadavg": [round(load0, 2), round(os.getloadavg()[0], 2)],
             "python": platform.python_version(),
         }
