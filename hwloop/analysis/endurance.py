@@ -9,9 +9,9 @@ Definitions (also in ``docs/runlog-schema.md``):
 - The **devices** of a run are those with at least one FORM, SET, RESET or READ row (a ``READ_ALL`` row
   carries no address). Devices that were formed but never reprogrammed count with 0 operations.
 
-The op table is read once, in large chunks (the next chunk is read in a background thread while the
-current one is counted), and counted with one ``np.bincount`` per chunk on the key
-``device * 5 + op``: that gives FORM/SET/RESET/READ counts of every device at once.
+The op table is read once, in large slices of only the counted columns, and counted with one
+``np.bincount`` per slice on the key ``device * 5 + op``: that gives FORM/SET/RESET/READ counts of every
+device at once.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -84,7 +84,6 @@ class EnduranceOptions:
     budget_fraction: float = 0.01
     tile: int | None = None
     chunk_rows: int = DEFAULT_CHUNK_ROWS
-    extra: dict = field(default_factory=dict)
 
 
 def _corrupt(log: RunLog, exc: Exception) -> RunLogError:
@@ -97,11 +96,13 @@ def count_ops(
     log: RunLog,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     window_steps: tuple[int, float] | None = None,
-    prefetch: bool = True,
+    prefetch: bool = False,
 ) -> OpCounts:
     """Count operations per device and per step in one pass over ``/ops`` (a consistent prefix if live).
 
     ``window_steps=(lo, hi)`` also counts RESET rows per device whose step is in ``(lo, hi]``.
+    ``prefetch`` reads the next slice in a thread while the current one is counted; on this project's
+    2-core machine it was slower (h5py holds the GIL while it decompresses), so it is off by default.
     """
     n_tiles = log.n_tiles
     n_dev = n_tiles * CELLS_PER_TILE
