@@ -26,12 +26,14 @@ def cli() -> None:
 
 def _register() -> None:
     # Each command lives in its own module; importing it attaches it to ``cli``.
-    from hwloop.cli import calibrate_cmd  # noqa: F401
-    from hwloop.cli import bench_cmd  # noqa: F401
-    from hwloop.cli import chip_cmd  # noqa: F401
-    from hwloop.cli import analysis_cmd  # noqa: F401
-    from hwloop.cli import train_cmd  # noqa: F401
-    from hwloop.cli import sweep_cmd  # noqa: F401
+    from hwloop.cli import (
+        analysis_cmd,  # noqa: F401
+        bench_cmd,  # noqa: F401
+        calibrate_cmd,  # noqa: F401
+        chip_cmd,  # noqa: F401
+        sweep_cmd,  # noqa: F401
+        train_cmd,  # noqa: F401
+    )
 
 
 _register()
