@@ -191,8 +191,9 @@ def test_cli_report_json(sweep: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["report", str(sweep / "m0_s0.h5"), str(sweep / "m3_s0.h5"), "-o",
                                    str(tmp_path / "r"), "--no-endurance", "--json"])
     assert res.exit_code == 0, res.output
-    s = json.loads(res.output)
+    s = json.loads(res.output, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
     assert s["forgot"] == ["m0_s0"] and s["retained"] == ["m3_s0"]
+    assert s["runs"][0]["final_acc_pct"][1] is not None
     assert "endurance.png" not in s["figures"]
     assert (tmp_path / "r" / "report.md").exists()
 

@@ -329,7 +329,22 @@ def build_report(
         md.append("")
     (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     summary["report"] = str(out / "report.md")
-    return summary
+    safe = _json_safe(summary)
+    assert isinstance(safe, dict)
+    return safe
+
+
+def _json_safe(obj: object) -> object:
+    """NaN (a task not evaluated yet) becomes null, so --json output is strict JSON."""
+    if isinstance(obj, float):
+        return None if not math.isfinite(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
 
 
 def _sweep_lines(sw: dict) -> list[str]:
