@@ -87,9 +87,7 @@ class EnduranceOptions:
 
 
 def _corrupt(log: RunLog, exc: Exception) -> RunLogError:
-    return RunLogError(
-        f"{log.path}: the run log's op table is unreadable ({exc}); the file is truncated or corrupt"
-    )
+    return RunLogError(f"{log.path}: the run log's op table is unreadable ({exc}); the file is truncated or corrupt")
 
 
 def count_ops(
@@ -149,8 +147,7 @@ def count_ops(
             b = np.bincount(key)
             if b.size > dev.size:
                 raise RunLogError(
-                    f"{log.path}: /ops holds an address outside the run's {n_tiles} tile(s); "
-                    "the log is corrupt"
+                    f"{log.path}: /ops holds an address outside the run's {n_tiles} tile(s); the log is corrupt"
                 )
             dev[: b.size] += b
             st = blk["step"]
@@ -390,9 +387,7 @@ def per_epoch(log: RunLog, counts: OpCounts) -> dict:
     return out
 
 
-def endurance_summary(
-    log: RunLog, opts: EnduranceOptions | None = None, counts: OpCounts | None = None
-) -> dict:
+def endurance_summary(log: RunLog, opts: EnduranceOptions | None = None, counts: OpCounts | None = None) -> dict:
     """Everything ``hwloop endurance`` reports, as a JSON-able dict (see docs/runlog-schema.md)."""
     opts = opts or EnduranceOptions()
     if opts.tile is not None and not 0 <= opts.tile < log.n_tiles:

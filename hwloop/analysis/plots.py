@@ -45,9 +45,7 @@ def _hist_axes(ax: plt.Axes, summary: dict, label: str | None = None, step: bool
     ax.set_ylabel("devices (% of devices used)")
 
 
-def plot_endurance(
-    summary: dict, path: Path, tile_map: np.ndarray | None = None, tile: int | None = None
-) -> Path:
+def plot_endurance(summary: dict, path: Path, tile_map: np.ndarray | None = None, tile: int | None = None) -> Path:
     """Fig. 5b histogram, programming operations per epoch, and (optionally) a heat map of one tile."""
     n = 3 if tile_map is not None else 2
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.2))
@@ -93,7 +91,12 @@ def plot_endurance_overlay(summaries: list[tuple[str, dict]], path: Path) -> Pat
 
 
 def plot_accuracy(
-    curves: list[dict], tasks: list[str], boundaries: list[float], title: str, path: Path
+    curves: list[dict],
+    tasks: list[str],
+    boundaries: list[float],
+    title: str,
+    path: Path,
+    warmup_end: float | None = None,
 ) -> Path:
     """Accuracy per task vs epoch; ``curves``: one dict per run with epoch and acc_pct (n_epochs, n_tasks).
     With several runs the mean is drawn with a band of ± one standard deviation."""
@@ -114,6 +117,8 @@ def plot_accuracy(
         std[ok] = np.nanstd(stack[:, ok], axis=0, ddof=1) if stack.shape[0] > 1 else 0.0
         ax.plot(ep, mean, ".-", ms=4, color=c, label=f"{task} (mean of {len(curves)})")
         ax.fill_between(ep, mean - std, mean + std, color=c, alpha=0.25, lw=0)
+    if warmup_end is not None:
+        ax.axvspan(0.5, warmup_end, color="grey", alpha=0.12, lw=0, label="warm-up (m* = 0)")
     for k, b in enumerate(boundaries):
         ax.axvline(b, color="grey", ls="--", lw=1.0)
         ax.text(b, 2, f" task {k + 2} starts", rotation=90, va="bottom", fontsize=8, color="grey")
@@ -137,9 +142,7 @@ def plot_mstar(points: dict, tasks: list[str], path: Path) -> Path:
         c = colors[i % len(colors)]
         fin_m, fin_s = np.asarray(points["final_mean"])[:, i], np.asarray(points["final_std"])[:, i]
         end_m, end_s = np.asarray(points["end_mean"])[:, i], np.asarray(points["end_std"])[:, i]
-        ax.errorbar(
-            ms, fin_m, yerr=np.nan_to_num(fin_s), fmt="o-", color=c, capsize=3, label=f"{task}: end of run"
-        )
+        ax.errorbar(ms, fin_m, yerr=np.nan_to_num(fin_s), fmt="o-", color=c, capsize=3, label=f"{task}: end of run")
         ax.errorbar(
             ms,
             end_m,

@@ -172,7 +172,8 @@ def build_report(
         "## Accuracy per task",
         "",
         "Test accuracy of every task seen so far after each epoch. Dashed vertical lines mark the switch "
-        "to the next task. With repetitions the line is the mean and the band ± one standard deviation.",
+        "to the next task; a grey band marks warm-up epochs trained with m* = 0. With repetitions the line "
+        "is the mean and the coloured band ± one standard deviation.",
         "",
     ]
     for gi, g in enumerate(groups.values()):
@@ -184,7 +185,12 @@ def build_report(
         fname = f"accuracy_{gi + 1}.png"
         n = len(g.runs)
         plots.plot_accuracy(
-            curves, r0.tasks, r0.task_boundaries(), f"{g.label} ({n} run{'s' if n > 1 else ''})", out / fname
+            curves,
+            r0.tasks,
+            r0.task_boundaries(),
+            f"{g.label} ({n} run{'s' if n > 1 else ''})",
+            out / fname,
+            warmup_end=r0.warmup_end(),
         )
         summary["figures"].append(fname)
         md += [

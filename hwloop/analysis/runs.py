@@ -16,8 +16,23 @@ from hwloop.errors import HwloopError, RunLogError
 from hwloop.runlog import FORMAT_NAME
 
 #: configuration keys that do not make two runs different experiments (repetitions differ in these)
-RUN_ONLY_KEYS = ("seed", "out", "output", "name", "run_name", "resume", "data", "data_dir", "log", "bench",
-                 "progress", "download", "threads", "verify_data", "eval_batch")
+RUN_ONLY_KEYS = (
+    "seed",
+    "out",
+    "output",
+    "name",
+    "run_name",
+    "resume",
+    "data",
+    "data_dir",
+    "log",
+    "bench",
+    "progress",
+    "download",
+    "threads",
+    "verify_data",
+    "eval_batch",
+)
 
 
 @dataclass
@@ -71,6 +86,14 @@ class RunInfo:
         ch = np.flatnonzero(np.diff(t) != 0)
         e = self.epoch_numbers
         return [float(e[i]) + 0.5 for i in ch]
+
+    def warmup_end(self) -> float | None:
+        """x position ending the warm-up epochs (m* = 0 before metaplasticity is switched on), if any."""
+        ms = self.epochs["m_star"] if self.epochs.size else np.zeros(0)
+        on = np.flatnonzero(ms > 0)
+        if not on.size or on[0] == 0:
+            return None
+        return float(self.epoch_numbers[on[0] - 1]) + 0.5
 
     def end_of_task_acc(self) -> np.ndarray:
         """Accuracy (%) of task i at the end of the last epoch trained on task i (NaN if never trained)."""

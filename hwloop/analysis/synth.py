@@ -184,9 +184,7 @@ def write_bulk_log(
         if step % 50 == 0:
             w.flush()
         if step % steps_per_epoch == 0:
-            w.append_epoch(
-                {"epoch": step // steps_per_epoch, "task": 0, "m_star": 3.0, "acc": [0.9], "step": step}
-            )
+            w.append_epoch({"epoch": step // steps_per_epoch, "task": 0, "m_star": 3.0, "acc": [0.9], "step": step})
         if w.ops_rows >= n_ops:
             break
     w.close("finished")
