@@ -20,6 +20,7 @@ import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -72,10 +73,11 @@ class OpCounts:
         """Raw SET + RESET pulses per device."""
         return self.per_device[:, SET] + self.per_device[:, RESET]
 
-    @property
+    @cached_property
     def used(self) -> np.ndarray:
         """Devices with at least one FORM, SET, RESET or READ row."""
-        return self.per_device[:, :READ_ALL].any(axis=1)
+        d = self.per_device
+        return (d[:, FORM] + d[:, SET] + d[:, RESET] + d[:, READ]) > 0
 
 
 @dataclass
