@@ -357,3 +357,13 @@ def test_endurance_of_a_real_training_run(tiny_data: Path, tmp_path: Path) -> No
     assert s["per_epoch"]["programs"] == ref["per_epoch"]
     assert s["pulses"]["total_ops"] == ref["pulses"].sum()
     assert s["failed_known"] is True and s["failed"] == 0
+
+
+def test_addresses_off_the_array_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, _, _ = write_sim_log(tmp_path / "bad_addr.h5", n_devices=32, epochs_per_task=1, steps_per_epoch=1)
+    with h5py.File(path, "r+") as f:
+        row = f["ops"][5]
+        row["row"] = 200
+        f["ops"][5] = row
+    code, err = _run_main(["endurance", str(path)], capsys)
+    assert code == 2 and "outside 0..127" in err

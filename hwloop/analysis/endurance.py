@@ -137,6 +137,8 @@ def count_ops(
             else:
                 blk = read(start)
             m = blk.size
+            if m and (int(blk["row"].max()) >= ROWS or int(blk["col"].max()) >= COLS):
+                raise RunLogError(f"{log.path}: /ops holds a row or column outside 0..127; the log is corrupt")
             key, tmp, sk = key_buf[:m], tmp_buf[:m], step_buf[:m]
             op = blk["op"].view(np.uint8)
             # key = device * 5 + op, device = (tile * ROWS + row) * COLS + col; buffers are reused
