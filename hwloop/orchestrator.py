@@ -356,7 +356,7 @@ class Trainer:
         try:
             self.writer = RunLogWriter.create(
                 out, config=asdict(cfg), table=self.table, tasks=self.task_names, n_tiles=self.cmap.n_tiles,
-                tile_backends=backends, chip=cfg.chip, seed=cfg.seed,
+                tile_backends=backends, chip=cfg.chip, seed=cfg.seed, layer_tiles=self.cmap.describe(),
             )
         except BaseException:
             if self.chip is not None:

@@ -40,6 +40,7 @@ from hwloop import __version__
 from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Op
 from hwloop.chip.cdf import CdfTable, read_h5_group
 from hwloop.errors import CdfTableError, RunLogError
+from hwloop.h5check import H5_ERRORS, check_metadata, check_not_truncated
 
 FORMAT_NAME = "hwloop-runlog"
 FORMAT_VERSION = 1
@@ -65,8 +66,7 @@ OPS_DTYPE = np.dtype(
 STATUS_CODES = {"running": 0, "finished": 1, "interrupted": 2, "failed": 3}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
 OPS_CHUNK = 1 << 12
-#: what h5py raises on unreadable, truncated or corrupt files
-H5_ERRORS = (OSError, RuntimeError, ValueError, KeyError)
+
 
 
 def epoch_dtype(n_tasks: int) -> np.dtype:
@@ -124,7 +124,8 @@ class RunLogWriter:
     # ------------------------------------------------------------------ creation
     @classmethod
     def create(cls, path: str | Path, *, config: dict, table: CdfTable, tasks: list[str], n_tiles: int,
-               tile_backends: list[str], chip: str, seed: int, overwrite: bool = False) -> RunLogWriter:
+               tile_backends: list[str], chip: str, seed: int, overwrite: bool = False,
+               layer_tiles: list[dict] | None = None) -> RunLogWriter:
         p = Path(path)
         if p.exists() and not overwrite:
             raise RunLogError(f"{p} already exists: choose another --out, or continue it with --resume {p}")
@@ -144,6 +145,7 @@ class RunLogWriter:
         f.attrs["n_tiles"] = int(n_tiles)
         f.attrs["tile_backends_json"] = json.dumps(tile_backends)
         f.attrs["op_enum_json"] = json.dumps(OP_CODES)
+        f.attrs["layer_tiles_json"] = json.dumps(layer_tiles or [])
         f.attrs["writer_pid"] = os.getpid()
         f.attrs["writer_host"] = socket.gethostname()
         table.write_h5_group(f.create_group("calibration"))
@@ -182,6 +184,8 @@ class RunLogWriter:
         p = Path(path)
         if not p.exists():
             raise RunLogError(f"cannot resume: {p} does not exist")
+        check_not_truncated(p)
+        check_metadata(p)
         f = _open_for_append(p)
         try:
             _check_format(f, p)
@@ -403,8 +407,8 @@ class RunLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise RunLogError(f"run log {self.path} does not exist")
+        check_not_truncated(self.path)  # an SWMR open of a damaged file can hang in HDF5's retry loop
+        check_metadata(self.path)
         try:
             self.f = h5py.File(self.path, "r", libver="latest", swmr=True)
         except H5_ERRORS as exc:
