@@ -13,7 +13,7 @@ from click.core import ParameterSource
 from hwloop.cli import cli
 from hwloop.cli import train_cmd as _train_cmd
 from hwloop.cli.common import echo_json
-from hwloop.orchestrator import TrainConfig
+from hwloop.training.config import TrainConfig
 
 #: options of ``hwloop train`` that are per point (grid axes) or per executor in a sweep: redefined here
 _NOT_SHARED = {"seed", "m_star", "hidden", "lr", "out", "resume", "threads", "progress", "as_json"}

@@ -9,7 +9,7 @@ from click.core import ParameterSource
 
 from hwloop.cli import cli
 from hwloop.cli.common import echo_json
-from hwloop.orchestrator import TrainConfig, config_from_log, train
+from hwloop.training.config import TrainConfig
 
 # CLI parameter name -> TrainConfig field
 _FIELDS = {
@@ -72,6 +72,8 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
     Defaults follow the paper: 784-512-512-10, MNIST then Fashion-MNIST, 50 epochs each, 10 warm-up
     epochs, batch 100, m* = 3. Every chip operation goes to the HDF5 run log.
     """
+    from hwloop.orchestrator import config_from_log, train
+
     if resume:
         base = config_from_log(resume)
         explicit = {k: v for k, v in opts.items()

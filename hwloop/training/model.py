@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-BN_MODES = ("per-task", "shared")
+from hwloop.training.config import BN_MODES
 
 
 class QLinear(nn.Module):

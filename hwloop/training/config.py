@@ -1,0 +1,62 @@
+"""The training configuration (every option of ``hwloop train``), kept free of torch so the CLI starts fast."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from hwloop.errors import ConfigError
+
+BN_MODES = ("per-task", "shared")
+CHIPS = ("sim", "real", "none")
+#: configuration keys that may differ when resuming (they don't change the experiment)
+RESUME_FREE = {"out", "resume", "progress", "data_dir", "download", "threads", "bench"}
+
+
+@dataclass
+class TrainConfig:
+    """Every option of ``hwloop train``; defaults follow the paper (see docs/training.md)."""
+
+    tasks: str = "mnist,fashion-mnist"
+    epochs_per_task: int = 50
+    warmup: int = 10
+    m_star: float = 3.0
+    hidden: int = 512
+    lr: float = 5e-4
+    batch_size: int = 100
+    seed: int = 0
+    train_samples: int | None = None
+    chip: str = "sim"
+    calibration: str | None = None
+    bench: str | None = None
+    real_tiles: str | None = None
+    bn_mode: str = "per-task"
+    adam_reset: bool = True
+    init: str = "midpoints"
+    eval_batch: int = 1000
+    data_dir: str | None = None
+    download: bool = False
+    verify_data: bool = True
+    out: str | None = None
+    threads: int | None = None
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.chip not in CHIPS:
+            raise ConfigError(f"unknown --chip {self.chip!r}; choose sim, real or none")
+        if self.bn_mode not in BN_MODES:
+            raise ConfigError(f"unknown --bn-mode {self.bn_mode!r}; choose {' or '.join(BN_MODES)}")
+        if self.init not in ("midpoints", "uniform"):
+            raise ConfigError(f"unknown --init {self.init!r}; choose midpoints or uniform")
+        for name in ("epochs_per_task", "hidden", "batch_size", "eval_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.warmup < 0 or self.m_star < 0 or self.lr <= 0:
+            raise ConfigError("--warmup and --m-star must be >= 0 and --lr > 0")
+        if self.train_samples is not None and self.train_samples < self.batch_size:
+            raise ConfigError(f"--train-samples {self.train_samples} is smaller than one batch ({self.batch_size})")
+        if self.chip == "real" and not self.bench:
+            raise ConfigError("--chip real needs --bench FILE (e.g. the bench printed by `hwloop emulate`)")
+
+    def experiment(self) -> dict:
+        """The configuration keys that define the experiment (compared on --resume)."""
+        return {k: v for k, v in asdict(self).items() if k not in RESUME_FREE}
