@@ -56,7 +56,8 @@ def plot_endurance(summary: dict, path: Path, tile_map: np.ndarray | None = None
         (50, f"{summary['pct_over_50']:.2f} % > 50"),
     ):
         ax.axvline(x, color="k", ls="--", lw=0.8)
-        ax.text(x, ax.get_ylim()[1] * 0.9, " " + txt, fontsize=8)
+        # one label per line, at different heights, so that close lines don't overprint each other
+        ax.text(x, ax.get_ylim()[1] * (0.9 if x == 25 else 0.78), " " + txt, fontsize=8)
     ax.set_title(f"{summary['devices']:,} devices, max {summary['max_ops']} operations")
     ax = axes[1]
     pe = summary["per_epoch"]
