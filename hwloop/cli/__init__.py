@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("hwloop: interrupted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "hwloop"
+        click.echo(f"hwloop: error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:  # a command's own failure report (e.g. failed sweep points)
+        click.echo(f"hwloop: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     sys.exit(rv if isinstance(rv, int) else 0)
