@@ -97,7 +97,9 @@ def test_ctrl_c_during_a_batch_leaves_the_outputs_safe(vb: VirtualBench, chip: R
     assert vb.board is not None and vb.chip is not None and vb.smu is not None
     idx = np.arange(4)
     chip.form_idx(idx)
-    vb.faults.inject("delay")  # the next answer takes 0.4 s: Ctrl-C arrives meanwhile
+    # the next answers each take 0.4 s, so the batch (with its retries) is still waiting for the board
+    # when Ctrl-C arrives, even on a loaded machine where the timer thread runs late
+    vb.faults.inject(*["delay"] * 8)
     timer = threading.Timer(0.1, _thread.interrupt_main)
     timer.start()
     with pytest.raises(KeyboardInterrupt):
