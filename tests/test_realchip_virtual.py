@@ -97,9 +97,9 @@ def test_ctrl_c_during_a_batch_leaves_the_outputs_safe(vb: VirtualBench, chip: R
     assert vb.board is not None and vb.chip is not None and vb.smu is not None
     idx = np.arange(4)
     chip.form_idx(idx)
-    # the next answers each take 0.4 s, so the batch (with its retries) is still waiting for the board
-    # when Ctrl-C arrives, even on a loaded machine where the timer thread runs late
-    vb.faults.inject(*["delay"] * 8)
+    # every answer now takes 1.5 s, so the batch (and its resends) is still waiting for the board when
+    # Ctrl-C arrives, even on a loaded machine where the timer thread runs late
+    vb.faults.delay_s = 1.5
     timer = threading.Timer(0.1, _thread.interrupt_main)
     timer.start()
     with pytest.raises(KeyboardInterrupt):
