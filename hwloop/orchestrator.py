@@ -17,7 +17,7 @@ import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -509,10 +509,6 @@ def config_from_log(path: str) -> dict:
 def train(cfg: TrainConfig, resume: str | None = None, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Run (or resume) a training run; returns its summary."""
     return Trainer(cfg, on_epoch=on_epoch).run(resume)
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]
 
 
 __all__ = ["ChipWeights", "TrainConfig", "TrainResult", "Trainer", "config_from_log", "evaluate", "train"]

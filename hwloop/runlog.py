@@ -119,7 +119,6 @@ class RunLogWriter:
         self._buf_rows = 0
         self._full_read = False
         self.counts = {"sets": 0, "resets": 0, "reads": 0, "forms": 0}
-        self._tile_offset = 0
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -224,10 +223,9 @@ class RunLogWriter:
             rows["t_s"] = time.monotonic() - self._t0
             rows["step"] = self.step
             rows["op"] = int(op)
-            gidx = idx + self._tile_offset * CELLS_PER_TILE
-            rows["tile"] = gidx // CELLS_PER_TILE
-            rows["row"] = (gidx // COLS) % ROWS
-            rows["col"] = gidx % COLS
+            rows["tile"] = idx // CELLS_PER_TILE
+            rows["row"] = (idx // COLS) % ROWS
+            rows["col"] = idx % COLS
             rows["level"] = level
             rows["g_us"] = g_us
         self._buf.append(rows)
@@ -241,24 +239,6 @@ class RunLogWriter:
             yield
         finally:
             self._full_read = False
-
-    @contextlib.contextmanager
-    def tile_offset(self, offset: int) -> Iterator[None]:
-        """Ops from a chip that holds the run's tiles from ``offset`` on are logged with global tile numbers."""
-        old, self._tile_offset = self._tile_offset, offset
-        try:
-            yield
-        finally:
-            self._tile_offset = old
-
-    def listener_for(self, offset: int):
-        """A listener for a chip whose tile 0 is the run's tile ``offset``."""
-
-        def fn(op: Op, idx: np.ndarray, level: np.ndarray, g_us: np.ndarray) -> None:
-            with self.tile_offset(offset):
-                self.listener(op, idx, level, g_us)
-
-        return fn
 
     @property
     def ops_rows(self) -> int:

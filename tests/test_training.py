@@ -370,3 +370,33 @@ def test_finished_log_is_compact(tiny_data: Path, tmp_path: Path) -> None:
     assert out.stat().st_size < 1.2 * sum(sizes) + 200_000
     with RunLog(out) as log:
         assert log.status == "finished" and log.ops.shape[0] > 0
+
+
+def test_ctrl_c_marks_the_log_interrupted_and_resume_finishes_it(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "int.h5"
+    args = ["train", "--chip", "sim", "--tasks", "mnist,fashion-mnist", "--epochs-per-task", "3", "--warmup", "1",
+            "--hidden", "16", "--batch-size", "50", "--train-samples", "300", "--lr", "5e-3", "--data-dir",
+            str(tiny_data), "--no-verify-data", "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "hwloop.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            with h5py.File(out, "r", libver="latest", swmr=True) as f:
+                if f["checkpoint"]["index"][2] >= 1:
+                    break
+        except (OSError, KeyError):
+            pass
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "--resume" in err and "Traceback" not in err
+    with RunLog(out) as log:
+        assert log.status == "interrupted"
+        n_epochs = len(log.epochs())
+    assert 1 <= n_epochs < 6
+    res = _run_cli("train", "--resume", str(out), "--no-progress", "--data-dir", str(tiny_data))
+    assert res.returncode == 0, res.stderr
+    with RunLog(out) as log:
+        assert log.status == "finished" and len(log.epochs()) == 6

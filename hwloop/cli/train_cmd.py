@@ -84,7 +84,16 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
     else:
         cfg = TrainConfig(**{_FIELDS[k]: v for k, v in opts.items()})
     cfg.progress = progress
-    result = train(cfg, resume=resume)
+    try:
+        result = train(cfg, resume=resume)
+    except KeyboardInterrupt:
+        log = resume or cfg.out
+        if log:
+            click.echo(f"hwloop: interrupted; the run log {log} keeps every flushed step. "
+                       f"Continue from its last checkpoint with: hwloop train --resume {log}", err=True)
+        else:
+            click.echo("hwloop: interrupted before the run log was created", err=True)
+        raise SystemExit(130) from None
     if as_json:
         echo_json(result.as_dict())
         return
