@@ -21,7 +21,7 @@ class TrainConfig:
     warmup: int = 10
     m_star: float = 3.0
     hidden: int = 512
-    lr: float = 1e-3
+    lr: float = 2e-3
     batch_size: int = 100
     seed: int = 0
     train_samples: int | None = None
