@@ -253,7 +253,8 @@ def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 
 
 def test_resume_after_kill_reproduces_uninterrupted_run(tiny_data: Path, tmp_path: Path) -> None:
-    common = ["train", "--chip", "sim", "--tasks", "mnist,fashion-mnist", "--epochs-per-task", "3", "--warmup", "1",
+    # long enough (10 + 10 epochs) that the run cannot end between the checkpoint poll and the kill
+    common = ["train", "--chip", "sim", "--tasks", "mnist,fashion-mnist", "--epochs-per-task", "10", "--warmup", "1",
               "--hidden", "16", "--batch-size", "50", "--train-samples", "300", "--lr", "5e-3", "--data-dir",
               str(tiny_data), "--no-verify-data", "--no-progress"]
     ref = _run_cli(*common, "--out", str(tmp_path / "ref.h5"), "--json")
@@ -277,12 +278,12 @@ def test_resume_after_kill_reproduces_uninterrupted_run(tiny_data: Path, tmp_pat
     proc.wait()
     with RunLog(out) as log:
         assert log.status == "crashed"
-        assert 2 <= len(log.epochs()) < 6
+        assert 2 <= len(log.epochs()) < 20
     res = _run_cli("train", "--resume", str(out), "--json", "--no-progress", "--data-dir", str(tiny_data))
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["final_acc"] == ref_acc
     with RunLog(out) as log, RunLog(tmp_path / "ref.h5") as ref_log:
-        assert log.status == "finished" and len(log.epochs()) == 6
+        assert log.status == "finished" and len(log.epochs()) == 20
         assert log.ops.shape == ref_log.ops.shape  # no operation lost or logged twice
 
 
@@ -374,7 +375,8 @@ def test_finished_log_is_compact(tiny_data: Path, tmp_path: Path) -> None:
 
 def test_ctrl_c_marks_the_log_interrupted_and_resume_finishes_it(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "int.h5"
-    args = ["train", "--chip", "sim", "--tasks", "mnist,fashion-mnist", "--epochs-per-task", "3", "--warmup", "1",
+    # long enough (20 + 20 epochs) that the run cannot end between the checkpoint poll and the signal
+    args = ["train", "--chip", "sim", "--tasks", "mnist,fashion-mnist", "--epochs-per-task", "20", "--warmup", "1",
             "--hidden", "16", "--batch-size", "50", "--train-samples", "300", "--lr", "5e-3", "--data-dir",
             str(tiny_data), "--no-verify-data", "--no-progress", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "hwloop.cli", *args], stdout=subprocess.PIPE,
@@ -395,8 +397,8 @@ def test_ctrl_c_marks_the_log_interrupted_and_resume_finishes_it(tiny_data: Path
     with RunLog(out) as log:
         assert log.status == "interrupted"
         n_epochs = len(log.epochs())
-    assert 1 <= n_epochs < 6
+    assert 1 <= n_epochs < 40
     res = _run_cli("train", "--resume", str(out), "--no-progress", "--data-dir", str(tiny_data))
     assert res.returncode == 0, res.stderr
     with RunLog(out) as log:
-        assert log.status == "finished" and len(log.epochs()) == 6
+        assert log.status == "finished" and len(log.epochs()) == 40
