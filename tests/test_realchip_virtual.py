@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,11 +101,17 @@ def test_ctrl_c_during_a_batch_leaves_the_outputs_safe(vb: VirtualBench, chip: R
     # every answer now takes 1.5 s, so the batch (and its resends) is still waiting for the board when
     # Ctrl-C arrives, even on a loaded machine where the timer thread runs late
     vb.faults.delay_s = 1.5
-    timer = threading.Timer(0.1, _thread.interrupt_main)
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        chip.set_idx(idx, level=8)
-    timer.join()
+    # Ctrl-C semantics even when pytest was started with SIGINT ignored (e.g. as a background job of a
+    # non-interactive shell): interrupt_main does nothing unless Python's own handler is installed
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        timer = threading.Timer(0.1, _thread.interrupt_main)
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            chip.set_idx(idx, level=8)
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
     assert vb.chip.dac == (0.0, 0.0, 0.0) and not vb.chip.outputs_on and vb.chip.selected is None
     assert vb.smu.state.attrs["smua.source.output"] == 0.0 and vb.smu.state.attrs["smua.source.levelv"] == 0.0
 

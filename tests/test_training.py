@@ -379,8 +379,10 @@ def test_ctrl_c_marks_the_log_interrupted_and_resume_finishes_it(tiny_data: Path
     args = ["train", "--chip", "sim", "--tasks", "mnist,fashion-mnist", "--epochs-per-task", "20", "--warmup", "1",
             "--hidden", "16", "--batch-size", "50", "--train-samples", "300", "--lr", "5e-3", "--data-dir",
             str(tiny_data), "--no-verify-data", "--no-progress", "--out", str(out)]
+    # the child gets default SIGINT handling even if this test process inherited SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "hwloop.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.2)
@@ -390,6 +392,7 @@ def test_ctrl_c_marks_the_log_interrupted_and_resume_finishes_it(tiny_data: Path
                     break
         except (OSError, KeyError):
             pass
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
