@@ -30,6 +30,7 @@ from hwloop.chip.cdf import CdfTable
 from hwloop.crossbar import CrossbarMap
 from hwloop.errors import ConfigError, RunLogError
 from hwloop.runlog import RunLog, RunLogWriter
+from hwloop.signals import check_stop, cooperative
 from hwloop.training.config import RESUME_FREE, TrainConfig
 from hwloop.training.data import Task, load_task, parse_tasks
 from hwloop.training.levels import LevelSet
@@ -386,6 +387,7 @@ class Trainer:
         cfg = self.cfg
         total_epochs = cfg.epochs_per_task * len(self.tasks)
         bar = _progress(total_epochs, self.epoch, cfg.progress)
+        cooperative.set()  # a SIGTERM now only flags; check_stop() stops at the next step
         try:
             while self.epoch < total_epochs:
                 t_idx = self.epoch // cfg.epochs_per_task
@@ -395,6 +397,7 @@ class Trainer:
                 self._train_epoch(t_idx, bar)
                 bar.update(1)
         finally:
+            cooperative.clear()
             bar.close()
 
     def _train_epoch(self, t_idx: int, bar) -> None:
@@ -414,6 +417,7 @@ class Trainer:
             sel = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x = torch.from_numpy(task.x_train[sel])
             y = torch.from_numpy(task.y_train[sel])
+            check_stop()
             self.step += 1
             self.writer.step = self.step
             out = self.model(x)

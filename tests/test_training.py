@@ -373,7 +373,8 @@ def test_finished_log_is_compact(tiny_data: Path, tmp_path: Path) -> None:
         assert log.status == "finished" and log.ops.shape[0] > 0
 
 
-def test_ctrl_c_marks_the_log_interrupted_and_resume_finishes_it(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_ctrl_c_marks_the_log_interrupted_and_resume_finishes_it(sig: int, tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "int.h5"
     # long enough (20 + 20 epochs) that the run cannot end between the checkpoint poll and the signal
     args = ["train", "--chip", "sim", "--tasks", "mnist,fashion-mnist", "--epochs-per-task", "20", "--warmup", "1",
@@ -393,7 +394,7 @@ def test_ctrl_c_marks_the_log_interrupted_and_resume_finishes_it(tiny_data: Path
         except (OSError, KeyError):
             pass
     assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "--resume" in err and "Traceback" not in err

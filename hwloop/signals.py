@@ -1,0 +1,20 @@
+"""A process-wide stop request (set by the CLI's SIGTERM handler), checked by long loops at safe points.
+
+A signal handler that raises can land inside a finalizer or weakref callback, where Python ignores the
+exception. So the handler also sets this flag, and the training loop turns it into ``KeyboardInterrupt``
+between steps, taking the same path as Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import threading
+
+stop_requested = threading.Event()
+#: set while a loop that calls ``check_stop`` at safe points is running; the handler then only flags
+cooperative = threading.Event()
+
+
+def check_stop() -> None:
+    """Raise ``KeyboardInterrupt`` if a stop was requested."""
+    if stop_requested.is_set():
+        raise KeyboardInterrupt("stop requested (SIGTERM)")
