@@ -11,6 +11,16 @@ from hwloop.cli import cli
 from hwloop.cli.common import echo_json, json_option
 from hwloop.errors import HwloopError, RunLogError
 
+#: shared by `endurance` and `report`
+endurance_option = click.option(
+    "--endurance",
+    "endurance_cycles",
+    type=click.FloatRange(min=1.0),
+    default=1e5,
+    show_default=True,
+    help="Endurance budget per device (SET/RESET cycles) for the projection.",
+)
+
 
 @cli.command("endurance")
 @click.argument("run", type=click.Path(dir_okay=False))
@@ -23,14 +33,7 @@ from hwloop.errors import HwloopError, RunLogError
     help="Write a PNG: histogram of operations per device (Fig. 5b), operations per epoch, and a "
     "heat map of one tile (--tile, else the busiest tile).",
 )
-@click.option(
-    "--endurance",
-    "endurance_cycles",
-    type=click.FloatRange(min=1.0),
-    default=1e5,
-    show_default=True,
-    help="Endurance budget per device (SET/RESET cycles) for the projection.",
-)
+@endurance_option
 @click.option(
     "--fraction",
     "budget_fraction",
@@ -181,14 +184,7 @@ def _print_endurance(s: dict) -> None:
     help="Output folder for report.md and the PNG figures.",
 )
 @click.option("--no-endurance", is_flag=True, help="Skip the endurance pass over each op table.")
-@click.option(
-    "--endurance",
-    "endurance_cycles",
-    type=click.FloatRange(min=1.0),
-    default=1e5,
-    show_default=True,
-    help="Endurance budget per device (cycles) for the projection.",
-)
+@endurance_option
 @json_option
 def report_cmd(
     runs: tuple[str, ...], out_dir: str, no_endurance: bool, endurance_cycles: float, as_json: bool

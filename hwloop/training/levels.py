@@ -44,17 +44,6 @@ class LevelSet:
             s += w > m
         return s
 
-    def index(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.index_np(w.detach().numpy()).astype(np.int64))
-
-    def signed_level(self, w: torch.Tensor) -> torch.Tensor:
-        """Nearest level as a signed index k in -n..n (0 is the middle level)."""
-        return self.index(w) - self.n_half
-
-    def nearest(self, w: torch.Tensor) -> torch.Tensor:
-        """W_S: the nearest level of Q (Eq. 1)."""
-        return self.q[self.index(w)]
-
     def interval_width_np(self, w: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """Width I of the interval between adjacent levels that holds ``w`` (``idx``: its nearest level)."""
         return np.where(w >= self.q_np[idx], self.width_up[idx], self.width_down[idx])
