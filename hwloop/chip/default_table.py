@@ -6,8 +6,9 @@ published for the CEA-Leti 130 nm HfOx 1T1R technology:
 - SET gate voltages V_WL 1.4-2.2 V (Bonnet et al., Nat. Commun. 2023, Methods), setting I_CC from about
   10 to 200 µA; here I_CC rises geometrically with V_WL.
 - HCS conductances per level roughly Gaussian, median rising with I_CC, *absolute* sigma falling as G
-  rises (Bonnet et al. 2023; Esmanhotto et al., Adv. Intell. Syst. 2022). Medians 20-120 µS are chosen
-  so that the 8 levels are unequally spaced, as in the paper's Fig. 4b.
+  rises (Bonnet et al. 2023; Esmanhotto et al., Adv. Intell. Syst. 2022). Medians 20-114 µS are chosen
+  so that the 8 levels are equally separable given their sigma (the levels a max-separation calibration
+  picks); with sigma falling as G rises they are then unequally spaced, as in the paper's Fig. 4b.
 - LCS lognormal around a few µS.
 
 Regenerate the shipped file with ``python -m hwloop.chip.default_table``.
@@ -27,8 +28,12 @@ from hwloop.chip.cdf import CdfTable, Level, load_h5
 V_GATE = np.round(np.linspace(1.4, 2.2, 8), 4)
 #: Compliance currents (µA): geometric from 10 to 200 µA across the gate range.
 ICC_UA = np.round(10.0 * (200.0 / 10.0) ** ((V_GATE - 1.4) / 0.8), 2)
-#: HCS medians (µS): unequally spaced, spacing widening with I_CC.
-HCS_MEDIAN_US = np.array([20.0, 30.0, 41.0, 53.0, 66.0, 80.0, 96.0, 114.0])
+#: HCS medians (µS): equally *separable* levels, so unequally spaced. Adjacent levels are the same number
+#: of one-sigma half-widths apart, d = (m_b - m_a) / (s_a + s_b) = 1.95, counting the simulator's default
+#: read noise (1 % of G + 0.2 µS) in s; since sigma falls as G rises, the spacing narrows as G rises
+#: (15.3 µS at the bottom, 11.7 µS at the top). These are the levels a max-separation calibration of
+#: this chip picks (``hwloop.calibration.select``), so ``hwloop calibrate --chip sim`` recovers them.
+HCS_MEDIAN_US = np.array([20.0, 35.3, 50.0, 64.0, 77.4, 90.1, 102.3, 114.0])
 #: HCS sigma (µS): absolute spread falls as G rises.
 HCS_SIGMA_US = np.array([4.0, 3.8, 3.6, 3.4, 3.2, 3.0, 2.8, 2.6])
 #: LCS: lognormal, median and log-sigma.
@@ -46,7 +51,8 @@ PROVENANCE = (
     "setting I_CC 10-200 uA, RESET V_SL 2.6 V / V_WL 4.8 V / 100 ns (Bonnet et al., Nat. Commun. 2023, "
     "Methods); Gaussian HCS with absolute sigma falling as G rises (Bonnet 2023; Esmanhotto et al., "
     "Adv. Intell. Syst. 2022); lognormal LCS of a few uS. Medians 20-114 uS and sigmas 4.0-2.6 uS are "
-    "chosen values, not fits. Replace with your own measured table (hwloop calibrate, or --cdf FILE)."
+    "chosen values, not fits; the medians make adjacent levels equally separable (d = 1.95 half-widths "
+    "in reads), so a max-separation calibration of this table picks the tabled levels. Replace with your own measured table (hwloop calibrate, or --cdf FILE)."
 )
 
 DEFAULT_FILE = "default_cdf.h5"
