@@ -52,7 +52,8 @@ PROVENANCE = (
     "Methods); Gaussian HCS with absolute sigma falling as G rises (Bonnet 2023; Esmanhotto et al., "
     "Adv. Intell. Syst. 2022); lognormal LCS of a few uS. Medians 20-114 uS and sigmas 4.0-2.6 uS are "
     "chosen values, not fits; the medians make adjacent levels equally separable (d = 1.95 half-widths "
-    "in reads), so a max-separation calibration of this table picks the tabled levels. Replace with your own measured table (hwloop calibrate, or --cdf FILE)."
+    "in reads), so a max-separation calibration of this table picks the tabled levels. "
+    "Replace with your own measured table (hwloop calibrate, or --cdf FILE)."
 )
 
 DEFAULT_FILE = "default_cdf.h5"
