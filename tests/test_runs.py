@@ -54,6 +54,29 @@ def test_runs_ls_json(runs_dir: Path) -> None:
     assert "error" in rows[2]
 
 
+def test_runs_ls_names_calibration_files(tmp_path: Path) -> None:
+    """`hwloop calibrate` writes its op log to runs/ by default: `runs ls` names it (and a calibration
+    file) for what it is instead of calling it unreadable; a run log beside them is listed as before."""
+    d = tmp_path / "runs"
+    d.mkdir()
+    write_sim_log(d / "a.h5", n_devices=64, tasks=("mnist",), epochs_per_task=1, steps_per_epoch=1, m_star=3.0,
+                  hidden=16)
+    res = CliRunner().invoke(cli, ["calibrate", "--chip", "sim", "--points", "16", "--devices", "64",
+                                   "--out", str(d / "cal.h5"), "--log", str(d / "calop.h5"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["runs", "ls", str(d)])
+    assert res.exit_code == 0, res.output
+    lines = dict(line.split(maxsplit=1) for line in res.output.strip().splitlines())
+    assert set(lines) == {"a.h5", "cal.h5", "calop.h5"}
+    assert "finished" in lines["a.h5"]
+    assert "calibration file: chip=sim-seed0" in lines["cal.h5"] and "UNREADABLE" not in lines["cal.h5"]
+    with h5py.File(d / "calop.h5", "r") as f:
+        n_ops = int(f.attrs["rows"])
+    assert f"calibration op log: chip=sim-seed0 ops={n_ops:,}" in lines["calop.h5"]
+    rows = json.loads(CliRunner().invoke(cli, ["runs", "ls", str(d), "--json"]).output)
+    assert [r["kind"] for r in rows] == ["run log", "calibration file", "calibration op log"]
+
+
 def test_runs_ls_default_folder(runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(cli, ["runs", "ls"])

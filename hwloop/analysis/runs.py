@@ -204,6 +204,36 @@ def load_run(path: str | Path, with_table: bool = True) -> RunInfo:
     return info
 
 
+#: Other hwloop HDF5 files that share a folder with run logs (``hwloop calibrate`` writes its op log to
+#: runs/ by default): their ``format`` attribute and how ``hwloop runs ls`` names them.
+OTHER_HWLOOP_FILES = {
+    "hwloop-calibration-oplog": "calibration op log",
+    "hwloop-calibration": "calibration file",
+}
+
+
+def other_hwloop_file(path: Path) -> dict | None:
+    """If ``path`` is a calibration file or a calibration op log, a short description of it (kind,
+    created_utc, chip_id, rows); otherwise None. Never raises: unreadable files are the caller's."""
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            attrs = {k: f.attrs.get(k) for k in ("format", "created_utc", "chip_id", "rows")}
+    except (*H5_ERRORS, OSError):
+        return None
+    text = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+    kind = OTHER_HWLOOP_FILES.get(str(text["format"]))
+    if kind is None:
+        return None
+    rows = text["rows"]
+    return {
+        "path": str(path),
+        "kind": kind,
+        "created_utc": None if text["created_utc"] is None else str(text["created_utc"]),
+        "chip_id": None if text["chip_id"] is None else str(text["chip_id"]),
+        "rows": None if rows is None else int(rows),
+    }
+
+
 def is_run_log(path: Path) -> tuple[bool, str]:
     """Cheap check used when collecting files from a folder."""
     try:

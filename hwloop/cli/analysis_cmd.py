@@ -216,8 +216,9 @@ def runs_group() -> None:
 @click.argument("folder", type=click.Path(file_okay=False), default="runs")
 @json_option
 def runs_ls(folder: str, as_json: bool) -> None:
-    """One line per run log in FOLDER (default runs/): date, configuration, status, final accuracies."""
-    from hwloop.analysis.runs import load_run
+    """One line per run log in FOLDER (default runs/): date, configuration, status, final accuracies.
+    Calibration files and calibration op logs in the folder are named as such."""
+    from hwloop.analysis.runs import load_run, other_hwloop_file
 
     d = Path(folder)
     if not d.is_dir():
@@ -227,12 +228,13 @@ def runs_ls(folder: str, as_json: bool) -> None:
         try:
             r = load_run(p, with_table=False)
         except HwloopError as exc:
-            rows.append({"path": str(p), "error": str(exc)})
+            rows.append(other_hwloop_file(p) or {"path": str(p), "kind": "unreadable", "error": str(exc)})
             continue
         fin = r.final_acc()
         rows.append(
             {
                 "path": str(p),
+                "kind": "run log",
                 "created_utc": r.created_utc,
                 "status": r.status,
                 "tasks": r.tasks,
@@ -253,6 +255,10 @@ def runs_ls(folder: str, as_json: bool) -> None:
         name = Path(r["path"]).name
         if "error" in r:
             click.echo(f"{name:<28} UNREADABLE  {r['error']}")
+            continue
+        if r["kind"] != "run log":
+            rows_txt = "" if r["rows"] is None else f" ops={r['rows']:,}"
+            click.echo(f"{name:<28} {r['created_utc'] or '?':<25} {r['kind']}: chip={r['chip_id']}{rows_txt}")
             continue
         acc = " ".join(
             f"{t}={'-' if a is None else f'{a:.2f}%'}"
