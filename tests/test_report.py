@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from hwloop.analysis import plots
+from hwloop.analysis.footprint import architecture, paper_qnn_accuracy
 from hwloop.analysis.report import build_report, pm
 from hwloop.analysis.synth import write_sim_log
 from hwloop.cli import cli, main
@@ -138,6 +139,19 @@ def test_table_one_matches_the_paper_for_2x512(report: tuple[Path, dict, list]) 
     assert round(row["reduction_vs_1t1r"]) == 15 and round(row["reduction_vs_2t2r"]) == 30
     assert row["weight_levels"] == "17"
     assert "1.3 M" in md and "20 M (1T1R) / 40 M (2T2R)" in md
+    # beside it, the paper's hardware QNN of the same size (quoted, labelled as the paper's)
+    assert row["paper_acc_pct"] == {"MNIST": [97.47, 0.33], "F-MNIST": [86.09, 0.33]}
+    assert "paper, same size" in md and "MNIST 97.47 ± 0.33 %; F-MNIST 86.09 ± 0.33 %" in md
+
+
+def test_paper_qnn_accuracy_by_size() -> None:
+    """The paper's Table I columns: 537 k, 1.3 M and 3.7 M devices are 784-H-H-10 with H = 256, 512, 1024."""
+    for h, dev_paper in ((256, 537e3), (512, 1.3e6), (1024, 3.7e6)):
+        arch = architecture({"hidden": h}, ["mnist", "fashion-mnist"])
+        assert arch.devices == pytest.approx(dev_paper, rel=0.03)
+        assert paper_qnn_accuracy(arch) is not None
+    assert paper_qnn_accuracy(architecture({"hidden": 128}, ["mnist"])) is None
+    assert paper_qnn_accuracy(architecture({"hidden": [512, 256]}, ["mnist"])) is None
 
 
 def test_pm_format() -> None:

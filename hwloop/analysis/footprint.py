@@ -17,6 +17,13 @@ MNIST_CLASSES = 10
 #: the paper's Table I accuracies of that BNN (quoted from the paper, not measured here)
 BNN_PAPER_ACC_PCT = {"MNIST": 96.5, "F-MNIST": 87.0}
 DEVICES_PER_WEIGHT_QNN = 2
+#: the paper's Table I, QNN hardware implementation (mean ± std, %), by hidden width of 784-H-H-10:
+#: 537 k devices = H 256, 1.3 M = H 512, 3.7 M = H 1024 (quoted from the paper, not measured here)
+PAPER_QNN_ACC_PCT: dict[int, dict[str, tuple[float, float]]] = {
+    256: {"MNIST": (97.02, 0.40), "F-MNIST": (84.87, 0.53)},
+    512: {"MNIST": (97.47, 0.33), "F-MNIST": (86.09, 0.33)},
+    1024: {"MNIST": (97.17, 0.64), "F-MNIST": (87.25, 0.35)},
+}
 
 
 def mlp_weights(n_in: int, hidden: list[int], n_out: int) -> int:
@@ -72,6 +79,15 @@ def architecture(config: dict, tasks: list[str]) -> Architecture:
     n_out = config.get("n_classes", MNIST_CLASSES if mnist_family else None)
     src = "configuration (hidden)" + ("; 784 inputs, 10 classes (MNIST family)" if mnist_family else "")
     return Architecture(n_in=n_in, hidden=hidden, n_out=n_out, source=src)
+
+
+def paper_qnn_accuracy(arch: Architecture) -> dict[str, tuple[float, float]] | None:
+    """The paper's Table I accuracies for a QNN of the same size (784-H-H-10 with H in 256, 512, 1024), or
+    None when the paper has no network of that shape."""
+    h = arch.hidden
+    if arch.n_in != MNIST_INPUTS or arch.n_out != MNIST_CLASSES or len(h) != 2 or h[0] != h[1]:
+        return None
+    return PAPER_QNN_ACC_PCT.get(h[0])
 
 
 def footprint(arch: Architecture) -> dict:

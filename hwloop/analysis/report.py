@@ -24,6 +24,7 @@ from hwloop.analysis.footprint import (
     architecture,
     fmt_count,
     footprint,
+    paper_qnn_accuracy,
 )
 from hwloop.analysis.logfile import open_runlog
 from hwloop.analysis.runs import RUN_ONLY_KEYS, RunInfo, collect_run_paths, load_run
@@ -456,6 +457,7 @@ def _table_one(groups: OrderedDict[str, Group], summary: dict) -> list[str]:
             f"{fmt_count(bnn['bnn_devices_1t1r'])} (1T1R) / {fmt_count(bnn['bnn_devices_2t2r'])} (2T2R)",
             "2",
             acc_txt,
+            "–",
             "1×",
             "1×",
         ]
@@ -471,6 +473,8 @@ def _table_one(groups: OrderedDict[str, Group], summary: dict) -> list[str]:
             f"{t}: {pm(end_m[i], end_s[i], n)} → {pm(fin_m[i], fin_s[i], n)}" for i, t in enumerate(r0.tasks)
         )
         levels = str(2 * r0.table.n_hcs + 1) if r0.table is not None else "?"
+        paper = paper_qnn_accuracy(architecture(r0.config, r0.tasks))
+        paper_txt = "–" if paper is None else "; ".join(f"{k} {m:.2f} ± {sd:.2f} %" for k, (m, sd) in paper.items())
         red1 = "?" if fp["reduction_vs_1t1r"] is None else f"{fp['reduction_vs_1t1r']:.1f}×"
         red2 = "?" if fp["reduction_vs_2t2r"] is None else f"{fp['reduction_vs_2t2r']:.1f}×"
         rows.append(
@@ -480,11 +484,19 @@ def _table_one(groups: OrderedDict[str, Group], summary: dict) -> list[str]:
                 f"{fmt_count(fp['devices'])} ({fp['devices'] or '?'})",
                 levels,
                 acc,
+                paper_txt,
                 red1,
                 red2,
             ]
         )
-        table_rows.append({"group": gi + 1, **fp, "weight_levels": levels})
+        table_rows.append(
+            {
+                "group": gi + 1,
+                **fp,
+                "weight_levels": levels,
+                "paper_acc_pct": None if paper is None else {k: list(v) for k, v in paper.items()},
+            }
+        )
     md += _md_table(
         [
             "network",
@@ -492,6 +504,7 @@ def _table_one(groups: OrderedDict[str, Group], summary: dict) -> list[str]:
             "devices",
             "weight levels",
             "accuracy",
+            "paper, same size (hardware, Table I)",
             "reduction vs BNN 1T1R",
             "reduction vs BNN 2T2R",
         ],
