@@ -196,14 +196,20 @@ def build_chip_for_run(cfg: TrainConfig, n_tiles: int, table: CdfTable) -> tuple
 
 
 def _init_hidden(model: QMLP, levels: LevelSet, mode: str, gen: torch.Generator) -> None:
-    """Hidden weights drawn from Gaussians centred between two adjacent levels (the paper's initialisation)."""
+    """Hidden weights drawn from Gaussians centred between two adjacent levels (the paper's initialisation).
+
+    ``midpoints``: the interval is drawn uniformly among all 16 per weight; ``center``: one of the two
+    intervals next to zero, [-Q_1, 0] or [0, Q_1]; ``uniform``: uniform over [Q_-8, Q_8]."""
     n_int = levels.q.numel() - 1
     with torch.no_grad():
         for w in model.hidden_weights():
             if mode == "uniform":
                 w.uniform_(levels.lo, levels.hi, generator=gen)
                 continue
-            i = torch.randint(0, n_int, w.shape, generator=gen)
+            if mode == "center":
+                i = n_int // 2 - torch.randint(0, 2, w.shape, generator=gen)
+            else:
+                i = torch.randint(0, n_int, w.shape, generator=gen)
             mid = (levels.q[i] + levels.q[i + 1]) / 2
             width = levels.width[i]
             w.copy_(mid + width / 8 * torch.randn(w.shape, generator=gen))

@@ -61,6 +61,33 @@ def test_interval_width_is_the_interval_holding_w() -> None:
     np.testing.assert_allclose(lv.interval_width_np(w, lv.index_np(w)), expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["midpoints", "center", "uniform"])
+def test_hidden_weight_initialisation(mode: str) -> None:
+    """midpoints: Gaussians on the midpoints of all 16 intervals, about equally often; center: only the two
+    intervals next to zero; uniform: spread over [-1.5, 1.5]. All stay inside the outer levels."""
+    from hwloop.orchestrator import _init_hidden
+    from hwloop.training.model import QMLP
+
+    lv = LevelSet(Q)
+    model = QMLP(hidden=64)
+    _init_hidden(model, lv, mode, torch.Generator().manual_seed(0))
+    w = torch.cat([p.detach().reshape(-1) for p in model.hidden_weights()]).numpy()
+    assert w.min() >= Q[0] and w.max() <= Q[-1]
+    interval = np.clip(np.searchsorted(Q, w, side="right") - 1, 0, 15)
+    counts = np.bincount(interval, minlength=16) / w.size
+    if mode == "center":
+        # centred on the midpoints +-Q_1/2 with sigma = Q_1/8: beyond +-Q_1 only past 4 sigma (6e-5)
+        assert counts[7] + counts[8] > 0.999 and counts[7] == pytest.approx(0.5, abs=0.01)
+        assert np.median(np.abs(w)) == pytest.approx(Q[9] / 2, rel=0.02)
+    elif mode == "midpoints":
+        assert np.all(np.abs(counts - 1 / 16) < 0.01), counts
+    else:
+        np.testing.assert_allclose(counts, np.diff(Q) / 3.0, atol=0.01)
+    if mode == "midpoints":
+        rel = np.abs(w - (Q[interval] + Q[interval + 1]) / 2) / (Q[interval + 1] - Q[interval])
+        assert np.quantile(rel, 0.95) < 0.26  # about 1.96 sigma = 0.245 of the interval width
+
+
 def test_m_star_zero_is_plain_adam() -> None:
     torch.manual_seed(0)
     a = torch.nn.Parameter(torch.empty(50, 20).uniform_(-1, 1))

@@ -9,7 +9,7 @@ from click.core import ParameterSource
 
 from hwloop.cli import cli
 from hwloop.cli.common import echo_json
-from hwloop.training.config import TrainConfig
+from hwloop.training.config import INIT_MODES, TrainConfig
 
 # CLI parameter name -> TrainConfig field
 _FIELDS = {
@@ -51,8 +51,9 @@ _D = TrainConfig()
               help="Batch-norm per task (the paper's task-incremental setting) or shared across tasks.")
 @click.option("--adam-reset/--no-adam-reset", default=_D.adam_reset, show_default=True,
               help="Re-create Adam's state at each task switch.")
-@click.option("--init", type=click.Choice(["midpoints", "uniform"]), default=_D.init, show_default=True,
-              help="Hidden-weight initialisation: Gaussians centred between adjacent levels, or uniform.")
+@click.option("--init", type=click.Choice(list(INIT_MODES)), default=_D.init, show_default=True,
+              help="Hidden-weight initialisation: Gaussians centred between adjacent levels (midpoints: any "
+                   "interval; center: the two next to zero), or uniform.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with the IDX files (searched first; then $HWLOOP_DATA, /usr/share/datasets, the cache).")
 @click.option("--download", is_flag=True, help="Fetch missing data sets from the official mirrors.")

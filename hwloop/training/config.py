@@ -8,6 +8,7 @@ from hwloop.errors import ConfigError
 
 BN_MODES = ("per-task", "shared")
 CHIPS = ("sim", "real", "none")
+INIT_MODES = ("midpoints", "center", "uniform")
 #: configuration keys that may differ when resuming (they don't change the experiment)
 RESUME_FREE = {"out", "resume", "progress", "data_dir", "download", "threads", "bench"}
 
@@ -45,8 +46,8 @@ class TrainConfig:
             raise ConfigError(f"unknown --chip {self.chip!r}; choose sim, real or none")
         if self.bn_mode not in BN_MODES:
             raise ConfigError(f"unknown --bn-mode {self.bn_mode!r}; choose {' or '.join(BN_MODES)}")
-        if self.init not in ("midpoints", "uniform"):
-            raise ConfigError(f"unknown --init {self.init!r}; choose midpoints or uniform")
+        if self.init not in INIT_MODES:
+            raise ConfigError(f"unknown --init {self.init!r}; choose one of {', '.join(INIT_MODES)}")
         for name in ("epochs_per_task", "hidden", "batch_size", "eval_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
