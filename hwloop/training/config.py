@@ -32,7 +32,7 @@ class TrainConfig:
     real_tiles: str | None = None
     bn_mode: str = "per-task"
     adam_reset: bool = True
-    init: str = "midpoints"
+    init: str = "center"
     eval_batch: int = 1000
     data_dir: str | None = None
     download: bool = False
