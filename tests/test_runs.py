@@ -75,6 +75,12 @@ def test_runs_ls_names_calibration_files(tmp_path: Path) -> None:
     assert f"calibration op log: chip=sim-seed0 ops={n_ops:,}" in lines["calop.h5"]
     rows = json.loads(CliRunner().invoke(cli, ["runs", "ls", str(d), "--json"]).output)
     assert [r["kind"] for r in rows] == ["run log", "calibration file", "calibration op log"]
+    # a truncated copy of the calibration file is unreadable, not a calibration file
+    data = (d / "cal.h5").read_bytes()
+    (d / "cut.h5").write_bytes(data[: len(data) // 2])
+    res = CliRunner().invoke(cli, ["runs", "ls", str(d)])
+    cut = next(line for line in res.output.splitlines() if line.startswith("cut.h5"))
+    assert "UNREADABLE" in cut and "truncated" in cut
 
 
 def test_runs_ls_default_folder(runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -214,10 +214,24 @@ OTHER_HWLOOP_FILES = {
 
 def other_hwloop_file(path: Path) -> dict | None:
     """If ``path`` is a calibration file or a calibration op log, a short description of it (kind,
-    created_utc, chip_id, rows); otherwise None. Never raises: unreadable files are the caller's."""
+    created_utc, chip_id, rows); otherwise None. Never raises: unreadable files are the caller's.
+
+    A truncated file is rejected before any open, and a closed file is opened without SWMR, so a damaged
+    file cannot stall in HDF5's SWMR retry loop; only a file still open for writing is read with SWMR."""
+    keys = ("format", "created_utc", "chip_id", "rows")
     try:
-        with h5py.File(path, "r", libver="latest", swmr=True) as f:
-            attrs = {k: f.attrs.get(k) for k in ("format", "created_utc", "chip_id", "rows")}
+        check_not_truncated(path)
+    except RunLogError:
+        return None
+    try:
+        try:
+            with h5py.File(path, "r", libver="latest") as f:
+                attrs = {k: f.attrs.get(k) for k in keys}
+        except H5_ERRORS as exc:
+            if "already open for write" not in str(exc) and "consistency flags" not in str(exc):
+                return None
+            with h5py.File(path, "r", libver="latest", swmr=True) as f:
+                attrs = {k: f.attrs.get(k) for k in keys}
     except (*H5_ERRORS, OSError):
         return None
     text = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
