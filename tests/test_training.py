@@ -274,6 +274,20 @@ def test_same_seed_same_run(tiny_data: Path, tmp_path: Path) -> None:
     assert a.programs != c.programs
 
 
+def _wait_for_checkpoints(log: Path, n: int, timeout_s: float = 120.0) -> None:
+    """Poll a live run log (SWMR) until it holds ``n`` checkpointed epochs, or the timeout passes (the
+    caller's assertions then say what went wrong)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            with h5py.File(log, "r", libver="latest", swmr=True) as f:
+                if f["checkpoint"]["index"][2] >= n:
+                    return
+        except (OSError, KeyError):  # not created yet, or the checkpoint group not written yet
+            pass
+
+
 def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hwloop.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=300)
@@ -291,16 +305,7 @@ def test_resume_after_kill_reproduces_uninterrupted_run(tiny_data: Path, tmp_pat
     out = tmp_path / "killed.h5"
     proc = subprocess.Popen([sys.executable, "-m", "hwloop.cli", *common, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        if out.exists():
-            try:
-                with h5py.File(out, "r", libver="latest", swmr=True) as f:
-                    if f["checkpoint"]["index"][2] >= 2:
-                        break
-            except (OSError, KeyError):
-                pass
+    _wait_for_checkpoints(out, 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with RunLog(out) as log:
@@ -411,15 +416,7 @@ def test_ctrl_c_marks_the_log_interrupted_and_resume_finishes_it(sig: int, tiny_
     proc = subprocess.Popen([sys.executable, "-m", "hwloop.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        try:
-            with h5py.File(out, "r", libver="latest", swmr=True) as f:
-                if f["checkpoint"]["index"][2] >= 1:
-                    break
-        except (OSError, KeyError):
-            pass
+    _wait_for_checkpoints(out, 1)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)

@@ -212,29 +212,27 @@ OTHER_HWLOOP_FILES = {
 }
 
 
+def _root_attrs(path: Path, keys: tuple[str, ...]) -> dict:
+    """Root attributes ``keys`` of an HDF5 file (bytes decoded, missing ones None), after the truncation and
+    metadata checks, so a damaged file fails at once instead of stalling in HDF5's SWMR retry loop.
+    Raises ``RunLogError`` with the reason if the file cannot be read."""
+    check_not_truncated(path)
+    check_metadata(path)
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+            raw = {k: f.attrs.get(k, None) for k in keys}
+    except H5_ERRORS as exc:
+        raise RunLogError(f"not a readable HDF5 file ({exc})") from exc
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in raw.items()}
+
+
 def other_hwloop_file(path: Path) -> dict | None:
     """If ``path`` is a calibration file or a calibration op log, a short description of it (kind,
-    created_utc, chip_id, rows); otherwise None. Never raises: unreadable files are the caller's.
-
-    A truncated file is rejected before any open, and a closed file is opened without SWMR, so a damaged
-    file cannot stall in HDF5's SWMR retry loop; only a file still open for writing is read with SWMR."""
-    keys = ("format", "created_utc", "chip_id", "rows")
+    created_utc, chip_id, rows); otherwise None. Never raises: unreadable files are the caller's."""
     try:
-        check_not_truncated(path)
-    except RunLogError:
+        text = _root_attrs(path, ("format", "created_utc", "chip_id", "rows"))
+    except (RunLogError, OSError):
         return None
-    try:
-        try:
-            with h5py.File(path, "r", libver="latest") as f:
-                attrs = {k: f.attrs.get(k) for k in keys}
-        except H5_ERRORS as exc:
-            if "already open for write" not in str(exc) and "consistency flags" not in str(exc):
-                return None
-            with h5py.File(path, "r", libver="latest", swmr=True) as f:
-                attrs = {k: f.attrs.get(k) for k in keys}
-    except (*H5_ERRORS, OSError):
-        return None
-    text = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
     kind = OTHER_HWLOOP_FILES.get(str(text["format"]))
     if kind is None:
         return None
@@ -251,17 +249,9 @@ def other_hwloop_file(path: Path) -> dict | None:
 def is_run_log(path: Path) -> tuple[bool, str]:
     """Cheap check used when collecting files from a folder."""
     try:
-        check_not_truncated(path)
-        check_metadata(path)
+        fmt = _root_attrs(path, ("format",))["format"]
     except RunLogError as exc:
         return False, str(exc)
-    try:
-        with h5py.File(path, "r", libver="latest", swmr=True) as f:
-            fmt = f.attrs.get("format", None)
-    except H5_ERRORS as exc:
-        return False, f"not a readable HDF5 file ({exc})"
-    if isinstance(fmt, bytes):
-        fmt = fmt.decode()
     if fmt != FORMAT_NAME:
         return False, f"HDF5 file but not an hwloop run log (format {fmt!r})"
     return True, ""
