@@ -275,7 +275,13 @@ class Keithley2600(Smu):
         self.adapter = None  # type: ignore[assignment]
 
 
-SMU_DRIVERS: dict[str, Callable[..., Smu]] = {"keithley2600": Keithley2600.from_bench}
+def _open_b1500(bench: BenchConfig, **kw: Any) -> Smu:
+    from hwloop.instruments.b1500 import B1500  # imports this module: load it on first use
+
+    return B1500.from_bench(bench, **kw)
+
+
+SMU_DRIVERS: dict[str, Callable[..., Smu]] = {"keithley2600": Keithley2600.from_bench, "b1500": _open_b1500}
 
 
 def open_smu(bench: BenchConfig, **kw: Any) -> Smu:
