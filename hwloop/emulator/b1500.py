@@ -38,8 +38,21 @@ ERRORS = {
     151: "Value is past the range of the module.",
     900: "Injected fault (hwloop virtual bench).",
 }
-_V_CODES = {0: 200.0, 5: 0.5, 11: 2.0, 20: 2.0, 50: 5.0, 12: 20.0, 200: 20.0, 13: 40.0, 400: 40.0,
-            14: 100.0, 1000: 100.0, 15: 200.0, 2000: 200.0}
+_V_CODES = {
+    0: 200.0,
+    5: 0.5,
+    11: 2.0,
+    20: 2.0,
+    50: 5.0,
+    12: 20.0,
+    200: 20.0,
+    13: 40.0,
+    400: 40.0,
+    14: 100.0,
+    1000: 100.0,
+    15: 200.0,
+    2000: 200.0,
+}
 _I_CODES = {0, *range(8, 21)}
 _LETTERS = "ABCDEFGHIJ"
 
@@ -77,23 +90,31 @@ class FlexState:
     pv: tuple[int, float, float, float] | None = None  # slot, base, pulse, compliance
 
     def reset(self) -> None:
-        self.channels = {s: SmuChannel(m) for s, m in self.modules.items() if MODULES.get(m, None) is not None
-                         and MODULES[m].is_smu}
+        self.channels = {
+            s: SmuChannel(m) for s, m in self.modules.items() if MODULES.get(m, None) is not None and MODULES[m].is_smu
+        }
         self.fmt, self.mm, self.pv = (1, 0), (0, 0), None
 
 
 class B1500Emulator:
     """FLEX server; ``modules`` is ``{slot: model}`` as ``UNT?`` reports it (an unknown model is allowed)."""
 
-    def __init__(self, chip: EmulatedChip, *, config: B1500Config | None = None,
-                 modules: dict[int, str] | None = None, faults: Faults | None = None,
-                 host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        chip: EmulatedChip,
+        *,
+        config: B1500Config | None = None,
+        modules: dict[int, str] | None = None,
+        faults: Faults | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         cfg = config or B1500Config(wl_slot=1, bl_slot=2, wl_module="B1511B", bl_module="B1517A")
         self.chip = chip
         self.config = cfg
         self.faults = faults or Faults()
-        self.state = FlexState(modules=dict(modules) if modules is not None else
-                               {cfg.wl_slot: cfg.wl_module, cfg.bl_slot: cfg.bl_module})
+        self.state = FlexState(
+            modules=dict(modules) if modules is not None else {cfg.wl_slot: cfg.wl_module, cfg.bl_slot: cfg.bl_module}
+        )
         self.state.reset()
         self.sock = socket.create_server((host, 0))
         self.sock.settimeout(0.1)
@@ -215,8 +236,9 @@ class B1500Emulator:
         return IDN
 
     def _cmd_unt_q(self, a: list[float]) -> str:
-        return ";".join(f"{self.state.modules[s]},0" if s in self.state.modules else "0,0"
-                        for s in range(1, N_SLOTS + 1))
+        return ";".join(
+            f"{self.state.modules[s]},0" if s in self.state.modules else "0,0" for s in range(1, N_SLOTS + 1)
+        )
 
     def _cmd_rst(self, a: list[float]) -> None:
         self.state.reset()
@@ -245,17 +267,17 @@ class B1500Emulator:
             self._error(120)
 
     def _cmd_cn(self, a: list[float]) -> None:
-        for ch in ([self._channel(s) for s in a] if a else list(self.state.channels.values())):
+        for ch in [self._channel(s) for s in a] if a else list(self.state.channels.values()):
             if ch is not None:
                 ch.enabled, ch.v = True, 0.0
 
     def _cmd_cl(self, a: list[float]) -> None:
-        for ch in ([self._channel(s) for s in a] if a else list(self.state.channels.values())):
+        for ch in [self._channel(s) for s in a] if a else list(self.state.channels.values()):
             if ch is not None:
                 ch.enabled, ch.v = False, 0.0
 
     def _cmd_dz(self, a: list[float]) -> None:
-        for ch in ([self._channel(s) for s in a] if a else list(self.state.channels.values())):
+        for ch in [self._channel(s) for s in a] if a else list(self.state.channels.values()):
             if ch is not None:
                 ch.v = 0.0
 

@@ -33,12 +33,30 @@ from hwloop.instruments.smu import Smu
 from hwloop.instruments.visa import VisaAdapter
 
 #: Voltage output ranges (V) and their FLEX codes (limited auto ranging from that range up).
-V_RANGES: tuple[tuple[float, int], ...] = ((0.5, 5), (2.0, 20), (5.0, 50), (20.0, 200), (40.0, 400),
-                                           (100.0, 1000), (200.0, 2000))
+V_RANGES: tuple[tuple[float, int], ...] = (
+    (0.5, 5),
+    (2.0, 20),
+    (5.0, 50),
+    (20.0, 200),
+    (40.0, 400),
+    (100.0, 1000),
+    (200.0, 2000),
+)
 #: Current measurement ranges (A) and their FLEX codes (limited auto ranging).
-I_RANGES: tuple[tuple[float, int], ...] = ((1e-11, 9), (1e-10, 10), (1e-9, 11), (1e-8, 12), (1e-7, 13),
-                                           (1e-6, 14), (1e-5, 15), (1e-4, 16), (1e-3, 17), (1e-2, 18),
-                                           (1e-1, 19), (1.0, 20))
+I_RANGES: tuple[tuple[float, int], ...] = (
+    (1e-11, 9),
+    (1e-10, 10),
+    (1e-9, 11),
+    (1e-8, 12),
+    (1e-7, 13),
+    (1e-6, 14),
+    (1e-5, 15),
+    (1e-4, 16),
+    (1e-3, 17),
+    (1e-2, 18),
+    (1e-1, 19),
+    (1.0, 20),
+)
 #: Status letters of a FMT 1 datum that make a reading unusable (N, W, E are normal).
 BAD_STATUS = {
     "C": "this channel reached its compliance",
@@ -74,15 +92,19 @@ def parse_datum(text: str, slot: int, what: str) -> float:
     datum = text.strip().split(",")[-1]
     m = _DATUM.fullmatch(datum)
     if m is None:
-        raise InstrumentError(f"B1500A: {what} answered {text!r}, not a FLEX data item (FMT 1): the reply "
-                              "was garbled or the exchange is out of step")
+        raise InstrumentError(
+            f"B1500A: {what} answered {text!r}, not a FLEX data item (FMT 1): the reply "
+            "was garbled or the exchange is out of step"
+        )
     status, channel, _kind, value = m.groups()
     if _CHANNEL.index(channel) + 1 != slot:
-        raise InstrumentError(f"B1500A: {what} answered data of slot {_CHANNEL.index(channel) + 1}, "
-                              f"expected slot {slot}: {text!r}")
+        raise InstrumentError(
+            f"B1500A: {what} answered data of slot {_CHANNEL.index(channel) + 1}, expected slot {slot}: {text!r}"
+        )
     if status in BAD_STATUS:
-        raise InstrumentError(f"B1500A slot {slot}: {what}: {BAD_STATUS[status]} (status {status} in "
-                              f"{datum!r}); the reading is not used")
+        raise InstrumentError(
+            f"B1500A slot {slot}: {what}: {BAD_STATUS[status]} (status {status} in {datum!r}); the reading is not used"
+        )
     return float(value)
 
 
@@ -97,16 +119,15 @@ class B1500(Smu):
         self.wl_spec: ModuleSpec = MODULES[config.wl_module]
         self.bl_spec: ModuleSpec = MODULES[config.bl_module]
         self.modules: dict[int, str] = {}
-        self._checked = False        # UNT? matched the bench file
-        self._touched = False        # a setting was sent (so close() must leave a safe state)
-        self._enabled = False        # CN sent since the last safe state
+        self._checked = False  # UNT? matched the bench file
+        self._touched = False  # a setting was sent since the last safe state (close() must send one)
+        self._enabled = False  # CN sent since the last safe state
         self._configured: float | None = None  # compliance of the current spot configuration
 
     @classmethod
     def from_bench(cls, bench: BenchConfig, transcript: list[tuple[str, str]] | None = None) -> B1500:
         s = bench.smu
-        adapter = VisaAdapter(s.resource, visa_library=s.visa_library, timeout_ms=s.timeout_ms,
-                              transcript=transcript)
+        adapter = VisaAdapter(s.resource, visa_library=s.visa_library, timeout_ms=s.timeout_ms, transcript=transcript)
         return cls(adapter, bench.limits, bench.b1500)
 
     # ------------------------------------------------------------------ I/O
@@ -119,13 +140,14 @@ class B1500(Smu):
 
     @contextmanager
     def _batch(self) -> Iterator[None]:
-        """A group of commands: on any exception go to the safe state; afterwards check the error queue."""
+        """A group of commands, then the error queue; on any exception (an instrument error included) go
+        to the safe state."""
         try:
             yield
+            self.check_errors()
         except BaseException:
             self._safe_quietly()
             raise
-        self.check_errors()
 
     # ------------------------------------------------------------------ identification
     def identify(self) -> str:
@@ -158,8 +180,9 @@ class B1500(Smu):
         try:
             codes = [int(float(c)) for c in text.split(",")]
         except ValueError:
-            raise InstrumentError(f"B1500A: ERR? answered {text!r}, not error codes (the exchange is out "
-                                  "of step)") from None
+            raise InstrumentError(
+                f"B1500A: ERR? answered {text!r}, not error codes (the exchange is out of step)"
+            ) from None
         codes = [c for c in codes if c != 0]
         if not codes:
             return
@@ -207,9 +230,11 @@ class B1500(Smu):
         self.limits.check_smu(v, i_limit_a, width_s)
         spec = self.bl_spec
         if not spec.min_pulse_s <= width_s:
-            raise SafetyLimitError(f"SMU pulse of {width_s:.4g} s refused, nothing was sent: the "
-                                   f"{self.cfg.bl_module} {spec.kind}'s shortest pulse is {spec.min_pulse_s:g} s "
-                                   "(shorter pulses come from the FPGA board; see docs/flex.md)")
+            raise SafetyLimitError(
+                f"SMU pulse of {width_s:.4g} s refused, nothing was sent: the "
+                f"{self.cfg.bl_module} {spec.kind}'s shortest pulse is {spec.min_pulse_s:g} s "
+                "(shorter pulses come from the FPGA board; see docs/flex.md)"
+            )
         self._require_checked()
         period_s = max(5e-3, width_s + 2e-3)
         bl, vr, ir = self.bl, v_range_code(self.limits.smu_max_v), i_range_code(i_limit_a)
@@ -245,8 +270,9 @@ class B1500(Smu):
         """Zero output on every channel (``DZ``), then all channels off (``CL``)."""
         self._enabled = False
         self._configured = None
-        self.write("DZ")
-        self.write("CL")
+        self.adapter.write("DZ")
+        self.adapter.write("CL")
+        self._touched = False  # nothing set since: close() need not send it again
 
     def _safe_quietly(self) -> None:
         with suppress(Exception):
@@ -255,7 +281,7 @@ class B1500(Smu):
     def close(self) -> None:
         if self.adapter is None:
             return
-        if self._touched:  # nothing to undo if no setting was ever sent (e.g. UNT? refused the bench)
+        if self._touched:  # nothing to undo if no setting was sent since the last safe state (or ever)
             self._safe_quietly()
         self.adapter.close()
         self.adapter = None  # type: ignore[assignment]
