@@ -18,9 +18,11 @@ CFG = B1500Config(wl_slot=1, bl_slot=2, wl_module="B1511B", bl_module="B1517A")
 IDN = "Keysight Technologies,B1500A,MY12345678,A.06.01.2019.0409"
 UNT = "B1511B,0;B1517A,0;0,0;0,0;0,0;0,0;0,0;0,0;0,0;0,0"
 HELLO = [("*IDN?", IDN), ("UNT?", UNT)]
-RESET = [("*RST", None), ("FMT 1,0", None), ("AZ 0", None), ("CN 1,2", None), ("ERR?", "0,0,0,0")]
-SAFE = [("DZ", None), ("CL", None)]
-SPOT_CONFIG = [("CMM 2,1", None), ("AAD 2,0", None), ("AIT 0,3,0.0002", None), ("RI 2,16", None), ("ERR?", "0,0,0,0")]
+RESET = [("*RST", None), ("FMT 1,0;AZ 0;CN 1,2", None), ("ERR?", "0,0,0,0")]
+SAFE = [("DZ;CL", None)]
+SPOT_CONFIG = [("CMM 2,1;AAD 2,0;AIT 0,3,0.0002;RI 2,16", None), ("ERR?", "0,0,0,0")]
+#: one spot read: DV on, TI, DV back to 0 V in ONE program message, then the error queue
+READ = "DV 2,5,0.1,0.0001;TI 2,16;DV 2,5,0,0.0001"
 
 
 def make(resource: str, limits: Limits | None = None, cfg: B1500Config = CFG) -> B1500:
@@ -37,7 +39,7 @@ def test_identify_and_reset_exchange() -> None:
 
 
 def test_high_speed_spot_read_exact_exchange_and_configuration_reuse() -> None:
-    read = [("DV 2,5,0.1,0.0001", None), ("TI 2,16", "NBI+012.345E-06"), ("DV 2,5,0,0.0001", None), ("ERR?", "0,0,0,0")]
+    read = [(READ, "NBI+012.345E-06"), ("ERR?", "0,0,0,0")]
     with expected_protocol([*HELLO, *RESET, *SPOT_CONFIG, *read, *read, *SAFE]) as res:
         smu = make(res)
         smu.identify()
@@ -54,16 +56,9 @@ def test_spot_read_through_mm_and_xe() -> None:
         [
             ("*IDN?", IDN),
             ("UNT?", unt),
-            ("CN 3,1", None),
-            ("CMM 1,1", None),
-            ("AAD 1,0", None),
-            ("AIT 0,3,0.0002", None),
-            ("RI 1,17", None),
-            ("MM 1,1", None),
+            ("CN 3,1;CMM 1,1;AAD 1,0;AIT 0,3,0.0002;RI 1,17;MM 1,1", None),  # not reset: CN first
             ("ERR?", "0,0,0,0"),
-            ("DV 1,5,-0.2,0.001", None),
-            ("XE", "NAI-001.500E-06"),
-            ("DV 1,5,0,0.001", None),
+            ("DV 1,5,-0.2,0.001;XE;DV 1,5,0,0.001", "NAI-001.500E-06"),
             ("ERR?", "0,0,0,0"),
             *SAFE,
         ]
@@ -78,19 +73,13 @@ def test_pulsed_spot_exact_exchange() -> None:
         [
             *HELLO,
             *RESET,
-            ("CMM 2,1", None),
-            ("RI 2,16", None),
-            ("PT 0,0.001,0.005", None),
-            ("PV 2,5,0,0.2,0.0001", None),
-            ("MM 3,2", None),
-            ("ERR?", "0,0,0,0"),
+            ("CMM 2,1;RI 2,16;PT 0,0.001,0.005;PV 2,5,0,0.2,0.0001;MM 3,2", None),
+            ("ERR?", "0,0,0,0"),  # checked before the pulse goes out
             ("XE", "NBI+024.690E-06"),
             ("ERR?", "0,0,0,0"),
             # a spot read after the pulse configures again (MM 3 is not a spot mode)
             *SPOT_CONFIG,
-            ("DV 2,5,0.1,0.0001", None),
-            ("TI 2,16", "NBI+001.000E-06"),
-            ("DV 2,5,0,0.0001", None),
+            (READ, "NBI+001.000E-06"),
             ("ERR?", "0,0,0,0"),
             *SAFE,
         ]
@@ -117,9 +106,7 @@ def test_error_queue_raises_the_instruments_text_and_goes_safe() -> None:
         [
             *HELLO,
             ("*RST", None),
-            ("FMT 1,0", None),
-            ("AZ 0", None),
-            ("CN 1,2", None),
+            ("FMT 1,0;AZ 0;CN 1,2", None),
             ("ERR?", "100,151,0,0"),
             ("EMG? 100", '"Undefined GPIB command."'),
             ("EMG? 151", '"Value is past the range of the module."'),
@@ -149,9 +136,7 @@ def test_bad_reading_raises_and_leaves_the_safe_state(reply: str, match: str) ->
             *HELLO,
             *RESET,
             *SPOT_CONFIG,
-            ("DV 2,5,0.1,0.0001", None),
-            ("TI 2,16", reply),
-            ("DV 2,5,0,0.0001", None),
+            (READ, reply),
             *SAFE,
         ]
     ) as res:

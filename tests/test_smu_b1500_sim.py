@@ -32,7 +32,7 @@ def test_every_driver_call_matches_the_yaml(resource: str) -> None:
     smu.force_gate(3.3, 1e-4)
     smu.close()
     assert all(text != "UNEXPECTED" for d, text in log if d == "read")
-    assert [t for d, t in log if d == "write"][-2:] == ["DZ", "CL"]
+    assert [t for d, t in log if d == "write"][-1] == "DZ;CL"
 
 
 def test_instrument_error_text_from_emg() -> None:
@@ -40,7 +40,7 @@ def test_instrument_error_text_from_emg() -> None:
     smu.identify()
     with pytest.raises(InstrumentError, match=r"B1500A reported: 100 Undefined GPIB command\."):
         smu.reset()
-    assert [t for d, t in log if d == "write"][-2:] == ["DZ", "CL"]  # safe state after the error
+    assert [t for d, t in log if d == "write"][-1] == "DZ;CL"  # safe state after the error
 
 
 def test_wrong_module_refused_after_unt() -> None:

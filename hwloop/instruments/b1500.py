@@ -164,14 +164,15 @@ class B1500(Smu):
             self.identify()
 
     # ------------------------------------------------------------------ Smu interface
+    # Each group of settings goes out as ONE program message (FLEX commands joined by ";"), then ERR?.
+    # One write per exchange also keeps TCP from holding a second small write back (Nagle's algorithm
+    # against the instrument's delayed ACK: about 40 ms per extra write on a LAN socket).
     def reset(self) -> None:
         """``*RST`` and the initial settings; both SMUs enabled at 0 V."""
         self._require_checked()
         with self._batch():
             self.write("*RST")
-            self.write("FMT 1,0")
-            self.write("AZ 0")
-            self.write(f"CN {self.wl},{self.bl}")
+            self.write(f"FMT 1,0;AZ 0;CN {self.wl},{self.bl}")
         self._enabled = True
         self._configured = None
 
@@ -189,39 +190,42 @@ class B1500(Smu):
         messages = [f"{c} {self.ask(f'EMG? {c}').strip().strip(chr(34))}" for c in codes]
         raise InstrumentError("B1500A reported: " + "; ".join(messages))
 
-    def _enable(self) -> None:
-        if not self._enabled:
-            self.write(f"CN {self.wl},{self.bl}")
-            self._enabled = True
-            self._configured = None
+    def _enable_cmds(self) -> list[str]:
+        """``CN`` if the channels are off (after a safe state); marks them on."""
+        if self._enabled:
+            return []
+        self._enabled = True
+        self._configured = None
+        return [f"CN {self.wl},{self.bl}"]
 
     def configure_spot(self, i_limit_a: float) -> None:
         """Current measurement on the bit-line SMU for compliance ``i_limit_a``; outputs stay at 0 V."""
         self.limits.check_smu(0.0, i_limit_a)
         self._require_checked()
         bl, rng = self.bl, i_range_code(i_limit_a)
-        with self._batch():
-            self._enable()
-            self.write(f"CMM {bl},1")
-            self.write(f"AAD {bl},0")
-            self.write(f"AIT 0,3,{self.cfg.integration_s:.6g}")
-            self.write(f"RI {bl},{rng}")
-            if self.cfg.spot == "xe":
-                self.write(f"MM 1,{bl}")
+        cmds = [
+            *self._enable_cmds(),
+            f"CMM {bl},1",
+            f"AAD {bl},0",
+            f"AIT 0,3,{self.cfg.integration_s:.6g}",
+            f"RI {bl},{rng}",
+        ]
+        if self.cfg.spot == "xe":
+            cmds.append(f"MM 1,{bl}")
+        with self._batch():  # errors are checked here, before any output leaves 0 V
+            self.write(";".join(cmds))
         self._configured = i_limit_a
 
     def source_voltage_measure_current(self, v: float, i_limit_a: float) -> float:
+        """``DV`` on, measure, ``DV`` back to 0 V in one program message, then the error queue."""
         self.limits.check_smu(v, i_limit_a)
-        if self._configured != i_limit_a:
+        if self._configured != i_limit_a or not self._enabled:
             self.configure_spot(i_limit_a)
         bl, vr = self.bl, v_range_code(self.limits.smu_max_v)
+        measure = f"TI {bl},{i_range_code(i_limit_a)}" if self.cfg.spot == "ti" else "XE"
         with self._batch():
-            self.write(f"DV {bl},{vr},{v:.6g},{i_limit_a:.6g}")
-            if self.cfg.spot == "ti":
-                text = self.ask(f"TI {bl},{i_range_code(i_limit_a)}")
-            else:
-                text = self.ask("XE")
-            self.write(f"DV {bl},{vr},0,{i_limit_a:.6g}")
+            self._touched = True
+            text = self.ask(f"DV {bl},{vr},{v:.6g},{i_limit_a:.6g};{measure};DV {bl},{vr},0,{i_limit_a:.6g}")
             i_a = parse_datum(text, bl, "spot current")
         return i_a
 
@@ -238,17 +242,20 @@ class B1500(Smu):
         self._require_checked()
         period_s = max(5e-3, width_s + 2e-3)
         bl, vr, ir = self.bl, v_range_code(self.limits.smu_max_v), i_range_code(i_limit_a)
+        cmds = [
+            *self._enable_cmds(),
+            f"CMM {bl},1",
+            f"RI {bl},{ir}",
+            f"PT 0,{width_s:.6g},{period_s:.6g}",
+            f"PV {bl},{vr},0,{v:.6g},{i_limit_a:.6g}",
+            f"MM 3,{bl}",
+        ]
         with self._batch():  # configure, then check errors before the pulse goes out
-            self._enable()
-            self.write(f"CMM {bl},1")
-            self.write(f"RI {bl},{ir}")
-            self.write(f"PT 0,{width_s:.6g},{period_s:.6g}")
-            self.write(f"PV {bl},{vr},0,{v:.6g},{i_limit_a:.6g}")
-            self.write(f"MM 3,{bl}")
+            self.write(";".join(cmds))
         self._configured = None
         with self._batch():
-            text = self.ask("XE")
-            i_a = parse_datum(text, bl, "pulsed spot current")
+            self._touched = True
+            i_a = parse_datum(self.ask("XE"), bl, "pulsed spot current")
         return i_a
 
     def force_gate(self, v_gate: float, i_limit_a: float) -> None:
@@ -263,15 +270,17 @@ class B1500(Smu):
             raise SafetyLimitError("word-line SMU request refused, nothing was sent: " + "; ".join(problems))
         self._require_checked()
         with self._batch():
-            self._enable()
-            self.write(f"DV {self.wl},{v_range_code(cfg.wl_max_v)},{v_gate:.6g},{i_limit_a:.6g}")
+            self.write(
+                ";".join(
+                    [*self._enable_cmds(), f"DV {self.wl},{v_range_code(cfg.wl_max_v)},{v_gate:.6g},{i_limit_a:.6g}"]
+                )
+            )
 
     def safe_state(self) -> None:
         """Zero output on every channel (``DZ``), then all channels off (``CL``)."""
         self._enabled = False
         self._configured = None
-        self.adapter.write("DZ")
-        self.adapter.write("CL")
+        self.adapter.write("DZ;CL")
         self._touched = False  # nothing set since: close() need not send it again
 
     def _safe_quietly(self) -> None:
