@@ -126,7 +126,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smu", choices=["b1500", "keithley2600"], default=None,
                     help="measure SMU reads through this emulated SMU against the Keithley path instead")
-    ap.add_argument("--smu-cells", type=int, default=256, help="cells read through the SMU per round")
+    ap.add_argument("--smu-cells", type=int, default=64, help="cells read through the SMU per round")
     args = ap.parse_args()
     if args.smu is not None:
         print(json.dumps(measure_smu_reads(args.bench, args.smu, args.smu_cells, max(args.rounds, 3), args.seed)))
