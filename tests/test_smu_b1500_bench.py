@@ -218,3 +218,45 @@ def test_smu_fault_is_an_instrument_error_then_safe_state_then_recovery(fault: s
             assert not any(ch.enabled or ch.v for ch in vb.smu.state.channels.values())
             # the link stays in step: the next read re-enables the channels and measures the same cells
             np.testing.assert_allclose(chip.read_smu(idx), g, rtol=1e-3)
+
+
+def test_hwloop_emulate_smu_b1500_subprocess(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    keithley_file = ROOT / "instruments" / "virtual.toml"  # --smu b1500 turns its SMU into a B1500A
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hwloop.emulator",
+            "--bench",
+            str(keithley_file),
+            "--smu",
+            "b1500",
+            "--workdir",
+            str(tmp_path),
+            "--no-pace",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert info["smu_driver"] == "b1500"
+        assert 'driver = "b1500"' in Path(info["bench"]).read_text()
+        code, out, err = run_cli(
+            ["chip", "check", "--chip", "real", "--bench", info["bench"], "--cells", "2", "--json"], capsys
+        )
+        assert code == 0, err
+        assert "B1500A" in json.loads(out.strip().splitlines()[-1])["smu"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        for f in (proc.stdout, proc.stderr):
+            if f:
+                f.close()
+    assert proc.returncode == 0
