@@ -1,6 +1,7 @@
 """Link efficiency of batched programming through the virtual bench.
 
     python benchmarks/bench_link.py [--bench instruments/virtual.toml] [--cells 8192] [--rounds 3]
+    python benchmarks/bench_link.py --smu b1500 [--smu-cells 256] [--rounds 5]
 
 Definition. The FPGA link is a UART at the bench's baud rate, 8N1: 10 bit times per byte, so it carries
 at most ``baud / 10`` bytes per second in each direction. A programming operation costs one batch entry
@@ -30,6 +31,12 @@ earlier than its last byte would have left (see ``hwloop/emulator/board.py``). T
 own process so that it does not share the GIL with the driver. ``unpaced_ops_per_s`` repeats the
 programming with pacing off: what the host and emulator manage with no link limit at all, which shows
 whether Python or the link is the bottleneck.
+
+With ``--smu b1500`` (or ``keithley2600``) it measures SMU reads instead: ``RealChip.read_smu`` (board
+SELECT, then one DC source-measure through the SMU driver per cell) through that emulated SMU and through
+the emulated Keithley 2636B, both emulators in their own processes, rounds interleaved, in one run:
+``smu_read_ratio_vs_keithley`` is reads per second through the chosen SMU over reads per second through
+the Keithley path (median of the rounds).
 
 Prints ONE JSON line.
 """
@@ -80,13 +87,50 @@ def measure(bench_file: Path, cells: int, rounds: int, pace: bool, seed: int) ->
                 "formed": int(idx.size), "retries": prog_retries, "bytes_tx": prog_bytes}
 
 
+def measure_smu_reads(bench_file: Path, smu: str, cells: int, rounds: int, seed: int) -> dict:
+    """Reads per second through ``read_smu`` on the emulated ``smu`` and on the emulated Keithley path."""
+    table = default_table()
+    drivers = [smu, "keithley2600"] if smu != "keithley2600" else [smu, smu]
+    rates: dict[int, list[float]] = {0: [], 1: []}
+    with VirtualBench(bench_file, seed=seed, sim_config=SimConfig.ideal(), pace=False, mode="process",
+                      smu=drivers[0]) as vb0, \
+            VirtualBench(bench_file, seed=seed, sim_config=SimConfig.ideal(), pace=False, mode="process",
+                         smu=drivers[1]) as vb1, \
+            RealChip.from_bench_file(vb0.bench_path, table=table) as c0, \
+            RealChip.from_bench_file(vb1.bench_path, table=table) as c1:
+        chips = (c0, c1)
+        idx = np.arange(cells)
+        for c in chips:
+            c.set_idx(idx[c.form_idx(idx)], level=table.n_hcs)
+            c.read_smu(idx[:4])  # warm-up: configure the SMU
+        for _ in range(rounds):
+            for k, c in enumerate(chips):
+                t0 = time.perf_counter()
+                c.read_smu(idx)
+                rates[k].append(cells / (time.perf_counter() - t0))
+        idn = (c0.smu_idn, c1.smu_idn)
+    med = [float(np.median(rates[k])) for k in (0, 1)]
+    return {"benchmark": "bench_link_smu", "bench": str(bench_file), "smu": drivers[0], "smu_idn": idn[0],
+            "baseline": drivers[1], "baseline_idn": idn[1], "cells": cells, "rounds": rounds,
+            "smu_reads_per_s": round(med[0], 1), "keithley_reads_per_s": round(med[1], 1),
+            "smu_read_ratio_vs_keithley": round(med[0] / med[1], 4),
+            "smu_reads_per_s_rounds": [round(x, 1) for x in rates[0]],
+            "keithley_reads_per_s_rounds": [round(x, 1) for x in rates[1]]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bench", type=Path, default=ROOT / "instruments" / "virtual.toml")
     ap.add_argument("--cells", type=int, default=8192)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smu", choices=["b1500", "keithley2600"], default=None,
+                    help="measure SMU reads through this emulated SMU against the Keithley path instead")
+    ap.add_argument("--smu-cells", type=int, default=64, help="cells read through the SMU per round")
     args = ap.parse_args()
+    if args.smu is not None:
+        print(json.dumps(measure_smu_reads(args.bench, args.smu, args.smu_cells, max(args.rounds, 3), args.seed)))
+        return
     bench = load_bench(args.bench)
     baud = bench.fpga.baud
     limit_ops = baud / 10.0 / OP_ENTRY_BYTES

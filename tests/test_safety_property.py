@@ -17,10 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hwloop.chip.sim import SimChip, SimConfig
+from hwloop.emulator.b1500 import B1500Emulator
 from hwloop.emulator.board import BoardEmulator
 from hwloop.emulator.device import EmulatedChip
 from hwloop.emulator.smu import SmuEmulator
 from hwloop.errors import SafetyLimitError
+from hwloop.instruments.b1500 import B1500
+from hwloop.instruments.b1500_config import B1500Config
 from hwloop.instruments.bench import BoardOp, Condition, Limits
 from hwloop.instruments.fpga import FpgaBoard
 from hwloop.instruments.smu import Keithley2600
@@ -149,3 +152,65 @@ def test_no_smu_command_past_a_limit_reaches_the_instrument(rig: Rig, v: float, 
         if "timer[1].delay" in cmd:
             assert 0 < float(cmd.split("=")[-1]) <= 0.01, cmd
     assert not rig.smu_emu.state.errors
+
+
+# ---------------------------------------------------------------------- the B1500A driver (FLEX)
+@dataclass
+class B1500Rig:
+    smu: B1500
+    emu: B1500Emulator
+    accepted: int = 0
+    refused: int = 0
+
+
+B1500_CFG = B1500Config(wl_slot=1, bl_slot=2, wl_module="B1511B", bl_module="B1517A", wl_max_v=5.0,
+                        wl_max_current_a=1e-3)
+
+
+@pytest.fixture(scope="module")
+def b1500_rig() -> Iterator[B1500Rig]:
+    chip = EmulatedChip(SimChip(n_tiles=1, config=SimConfig.ideal(), seed=0))
+    emu = B1500Emulator(chip, config=B1500_CFG).start()  # its own limits are the modules' (100 V, 100 mA)
+    smu = B1500(VisaAdapter(emu.resource, visa_library="@py", timeout_ms=2000), BENCH, B1500_CFG)
+    smu.identify()
+    smu.reset()
+    r = B1500Rig(smu, emu)
+    yield r
+    smu.close()
+    emu.stop()
+    print(f"\nB1500 safety property: {r.accepted} requests sent, {r.refused} refused")
+    assert r.accepted > 50 and r.refused > 50
+
+
+def _flex_args(cmd: str) -> list[float]:
+    return [float(x) for x in cmd.partition(" ")[2].split(",")]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["spot", "pulse", "gate"]), v=st.one_of(smu_v, st.floats(-6.0, 6.0)), i_limit=smu_i,
+       width=st.one_of(smu_w, st.sampled_from([499e-6, 500e-6, 1e-3])))
+def test_no_b1500_command_past_a_limit_reaches_the_instrument(b1500_rig: B1500Rig, kind: str, v: float,
+                                                              i_limit: float, width: float) -> None:
+    r = b1500_rig
+    start = len(r.emu.state.commands)
+    try:
+        if kind == "spot":
+            r.smu.source_voltage_measure_current(v, i_limit)
+        elif kind == "pulse":
+            r.smu.pulse_voltage_measure_current(v, width, i_limit)
+        else:
+            r.smu.force_gate(v, i_limit)
+        r.accepted += 1
+    except SafetyLimitError:
+        r.refused += 1
+    for cmd in r.emu.state.commands[start:]:
+        if cmd.startswith("DV "):
+            slot, _rng, volts, icomp = _flex_args(cmd)
+            v_max, i_max = (0.5, 1e-3) if slot == 2 else (5.0, 1e-3)  # bench smu_max_* / [b1500] wl_max_*
+            assert abs(volts) <= v_max and 0 < icomp <= i_max, cmd
+        elif cmd.startswith("PV "):
+            _slot, _rng, base, pulse, icomp = _flex_args(cmd)
+            assert abs(base) <= 0.5 and abs(pulse) <= 0.5 and 0 < icomp <= 1e-3, cmd
+        elif cmd.startswith("PT "):
+            assert 500e-6 <= _flex_args(cmd)[1] <= 0.01, cmd  # the HRSMU's shortest pulse, smu_max_width_s
+    assert not r.emu.state.errors

@@ -34,12 +34,16 @@ from hwloop.errors import ConfigError
               help="Directory for the generated bench file (default: a new temporary directory).")
 @click.option("--ideal", is_flag=True,
               help="Emulate an ideal chip: no read noise, perfect forming, no wear-out (CDF spread stays).")
+@click.option("--smu", type=click.Choice(["keithley2600", "b1500"]), default=None,
+              help="SMU to emulate (default: the bench file's [smu] driver). b1500 uses the file's [b1500] "
+                   "slots, or WL slot 1 (B1511B) and BL slot 2 (B1517A) if it has none.")
 @cdf_option
 def emulate(bench: str, seed: int, no_pace: bool, drop_rate: float, drop_answer_rate: float,
             garble_rate: float, garble_request_rate: float, delay_ms: float, smu_error_rate: float,
-            disconnect_after: int, workdir: str | None, ideal: bool, cdf: str | None) -> None:
-    """Start the virtual bench: an emulated FPGA board on a pty and an emulated Keithley 2636B on a loopback
-    TCP socket, both backed by a simulated chip. Prints ONE JSON line; its `bench` field is a bench file
+            disconnect_after: int, workdir: str | None, ideal: bool, smu: str | None, cdf: str | None) -> None:
+    """Start the virtual bench: an emulated FPGA board on a pty and an emulated SMU (Keithley 2636B, TSP, or
+    Keysight B1500A, FLEX) on a loopback TCP socket, all backed by a simulated chip. Prints ONE JSON line;
+    its `bench` field is a bench file
     that points at the emulated instruments (use it with `--chip real --bench FILE`). Runs until Ctrl-C or
     SIGTERM.
     """
@@ -51,7 +55,7 @@ def emulate(bench: str, seed: int, no_pace: bool, drop_rate: float, drop_answer_
                     garble_request_rate=garble_request_rate, delay_s=delay_ms / 1e3,
                     smu_error_rate=smu_error_rate, disconnect_after=disconnect_after, seed=seed)
     run_forever(bench, seed=seed, faults=faults, pace=not no_pace, workdir=workdir,
-                sim_config=SimConfig.ideal() if ideal else None, table=load_cdf_option(cdf))
+                sim_config=SimConfig.ideal() if ideal else None, table=load_cdf_option(cdf), smu=smu)
 
 
 @chip.command("check")

@@ -27,11 +27,13 @@ from typing import Any
 
 from hwloop.chip.cdf import CdfTable
 from hwloop.chip.sim import SimChip, SimConfig
+from hwloop.emulator.b1500 import B1500Emulator
 from hwloop.emulator.board import BoardEmulator
 from hwloop.emulator.device import DevicePhysics, EmulatedChip
 from hwloop.emulator.faults import Faults
 from hwloop.emulator.smu import SmuEmulator
-from hwloop.errors import InstrumentError
+from hwloop.errors import ConfigError, InstrumentError
+from hwloop.instruments.b1500_config import B1500Config
 from hwloop.instruments.bench import BenchConfig, load_bench
 
 
@@ -40,13 +42,18 @@ class VirtualBench:
                  sim_config: SimConfig | None = None, table: CdfTable | None = None,
                  faults: Faults | None = None,
                  pace: bool = True, physics: DevicePhysics | None = None, mode: str = "thread",
-                 workdir: str | Path | None = None) -> None:
+                 workdir: str | Path | None = None, smu: str | None = None,
+                 b1500_modules: dict[int, str] | None = None) -> None:
         if isinstance(bench, BenchConfig):
             self.config = bench
         elif bench is None:
             self.config = BenchConfig(name="virtual")
         else:
             self.config = load_bench(bench)
+        self.config = with_smu_driver(self.config, smu)
+        self.b1500_modules = b1500_modules
+        if b1500_modules is not None and mode != "thread":
+            raise ValueError("b1500_modules needs mode='thread'")
         if mode not in ("thread", "process"):
             raise ValueError("mode must be 'thread' or 'process'")
         self.seed, self.sim_config, self.table, self.physics = seed, sim_config, table, physics
@@ -57,7 +64,7 @@ class VirtualBench:
         self.sim: SimChip | None = None
         self.chip: EmulatedChip | None = None
         self.board: BoardEmulator | None = None
-        self.smu: SmuEmulator | None = None
+        self.smu: SmuEmulator | B1500Emulator | None = None
         self.proc: subprocess.Popen[str] | None = None
         self.info: dict[str, Any] = {}
         self.bench_path = ""
@@ -81,7 +88,11 @@ class VirtualBench:
         self.chip = EmulatedChip(self.sim, self.physics, seed=self.seed)
         self.board = BoardEmulator(self.chip, cfg.limits, baud=cfg.fpga.baud, pace=self.pace,
                                    faults=self.faults).start()
-        self.smu = SmuEmulator(self.chip, faults=self.faults).start()
+        if cfg.smu.driver == "b1500":
+            self.smu = B1500Emulator(self.chip, config=cfg.b1500, modules=self.b1500_modules,
+                                     faults=self.faults).start()
+        else:
+            self.smu = SmuEmulator(self.chip, faults=self.faults).start()
         virtual = replace(cfg, name=f"{cfg.name} (virtual bench)",
                           fpga=replace(cfg.fpga, port=self.board.port),
                           smu=replace(cfg.smu, resource=self.smu.resource, visa_library="@py"))
@@ -90,7 +101,7 @@ class VirtualBench:
         virtual.save(self.bench_path)
         self.info = {"event": "listening", "bench": self.bench_path, "fpga_port": self.board.port,
                      "baud": cfg.fpga.baud, "paced": self.pace, "smu_resource": self.smu.resource,
-                     "tiles": cfg.tiles, "seed": self.seed, "pid": os.getpid()}
+                     "smu_driver": cfg.smu.driver, "tiles": cfg.tiles, "seed": self.seed, "pid": os.getpid()}
 
     def _start_process(self) -> None:
         assert self._tmp is not None
@@ -157,3 +168,17 @@ class VirtualBench:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: ``[b1500]`` used when a bench without one is emulated with ``smu="b1500"`` (``hwloop emulate --smu b1500``).
+DEFAULT_B1500 = B1500Config(wl_slot=1, bl_slot=2, wl_module="B1511B", bl_module="B1517A")
+
+
+def with_smu_driver(cfg: BenchConfig, smu: str | None) -> BenchConfig:
+    """``cfg`` with ``[smu] driver = smu`` (a B1500 gets ``DEFAULT_B1500`` slots if the file names none)."""
+    if smu is None or smu == cfg.smu.driver:
+        return cfg
+    if smu not in ("keithley2600", "b1500"):
+        raise ConfigError(f"--smu {smu!r}: the virtual bench emulates 'keithley2600' or 'b1500'")
+    b1500 = cfg.b1500 if cfg.b1500.bl_slot else DEFAULT_B1500
+    return replace(cfg, smu=replace(cfg.smu, driver=smu), b1500=b1500).validate()

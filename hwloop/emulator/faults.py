@@ -16,6 +16,8 @@ import numpy as np
 BOARD_FAULTS = ("drop_request", "drop_answer", "garble_request", "garble_answer", "delay", "disconnect")
 #: Faults on the SMU, applied to one command.
 SMU_FAULTS = ("smu_error", "smu_disconnect")
+#: Faults on the next SMU answer (emulated B1500A only): no answer, a garbled one, a compliance hit.
+SMU_ANSWER_FAULTS = ("smu_timeout", "smu_garble", "smu_compliance")
 
 
 @dataclass
@@ -38,8 +40,8 @@ class Faults:
     def inject(self, *names: str) -> None:
         """Queue one-shot faults, applied in order to the next exchanges of the matching instrument."""
         for n in names:
-            if n not in BOARD_FAULTS + SMU_FAULTS:
-                raise ValueError(f"unknown fault {n!r}; known: {BOARD_FAULTS + SMU_FAULTS}")
+            if n not in BOARD_FAULTS + SMU_FAULTS + SMU_ANSWER_FAULTS:
+                raise ValueError(f"unknown fault {n!r}; known: {BOARD_FAULTS + SMU_FAULTS + SMU_ANSWER_FAULTS}")
         with self._lock:
             self._script.extend(names)
 
@@ -67,6 +69,10 @@ class Faults:
         if self.smu_error_rate > 0 and self.rng.random() < self.smu_error_rate:
             return "smu_error"
         return None
+
+    def smu_answer_fault(self, kinds: tuple[str, ...] = SMU_ANSWER_FAULTS) -> str | None:
+        """A scripted fault (one of ``kinds``) for the SMU answer about to be sent, if one is queued."""
+        return self._scripted(kinds)
 
     def garble(self, data: bytes) -> bytes:
         """Flip one bit of one byte past the start-of-frame marker."""

@@ -17,7 +17,7 @@ from hwloop.emulator.faults import Faults
 
 def run_forever(bench: str | Path, *, seed: int = 0, faults: Faults | None = None, pace: bool = True,
                 workdir: str | None = None, sim_config: SimConfig | None = None,
-                table: CdfTable | None = None) -> None:
+                table: CdfTable | None = None, smu: str | None = None) -> None:
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -27,7 +27,7 @@ def run_forever(bench: str | Path, *, seed: int = 0, faults: Faults | None = Non
     old_int = signal.signal(signal.SIGINT, _on_signal)
     try:
         with VirtualBench(bench, seed=seed, faults=faults, pace=pace, workdir=workdir, sim_config=sim_config,
-                          table=table) as vb:
+                          table=table, smu=smu) as vb:
             sys.stdout.write(json.dumps(vb.info) + "\n")
             sys.stdout.flush()
             while not stop.wait(0.5):

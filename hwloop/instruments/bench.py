@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import ConfigError, SafetyLimitError
+from hwloop.instruments.b1500_config import B1500Config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -179,6 +180,7 @@ class BenchConfig:
     reset: ResetTable = field(default_factory=ResetTable)
     read: ReadTable = field(default_factory=ReadTable)
     limits: Limits = field(default_factory=Limits)
+    b1500: B1500Config = field(default_factory=B1500Config)  # used when [smu] driver = "b1500"
     source_path: str = ""
 
     # ------------------------------------------------------------ conditions from the tables
@@ -233,12 +235,18 @@ class BenchConfig:
                               f"{exc}") from None
         if self.read.v_bl <= 0:
             raise ConfigError(f"bench {self.name!r}: [read] v_bl must be > 0 to measure a conductance")
+        if self.smu.driver == "b1500":
+            self.b1500.validate(f"bench {self.name!r}", smu_max_v=lim.smu_max_v,
+                                smu_max_current_a=lim.smu_max_current_a, smu_max_width_s=lim.smu_max_width_s,
+                                max_v_wl=lim.max_v_wl)
         return self
 
     # ------------------------------------------------------------ I/O
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("source_path")
+        if self.smu.driver != "b1500":
+            d.pop("b1500")
         d["set"]["v_wl"] = list(self.set.v_wl)
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **d}
 
@@ -254,7 +262,7 @@ class BenchConfig:
 
 _SECTIONS: dict[str, type] = {
     "smu": SmuConfig, "fpga": FpgaConfig, "form": FormTable, "set": SetTable, "reset": ResetTable,
-    "read": ReadTable, "limits": Limits,
+    "read": ReadTable, "limits": Limits, "b1500": B1500Config,
 }
 
 

@@ -1,8 +1,8 @@
 """Source Measure Units behind one small interface; the Keithley 2600B series (2636B) over TSP.
 
 ``Smu`` is what the chip layer uses: identify, reset, a DC source-voltage/measure-current, a pulsed
-source-measure, the error queue and the safe state. A Keysight B1500 driver can implement the same
-interface later (FLEX commands: ``DV``, ``TI``, ``ERR?``, ``CL``; see the lab notes).
+source-measure, the error queue and the safe state. The Keysight B1500A driver (FLEX) implements the
+same interface in ``hwloop.instruments.b1500`` (``[smu] driver = "b1500"``; ``docs/flex.md``).
 
 ``Keithley2600Channel`` lists the TSP attributes it uses as declarative ``Control``s: a setting past the
 instrument's range or the bench's SMU limits is refused before anything is written. After each batch of
@@ -275,7 +275,13 @@ class Keithley2600(Smu):
         self.adapter = None  # type: ignore[assignment]
 
 
-SMU_DRIVERS: dict[str, Callable[..., Smu]] = {"keithley2600": Keithley2600.from_bench}
+def _open_b1500(bench: BenchConfig, **kw: Any) -> Smu:
+    from hwloop.instruments.b1500 import B1500  # imports this module: load it on first use
+
+    return B1500.from_bench(bench, **kw)
+
+
+SMU_DRIVERS: dict[str, Callable[..., Smu]] = {"keithley2600": Keithley2600.from_bench, "b1500": _open_b1500}
 
 
 def open_smu(bench: BenchConfig, **kw: Any) -> Smu:
