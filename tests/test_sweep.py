@@ -58,12 +58,14 @@ def digest(p: Path) -> tuple[int, str]:
 
 # ---------------------------------------------------------------------------- grid parsing and naming
 def test_parse_seeds_forms() -> None:
-    assert parse_seeds("5") == [0, 1, 2, 3, 4]
-    assert parse_seeds(3) == [0, 1, 2]
+    # one meaning for every integer list (hwloop.intlist): a number is that seed, never a count
+    assert parse_seeds("5") == [5]
+    assert parse_seeds(3) == [3]
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
     assert parse_seeds("0,3,7") == [0, 3, 7]
     assert parse_seeds("7,") == [7]
     assert parse_seeds("10-12") == [10, 11, 12]
-    for bad in ("0", "x", "3-1", "1,1", ""):
+    for bad in ("x", "3-1", "1,1", "", "-1"):
         with pytest.raises(ConfigError):
             parse_seeds(bad)
 
@@ -126,7 +128,7 @@ def test_load_manifest_refuses_other_folders(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- summaries
 def test_format_pm_paper_style() -> None:
     assert format_pm(97.4712, 0.3349) == "97.47 % ± 0.33 %"
-    assert format_pm(86.09, float("nan")) == "86.09 % ± –"
+    assert format_pm(86.09, float("nan")) == "86.09 %"  # one seed: the value alone, as in hwloop report
 
 
 def test_summarize_groups_over_seeds(tmp_path: Path) -> None:
@@ -252,7 +254,7 @@ def test_ray_sweep_returning_log_bytes(ray_session, local_sweep: Path, tiny_data
 def test_killed_sweep_resumes_without_redoing_finished_points(tiny_data: Path, tmp_path: Path) -> None:
     d = tmp_path / "killed"
     # 4 points, one worker, 2 epochs per task: the kill comes while the second point runs (or before it starts)
-    args = ["sweep", "--out", str(d), "--m", "0,3", "--hidden", "16", "--seeds", "2", "--workers", "1",
+    args = ["sweep", "--out", str(d), "--m", "0,3", "--hidden", "16", "--seeds", "0-1", "--workers", "1",
             "--threads", "1", "--no-progress", *cli_args(tiny_data, "none"), "--epochs-per-task", "2"]
     code = "import sys; from hwloop.cli import main; main(sys.argv[1:])"
     proc = subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True,
@@ -343,7 +345,7 @@ def test_cli_refuses_a_changed_configuration(tmp_path: Path, tiny_data: Path) ->
     result = CliRunner().invoke(cli, ["sweep", "--out", str(d), "--warmup", "3", "--no-progress"])
     assert result.exit_code != 0
     assert "another configuration" in str(result.exception) and "warmup" in str(result.exception)
-    dry = CliRunner().invoke(cli, ["sweep", "--out", str(d), "--seeds", "3", "--dry-run"])
+    dry = CliRunner().invoke(cli, ["sweep", "--out", str(d), "--seeds", "0-2", "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "6 points" in dry.output and "m3-h16-s2" in dry.output
 
