@@ -29,6 +29,8 @@ from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Chip
 from hwloop.chip.cdf import CdfTable
 from hwloop.crossbar import CrossbarMap
 from hwloop.errors import ConfigError, RunLogError
+from hwloop.intlist import parse_int_list
+from hwloop.progress import NoBar
 from hwloop.runlog import RunLog, RunLogWriter
 from hwloop.signals import check_stop, cooperative
 from hwloop.training.config import RESUME_FREE, TrainConfig
@@ -155,18 +157,9 @@ class ChipWeights:
 def _parse_real_tiles(spec: str | None, n_tiles: int, bench_tiles: int) -> list[int]:
     if spec is None or spec == "":
         return list(range(min(bench_tiles, n_tiles)))
-    try:
-        if "," in spec or spec.startswith("["):
-            tiles = [int(t) for t in spec.strip("[]").split(",") if t.strip()]
-        else:
-            tiles = list(range(int(spec)))
-    except ValueError as exc:
-        raise ConfigError(f"--real-tiles {spec!r}: give a count (e.g. 2) or a list of tile numbers (e.g. 0,5)") from exc
+    tiles = parse_int_list(spec, "--real-tiles", upper=n_tiles)
     if len(tiles) > bench_tiles:
         raise ConfigError(f"--real-tiles asks for {len(tiles)} tiles but the bench holds {bench_tiles}")
-    bad = [t for t in tiles if not 0 <= t < n_tiles]
-    if bad or len(set(tiles)) != len(tiles):
-        raise ConfigError(f"--real-tiles {spec!r}: tiles must be distinct and within 0..{n_tiles - 1}")
     return tiles
 
 
@@ -496,16 +489,9 @@ class Trainer:
         self.writer.save_checkpoint(buf.getvalue(), self.epoch)
 
 
-class _NoBar:
-    def update(self, n: int = 1) -> None: ...
-    def set_postfix_str(self, s: str, refresh: bool = True) -> None: ...
-    def write(self, s: str) -> None: ...
-    def close(self) -> None: ...
-
-
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
-        return _NoBar()
+        return NoBar()
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True, leave=True)

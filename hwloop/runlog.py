@@ -46,8 +46,10 @@ FORMAT_NAME = "hwloop-runlog"
 FORMAT_VERSION = 1
 
 #: op codes in /ops; READ_ALL is one row standing for a full-array read stored in /snapshots
-OP_CODES = {"FORM": int(Op.FORM), "SET": int(Op.SET), "RESET": int(Op.RESET), "READ": int(Op.READ), "READ_ALL": 4}
 OP_READ_ALL = 4
+OP_CODES = {
+    "FORM": int(Op.FORM), "SET": int(Op.SET), "RESET": int(Op.RESET), "READ": int(Op.READ), "READ_ALL": OP_READ_ALL
+}
 
 OP_ENUM = h5py.enum_dtype(OP_CODES, basetype="u1")
 OPS_DTYPE = np.dtype(

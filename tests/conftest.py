@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -49,3 +50,29 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory):
     make_idx_dataset(root, "mnist", seed=1)
     make_idx_dataset(root, "fashion-mnist", seed=2)
     return root
+
+
+class CliResult(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+RunCli = Callable[..., CliResult]
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
+    """``run_cli("chip", "info", ...)``: run ``hwloop`` in-process the way the console script does
+    (``hwloop.cli.main``: one-line errors, exit codes) and return ``(code, stdout, stderr)``."""
+    from hwloop.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()  # drop what came before
+        with pytest.raises(SystemExit) as ei:
+            main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        code = ei.value.code
+        return CliResult(0 if code is None else int(code), out, err)
+
+    return run

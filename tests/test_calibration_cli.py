@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -15,13 +16,8 @@ from hwloop.cli import main
 
 FAST = ["--no-progress", "--points", "17", "--devices", "128"]
 
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(list(args))
-    out, err = capsys.readouterr()
-    code = ei.value.code
-    return (0 if code is None else int(code)), out, err
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +30,9 @@ def cal_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return p
 
 
-def test_calibrate_summary_counts_and_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_calibrate_summary_counts_and_files(run_cli: RunCli, tmp_path: Path) -> None:
     out_file, log = tmp_path / "c.h5", tmp_path / "ops.h5"
-    code, out, err = run_cli(
-        capsys, "calibrate", "--chip", "sim", "--out", str(out_file), "--log", str(log), *FAST
-    )
+    code, out, err = run_cli("calibrate", "--chip", "sim", "--out", str(out_file), "--log", str(log), *FAST)
     assert code == 0, err
     assert out_file.exists() and log.exists()
     for name in ["LCS", *[f"HCS{k}" for k in range(1, 9)]]:
@@ -50,10 +44,10 @@ def test_calibrate_summary_counts_and_files(capsys: pytest.CaptureFixture[str], 
 
 
 def test_calibrate_json_default_paths_and_run_alias(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(capsys, "calibrate", "run", "--chip", "sim", "--seed", "4", "--json", *FAST)
+    code, out, err = run_cli("calibrate", "run", "--chip", "sim", "--seed", "4", "--json", *FAST)
     assert code == 0, err
     d = json.loads(out)
     assert Path(d["path"]) == Path("calibration/sim-seed4.h5") and (tmp_path / d["path"]).exists()
@@ -62,13 +56,13 @@ def test_calibrate_json_default_paths_and_run_alias(
     with h5py.File(tmp_path / d["oplog"], "r") as f:
         assert f["ops"].shape[0] == sum(d["op_counts"].values())
     # a second run refuses to overwrite, in one line, exit 2
-    code, out, err = run_cli(capsys, "calibrate", "--chip", "sim", "--seed", "4", *FAST)
+    code, out, err = run_cli("calibrate", "--chip", "sim", "--seed", "4", *FAST)
     assert code == 2 and err.startswith("hwloop: error:") and "--force" in err and len(err.splitlines()) == 1
-    code, _, err = run_cli(capsys, "calibrate", "--chip", "sim", "--seed", "4", "--force", *FAST)
+    code, _, err = run_cli("calibrate", "--chip", "sim", "--seed", "4", "--force", *FAST)
     assert code == 0, err
 
 
-def test_progress_bar_on_stderr(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_progress_bar_on_stderr(run_cli: RunCli, tmp_path: Path) -> None:
     args = [
         "calibrate",
         "--chip",
@@ -82,14 +76,14 @@ def test_progress_bar_on_stderr(capsys: pytest.CaptureFixture[str], tmp_path: Pa
         "64",
         "--json",
     ]
-    code, out, err = run_cli(capsys, *args)
+    code, out, err = run_cli(*args)
     assert code == 0
     json.loads(out)  # stdout stays clean JSON
     assert "calibrate" in err and "/18" in err  # forming + 17 conditions
 
 
-def test_show_json(capsys: pytest.CaptureFixture[str], cal_path: Path) -> None:
-    code, out, err = run_cli(capsys, "calibrate", "show", str(cal_path), "--json")
+def test_show_json(run_cli: RunCli, cal_path: Path) -> None:
+    code, out, err = run_cli("calibrate", "show", str(cal_path), "--json")
     assert code == 0, err
     d = json.loads(out)
     assert len(d["levels"]) == 9 and len(d["q"]) == 17
@@ -107,26 +101,23 @@ def test_show_json(capsys: pytest.CaptureFixture[str], cal_path: Path) -> None:
     assert q[8] == 0.0
 
 
-def test_show_text_and_plot(capsys: pytest.CaptureFixture[str], cal_path: Path, tmp_path: Path) -> None:
-    code, out, _ = run_cli(capsys, "calibrate", "show", str(cal_path))
+def test_show_text_and_plot(run_cli: RunCli, cal_path: Path, tmp_path: Path) -> None:
+    code, out, _ = run_cli("calibrate", "show", str(cal_path))
     assert code == 0
     assert "weight levels Q (17" in out and "HCS8" in out and "criterion" in out
     png = tmp_path / "cdf.png"
-    code, out, err = run_cli(capsys, "calibrate", "plot", str(cal_path), "-o", str(png), "--sweep")
+    code, out, err = run_cli("calibrate", "plot", str(cal_path), "-o", str(png), "--sweep")
     assert code == 0, err
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-def test_calibration_file_feeds_the_simulator(
-    capsys: pytest.CaptureFixture[str], cal_path: Path, tmp_path: Path
-) -> None:
-    code, out, err = run_cli(capsys, "chip", "info", "--chip", "sim", "--cdf", str(cal_path), "--json")
+def test_calibration_file_feeds_the_simulator(run_cli: RunCli, cal_path: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli("chip", "info", "--chip", "sim", "--cdf", str(cal_path), "--json")
     assert code == 0, err
     info = json.loads(out)
     assert [lv["name"] for lv in info["levels"]] == ["LCS", *[f"HCS{k}" for k in range(1, 9)]]
     # calibrating the simulator that replays a calibration works too (chip id stays the caller's)
     code, out, err = run_cli(
-        capsys,
         "calibrate",
         "--chip",
         "sim",
@@ -181,7 +172,7 @@ def _foreign(tmp_path: Path) -> Path:
     ],
 )
 def test_bad_input_one_line_exit_2(
-    capsys: pytest.CaptureFixture[str],
+    run_cli: RunCli,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     args: list[str],
@@ -195,7 +186,7 @@ def test_bad_input_one_line_exit_2(
         "cdf_table": str(default_table_path()),
     }
     argv = [a.format(**subs) for a in args] + ["--no-progress"] * (args[1] not in ("show", "plot"))
-    code, out, err = run_cli(capsys, *argv)
+    code, out, err = run_cli(*argv)
     assert code == 2, (out, err)
     assert err.startswith("hwloop: error:") and len(err.strip().splitlines()) == 1, err
     import re
@@ -204,9 +195,7 @@ def test_bad_input_one_line_exit_2(
     assert not (tmp_path / "o.h5").exists()
 
 
-def test_gate_range_past_safety_limit_exit_2(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_gate_range_past_safety_limit_exit_2(run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bench whose check_v_gate refuses V_WL > 2.0 V: one line, exit 2, and no operation reaches the chip."""
     from hwloop.chip.sim import SimChip
     from hwloop.cli import calibrate_cmd
@@ -225,21 +214,19 @@ def test_gate_range_past_safety_limit_exit_2(
         return chip
 
     monkeypatch.setattr(calibrate_cmd, "build_chip", fake_build_chip)
-    code, _, err = run_cli(
-        capsys, "calibrate", "--chip", "sim", "--out", str(tmp_path / "o.h5"), "--no-log", *FAST
-    )
+    code, _, err = run_cli("calibrate", "--chip", "sim", "--out", str(tmp_path / "o.h5"), "--no-log", *FAST)
     assert code == 2 and "exceeds the bench limit" in err and len(err.strip().splitlines()) == 1
     assert ops == [] and not (tmp_path / "o.h5").exists()
 
 
-def test_single_read_per_device(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_single_read_per_device(run_cli: RunCli, tmp_path: Path) -> None:
     """--reads-per-device 1: no read-noise estimate (None in JSON), the levels are the raw reads."""
     out = tmp_path / "one.h5"
     code, _, err = run_cli(
-        capsys, "calibrate", "--chip", "sim", "--out", str(out), "--no-log", "--reads-per-device", "1", *FAST
+        "calibrate", "--chip", "sim", "--out", str(out), "--no-log", "--reads-per-device", "1", *FAST
     )
     assert code == 0, err
-    code, text, _ = run_cli(capsys, "calibrate", "show", str(out), "--json")
+    code, text, _ = run_cli("calibrate", "show", str(out), "--json")
     d = json.loads(text)
     assert all(lv["read_noise_us"] is None for lv in d["levels"])
     with h5py.File(out, "r") as f:
@@ -247,26 +234,20 @@ def test_single_read_per_device(capsys: pytest.CaptureFixture[str], tmp_path: Pa
         np.testing.assert_array_equal(f["levels/HCS3/samples_us"][()], f["levels/HCS3/reads_us"][()])
 
 
-def test_reselect_from_stored_sweep(
-    capsys: pytest.CaptureFixture[str], cal_path: Path, tmp_path: Path
-) -> None:
+def test_reselect_from_stored_sweep(run_cli: RunCli, cal_path: Path, tmp_path: Path) -> None:
     """The stored sweep suffices to choose again: same levels with no window, a capped top level with one."""
     same, capped = tmp_path / "same.h5", tmp_path / "capped.h5"
-    code, _, err = run_cli(capsys, "calibrate", "select", str(cal_path), "-o", str(same))
+    code, _, err = run_cli("calibrate", "select", str(cal_path), "-o", str(same))
     assert code == 0, err
-    code, out, err = run_cli(
-        capsys, "calibrate", "select", str(cal_path), "-o", str(capped), "--v-max", "2.0", "--json"
-    )
+    code, out, err = run_cli("calibrate", "select", str(cal_path), "-o", str(capped), "--v-max", "2.0", "--json")
     assert code == 0, err
     d_cap = json.loads(out)
-    _, orig, _ = run_cli(capsys, "calibrate", "show", str(cal_path), "--json")
-    _, again, _ = run_cli(capsys, "calibrate", "show", str(same), "--json")
+    _, orig, _ = run_cli("calibrate", "show", str(cal_path), "--json")
+    _, again, _ = run_cli("calibrate", "show", str(same), "--json")
     d0, d1 = json.loads(orig), json.loads(again)
     assert [lv["v_gate"] for lv in d1["levels"]] == [lv["v_gate"] for lv in d0["levels"]]
     assert d1["q"] == pytest.approx(d0["q"]) and d1["created_utc"] == d0["created_utc"]
     assert max(lv["v_gate"] for lv in d_cap["levels"] if lv["kind"] == "HCS") <= 2.0 + 1e-9
     assert d_cap["run"]["reselected_from"] == str(cal_path)
-    code, _, err = run_cli(
-        capsys, "calibrate", "select", str(cal_path), "-o", str(tmp_path / "x.h5"), "--v-max", "1.5"
-    )
+    code, _, err = run_cli("calibrate", "select", str(cal_path), "-o", str(tmp_path / "x.h5"), "--v-max", "1.5")
     assert code == 2 and "sweep conditions lie in" in err

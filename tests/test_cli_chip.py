@@ -8,26 +8,21 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from hwloop.chip.base import CELLS_PER_TILE
 from hwloop.chip.cdf import CdfTable
-from hwloop.cli import main
 
 MakeTable = Callable[..., CdfTable]
 
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(list(args))
-    out, err = capsys.readouterr()
-    code = ei.value.code
-    return (0 if code is None else int(code)), out, err
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 
-def test_chip_info_default_table(capsys: pytest.CaptureFixture[str], default_cdf: CdfTable) -> None:
-    code, out, err = run_cli(capsys, "chip", "info", "--chip", "sim")
+def test_chip_info_default_table(run_cli: RunCli, default_cdf: CdfTable) -> None:
+    code, out, err = run_cli("chip", "info", "--chip", "sim")
     assert code == 0 and err == ""
     assert "SimChip" in out
     assert f"{CELLS_PER_TILE:,} devices" in out and "128x128" in out
@@ -40,8 +35,8 @@ def test_chip_info_default_table(capsys: pytest.CaptureFixture[str], default_cdf
     assert f"provenance: {default_cdf.provenance}" in out
 
 
-def test_chip_info_json_and_tiles(capsys: pytest.CaptureFixture[str], default_cdf: CdfTable) -> None:
-    code, out, _ = run_cli(capsys, "chip", "info", "--chip", "sim", "--tiles", "2", "--json")
+def test_chip_info_json_and_tiles(run_cli: RunCli, default_cdf: CdfTable) -> None:
+    code, out, _ = run_cli("chip", "info", "--chip", "sim", "--tiles", "2", "--json")
     assert code == 0
     info = json.loads(out)
     assert info["tiles"] == 2 and info["devices"] == 2 * CELLS_PER_TILE
@@ -49,14 +44,12 @@ def test_chip_info_json_and_tiles(capsys: pytest.CaptureFixture[str], default_cd
     assert info["table"]["synthetic"] is True
 
 
-def test_chip_info_with_csv_table(
-    capsys: pytest.CaptureFixture[str], make_table: MakeTable, tmp_path: Path
-) -> None:
+def test_chip_info_with_csv_table(run_cli: RunCli, make_table: MakeTable, tmp_path: Path) -> None:
     t = make_table(seed=5)
     t.provenance = "bench B, die 12, 2026-11-01"
     p = tmp_path / "mine.csv"
     t.save_csv(p)
-    code, out, err = run_cli(capsys, "chip", "info", "--chip", "sim", "--cdf", str(p))
+    code, out, err = run_cli("chip", "info", "--chip", "sim", "--cdf", str(p))
     assert code == 0, err
     assert str(p) in out
     assert "provenance: bench B, die 12, 2026-11-01" in out
@@ -66,13 +59,11 @@ def test_chip_info_with_csv_table(
     assert names == [lv.name for lv in t.levels]
 
 
-def test_chip_info_with_h5_table(
-    capsys: pytest.CaptureFixture[str], make_table: MakeTable, tmp_path: Path
-) -> None:
+def test_chip_info_with_h5_table(run_cli: RunCli, make_table: MakeTable, tmp_path: Path) -> None:
     t = make_table(seed=6, n_hcs=2)
     p = tmp_path / "mine.h5"
     t.save_h5(p)
-    code, out, _ = run_cli(capsys, "chip", "info", "--cdf", str(p), "--json")
+    code, out, _ = run_cli("chip", "info", "--cdf", str(p), "--json")
     assert code == 0
     assert len(json.loads(out)["levels"]) == 3
 
@@ -87,12 +78,12 @@ def test_chip_info_with_h5_table(
     ],
 )
 def test_chip_info_bad_table_is_one_line_exit_2(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, name: str, content: str | None
+    run_cli: RunCli, tmp_path: Path, name: str, content: str | None
 ) -> None:
     p = tmp_path / name
     if content is not None:
         p.write_text(content)
-    code, out, err = run_cli(capsys, "chip", "info", "--chip", "sim", "--cdf", str(p))
+    code, out, err = run_cli("chip", "info", "--chip", "sim", "--cdf", str(p))
     assert code == 2
     assert out == ""
     lines = err.strip().splitlines()
@@ -101,8 +92,8 @@ def test_chip_info_bad_table_is_one_line_exit_2(
     assert "Traceback" not in err
 
 
-def test_chip_info_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(capsys, "chip", "info", "--chip", "quantum")
+def test_chip_info_usage_error(run_cli: RunCli) -> None:
+    code, _, err = run_cli("chip", "info", "--chip", "quantum")
     assert code == 2 and "Traceback" not in err
 
 
@@ -116,8 +107,9 @@ def test_console_script_bad_table_no_traceback(tmp_path: Path) -> None:
         cmd = [str(script)]
     else:  # not installed as a console script: same entry function
         cmd = [sys.executable, "-c", "import sys; from hwloop.cli import main; main(sys.argv[1:])"]
-    r = subprocess.run([*cmd, "chip", "info", "--chip", "sim", "--cdf", str(p)],
-                       capture_output=True, text=True, timeout=120, env=env)
+    r = subprocess.run(
+        [*cmd, "chip", "info", "--chip", "sim", "--cdf", str(p)], capture_output=True, text=True, timeout=120, env=env
+    )
     assert r.returncode == 2
     assert r.stdout == ""
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("hwloop: error: ")

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwloop.chip.base import Op
 from hwloop.chip.default_table import default_table
 from hwloop.chip.real import RealChip
 from hwloop.chip.sim import SimConfig
@@ -72,16 +71,6 @@ def test_set_by_gate_voltage_and_the_gate_limit(vb: VirtualBench, chip: RealChip
         chip.set_idx(idx, v_gate=2.41)
     assert len(vb.board.log.ops) == n_ops  # nothing reached the board
     assert (chip.set_count[idx] == 1).all()
-
-
-def test_listeners_see_array_calls(chip: RealChip) -> None:
-    seen: list[tuple[Op, int]] = []
-    chip.add_listener(lambda op, i, lv, g: seen.append((op, i.size)))
-    idx = np.arange(5)
-    chip.form_idx(idx)
-    chip.reset_idx(idx)
-    chip.read_idx(idx)
-    assert seen == [(Op.FORM, 5), (Op.RESET, 5), (Op.READ, 5)]
 
 
 def test_smu_read_matches_the_board_read(vb: VirtualBench, chip: RealChip) -> None:

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from hwloop.chip import default_table as dt
-from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Op
+from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS
 from hwloop.chip.cdf import CdfTable
 from hwloop.chip.sim import SimChip, SimConfig
 from hwloop.errors import ChipError
@@ -317,24 +317,7 @@ def test_tiles_are_independent_and_counters(default_cdf: CdfTable) -> None:
     np.testing.assert_array_equal(chip.program_count(), np.ones(chip.n_devices))
 
 
-def test_listeners_get_one_array_call_per_op() -> None:
-    chip = formed_chip(seed=13)
-    calls: list[tuple[Op, np.ndarray, np.ndarray, np.ndarray]] = []
-
-    def listener(op: Op, idx: np.ndarray, lv: np.ndarray, g: np.ndarray) -> None:
-        calls.append((op, idx.copy(), lv.copy(), g.copy()))
-
-    chip.add_listener(listener)
-    idx = np.array([5, 7, 9])
-    chip.reset_idx(idx)
-    chip.set_idx(idx, level=[1, 2, 3])
-    g = chip.read_idx(idx)
-    chip.remove_listener(listener)
-    chip.read_idx(idx)
-    assert [c[0] for c in calls] == [Op.RESET, Op.SET, Op.READ]
-    np.testing.assert_array_equal(calls[1][2], [1, 2, 3])
-    np.testing.assert_array_equal(calls[0][2], [0, 0, 0])
-    np.testing.assert_array_equal(calls[2][3], g.astype(np.float32))
+# the listener contract is tested once, over every backend, in test_chip_contract.py
 
 
 # ------------------------------------------------------------------ determinism and state

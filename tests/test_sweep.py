@@ -15,11 +15,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from click.testing import CliRunner
 
-from hwloop.cli import cli
 from hwloop.errors import ConfigError
 from hwloop.orchestrator import TrainConfig, train
 from hwloop.runlog import RunLog
@@ -36,6 +35,9 @@ from hwloop.sweep import (
     run_sweep,
     summarize,
 )
+
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 GRID = {"m_star": [0.0, 3.0], "hidden": [16], "seed": [0, 1]}
 
@@ -58,12 +60,14 @@ def digest(p: Path) -> tuple[int, str]:
 
 # ---------------------------------------------------------------------------- grid parsing and naming
 def test_parse_seeds_forms() -> None:
-    assert parse_seeds("5") == [0, 1, 2, 3, 4]
-    assert parse_seeds(3) == [0, 1, 2]
+    # one meaning for every integer list (hwloop.intlist): a number is that seed, never a count
+    assert parse_seeds("5") == [5]
+    assert parse_seeds(3) == [3]
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
     assert parse_seeds("0,3,7") == [0, 3, 7]
     assert parse_seeds("7,") == [7]
     assert parse_seeds("10-12") == [10, 11, 12]
-    for bad in ("0", "x", "3-1", "1,1", ""):
+    for bad in ("x", "3-1", "1,1", "", "-1"):
         with pytest.raises(ConfigError):
             parse_seeds(bad)
 
@@ -126,7 +130,7 @@ def test_load_manifest_refuses_other_folders(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- summaries
 def test_format_pm_paper_style() -> None:
     assert format_pm(97.4712, 0.3349) == "97.47 % ± 0.33 %"
-    assert format_pm(86.09, float("nan")) == "86.09 % ± –"
+    assert format_pm(86.09, float("nan")) == "86.09 %"  # one seed: the value alone, as in hwloop report
 
 
 def test_summarize_groups_over_seeds(tmp_path: Path) -> None:
@@ -249,10 +253,10 @@ def test_ray_sweep_returning_log_bytes(ray_session, local_sweep: Path, tiny_data
 
 
 # ---------------------------------------------------------------------------- resume after a kill
-def test_killed_sweep_resumes_without_redoing_finished_points(tiny_data: Path, tmp_path: Path) -> None:
+def test_killed_sweep_resumes_without_redoing_finished_points(tiny_data: Path, tmp_path: Path, run_cli: RunCli) -> None:
     d = tmp_path / "killed"
     # 4 points, one worker, 2 epochs per task: the kill comes while the second point runs (or before it starts)
-    args = ["sweep", "--out", str(d), "--m", "0,3", "--hidden", "16", "--seeds", "2", "--workers", "1",
+    args = ["sweep", "--out", str(d), "--m", "0,3", "--hidden", "16", "--seeds", "0-1", "--workers", "1",
             "--threads", "1", "--no-progress", *cli_args(tiny_data, "none"), "--epochs-per-task", "2"]
     code = "import sys; from hwloop.cli import main; main(sys.argv[1:])"
     proc = subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True,
@@ -288,10 +292,10 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tiny_data: Path, t
     assert unfinished, "every point finished before the kill; the test needs a slower point"
 
     t0 = time.monotonic()
-    result = CliRunner().invoke(cli, ["sweep", "--out", str(d), "--no-progress", "--json"])
+    rc, stdout, err = run_cli("sweep", "--out", d, "--no-progress", "--json")
     print(f"re-run {time.monotonic() - t0:.1f} s")
-    assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    assert rc == 0, err
+    out = json.loads(stdout)
     assert first.name in out["skipped"]
     assert set(out["ran"]) == set(unfinished)
     man = load_manifest(d)
@@ -305,7 +309,7 @@ def test_killed_sweep_resumes_without_redoing_finished_points(tiny_data: Path, t
 
 
 # ---------------------------------------------------------------------------- a failed point
-def test_failed_point_is_recorded_and_the_rest_finish(tiny_data: Path, tmp_path: Path) -> None:
+def test_failed_point_is_recorded_and_the_rest_finish(tiny_data: Path, tmp_path: Path, run_cli: RunCli) -> None:
     d = tmp_path / "failing"
     grid = {"m_star": [3.0], "hidden": [16], "seed": [0, 1]}
     base = base_cfg(tiny_data, "none", epochs_per_task=2)
@@ -321,9 +325,9 @@ def test_failed_point_is_recorded_and_the_rest_finish(tiny_data: Path, tmp_path:
     with pytest.raises(KeyboardInterrupt):
         train(alien, on_epoch=stop)
 
-    result = CliRunner().invoke(cli, ["sweep", "--out", str(d), "--no-progress"])
-    assert result.exit_code == 1
-    assert "1 of 2 points failed" in result.output and "m3-h16-s1" in result.output
+    code, _, err = run_cli("sweep", "--out", d, "--no-progress")
+    assert code == 1
+    assert "1 of 2 points failed" in err and "m3-h16-s1" in err
     man = load_manifest(d)
     ok, bad = man.point("m3-h16-s0"), man.point("m3-h16-s1")
     assert ok.status == "finished" and ok.final_acc
@@ -332,20 +336,22 @@ def test_failed_point_is_recorded_and_the_rest_finish(tiny_data: Path, tmp_path:
     rows = summarize(man)
     assert rows[0]["n_finished"] == 1 and math.isnan(rows[0]["acc"]["permuted-mnist-1"][1])
     # --skip-failed leaves it alone, and still exits non-zero
-    again = CliRunner().invoke(cli, ["sweep", "--out", str(d), "--no-progress", "--skip-failed", "--json"])
-    assert again.exit_code == 1
+    assert run_cli("sweep", "--out", d, "--no-progress", "--skip-failed", "--json").code == 1
     assert load_manifest(d).point("m3-h16-s1").attempts == 1
 
 
-def test_cli_refuses_a_changed_configuration(tmp_path: Path, tiny_data: Path) -> None:
+def test_cli_refuses_a_changed_configuration(tmp_path: Path, tiny_data: Path, run_cli: RunCli) -> None:
     d = tmp_path / "sw"
     plan(d, GRID, base_cfg(tiny_data)).save()
-    result = CliRunner().invoke(cli, ["sweep", "--out", str(d), "--warmup", "3", "--no-progress"])
-    assert result.exit_code != 0
-    assert "another configuration" in str(result.exception) and "warmup" in str(result.exception)
-    dry = CliRunner().invoke(cli, ["sweep", "--out", str(d), "--seeds", "3", "--dry-run"])
-    assert dry.exit_code == 0, dry.output
-    assert "6 points" in dry.output and "m3-h16-s2" in dry.output
+    code, _, err = run_cli("sweep", "--out", d, "--warmup", "3", "--no-progress")
+    assert code == 2 and len(err.splitlines()) == 1  # one line, exit code 2
+    assert "another configuration" in err and "warmup" in err
+    code, out, err = run_cli("sweep", "--out", d, "--seeds", "0-2", "--dry-run")
+    assert code == 0, err
+    assert "6 points" in out and "m3-h16-s2" in out
+    # one integer-list grammar: "3" is seed 3 alone, so the grid would lose seeds 0 and 1
+    code, _, err = run_cli("sweep", "--out", d, "--seeds", "3", "--dry-run")
+    assert code == 2 and "can only grow" in err
 
 
 def test_point_record_roundtrip(tmp_path: Path) -> None:

@@ -29,30 +29,14 @@ from hwloop.analysis.footprint import (
 from hwloop.analysis.logfile import open_runlog
 from hwloop.analysis.runs import RUN_ONLY_KEYS, RunInfo, collect_run_paths, load_run
 from hwloop.errors import HwloopError, RunLogError
+from hwloop.formatting import format_pct, format_pm, md_table, mean_std
 
 #: a drop of an earlier task's accuracy of at least this many percentage points counts as forgetting
 FORGET_PP = 10.0
 
 
-def pm(mean: float, std: float | None, n: int) -> str:
-    """'97.47 % ± 0.33 %' (sample standard deviation over n runs); just '97.47 %' for one run."""
-    if not math.isfinite(mean):
-        return "–"
-    if n < 2 or std is None or not math.isfinite(std):
-        return f"{mean:.2f} %"
-    return f"{mean:.2f} % ± {std:.2f} %"
-
-
-def mean_std(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and sample standard deviation (ddof=1), ignoring NaN; NaN where nothing is known."""
-    v = np.asarray(values, dtype=float)
-    ok = np.isfinite(v)
-    n = ok.sum(axis=0)
-    s = np.where(ok, v, 0.0).sum(axis=0)
-    mean = np.where(n > 0, s / np.maximum(n, 1), np.nan)
-    dev = np.where(ok, v - mean, 0.0)
-    var = np.where(n > 1, (dev**2).sum(axis=0) / np.maximum(n - 1, 1), np.nan)
-    return mean, np.sqrt(var)
+#: the name callers on other branches import; the one formatter is :func:`hwloop.formatting.format_pm`
+pm = format_pm
 
 
 @dataclass
@@ -73,25 +57,38 @@ def _table_hash(info: RunInfo) -> str:
     return hashlib.sha1(np.ascontiguousarray(info.table.grid).tobytes()).hexdigest()[:10]
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out
-
-
-def _fmt_pct(v: float) -> str:
-    return "–" if not math.isfinite(v) else f"{v:.2f} %"
-
-
-def _fmt_opt(v: float | None) -> str:
-    return "–" if v is None else _fmt_pct(v)
-
-
 def build_report(
     args: list[str], out_dir: str | Path, with_endurance: bool = True, endurance_cycles: float = 1e5
 ) -> dict:
     """Write ``out_dir/report.md`` and its figures; returns a JSON-able summary."""
     out = Path(out_dir)
+    runs, skipped_txt, sweeps = _load_runs(args)
+    out.mkdir(parents=True, exist_ok=True)
+    groups: OrderedDict[str, Group] = OrderedDict()
+    for r in runs:
+        groups.setdefault(r.config_key(), Group(key=r.config_key())).runs.append(r)
+    summary: dict = {"runs": [], "groups": [], "figures": [], "skipped": skipped_txt}
+    md = _header(runs, sweeps)
+    md += _runs_section(runs, skipped_txt, summary)
+    md += _accuracy_section(groups, out, summary)
+    md += _forgetting_section(runs, summary)
+    md += _repetitions_section(groups, summary)
+    mstars = sorted({r.m_star for r in runs if math.isfinite(r.m_star)})
+    if len(mstars) >= 2:
+        md += _mstar_section(runs, mstars, out, summary)
+    md += _table_one(groups, summary)
+    if with_endurance:
+        md += _endurance_section(runs, out, summary, endurance_cycles)
+    md += _calibration_section(runs, out, summary)
+    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    summary["report"] = str(out / "report.md")
+    safe = _json_safe(summary)
+    assert isinstance(safe, dict)
+    return safe
+
+
+def _load_runs(args: list[str]) -> tuple[list[RunInfo], list[tuple[str, str]], list[dict]]:
+    """(runs, skipped (path, why), sweep manifests) of the arguments; a file named explicitly must load."""
     paths, skipped, sweeps = collect_run_paths(args)
     explicit = {Path(a).resolve() for a in args if Path(a).is_file()}
     runs: list[RunInfo] = []
@@ -105,14 +102,12 @@ def build_report(
             skipped_txt.append((str(p), str(exc)))
     if not runs:
         raise RunLogError("no run logs to report on: give run log files (.h5) or folders that contain them")
-    out.mkdir(parents=True, exist_ok=True)
-    groups: OrderedDict[str, Group] = OrderedDict()
-    for r in runs:
-        groups.setdefault(r.config_key(), Group(key=r.config_key())).runs.append(r)
-    md: list[str] = []
-    summary: dict = {"runs": [], "groups": [], "figures": [], "skipped": skipped_txt}
+    return runs, skipped_txt, sweeps
+
+
+def _header(runs: list[RunInfo], sweeps: list[dict]) -> list[str]:
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    md += [
+    md = [
         f"# hwloop report ({len(runs)} run{'s' if len(runs) > 1 else ''})",
         "",
         f"Written {now} by `hwloop report`. Accuracies are test accuracies in percent. A run log stores "
@@ -121,9 +116,12 @@ def build_report(
     ]
     for sw in sweeps:
         md += _sweep_lines(sw)
+    return md
 
-    # ---------------------------------------------------------------- runs
-    md += ["## Runs", ""]
+
+def _runs_section(runs: list[RunInfo], skipped_txt: list[tuple[str, str]], summary: dict) -> list[str]:
+    """One row per run; unfinished runs and skipped files are named."""
+    md = ["## Runs", ""]
     rows = []
     for r in runs:
         last_ep = int(r.epoch_numbers[-1]) if r.epochs.size else 0
@@ -136,7 +134,7 @@ def build_report(
                 r.describe_config(),
                 str(r.seed),
                 str(last_ep),
-                ", ".join(f"{t} {_fmt_pct(a)}" for t, a in zip(r.tasks, fin, strict=False)),
+                ", ".join(f"{t} {format_pct(a)}" for t, a in zip(r.tasks, fin, strict=False)),
             ]
         )
         summary["runs"].append(
@@ -150,9 +148,7 @@ def build_report(
                 "forgetting": r.forgetting(),
             }
         )
-    md += _md_table(
-        ["run", "created (UTC)", "status", "configuration", "seed", "epochs logged", "final accuracy"], rows
-    )
+    md += md_table(["run", "created (UTC)", "status", "configuration", "seed", "epochs logged", "final accuracy"], rows)
     md.append("")
     unfinished = [r for r in runs if r.status != "finished"]
     for r in unfinished:
@@ -167,9 +163,12 @@ def build_report(
         md.append("Skipped files:")
         md += [f"- `{p}`: {why}" for p, why in skipped_txt]
         md.append("")
+    return md
 
-    # ---------------------------------------------------------------- accuracy curves
-    md += [
+
+def _accuracy_section(groups: OrderedDict[str, Group], out: Path, summary: dict) -> list[str]:
+    """One accuracy-per-task figure per group of repetitions."""
+    md = [
         "## Accuracy per task",
         "",
         "Test accuracy of every task seen so far after each epoch. Dashed vertical lines mark the switch "
@@ -202,9 +201,12 @@ def build_report(
             f"Runs: {', '.join(f'`{r.name}`' for r in g.runs)}.",
             "",
         ]
+    return md
 
-    # ---------------------------------------------------------------- forgetting
-    md += [
+
+def _forgetting_section(runs: list[RunInfo], summary: dict) -> list[str]:
+    """Per run: did each earlier task drop by at least ``FORGET_PP`` points by the end of the run?"""
+    md = [
         "## Forgetting",
         "",
         f"For every task trained before the last one: its accuracy at the end of its own training and at "
@@ -235,9 +237,12 @@ def build_report(
         md.append("")
     summary["forgot"] = sorted(set(forgot))
     summary["retained"] = sorted(set(kept) - set(forgot))
+    return md
 
-    # ---------------------------------------------------------------- repetitions
-    md += [
+
+def _repetitions_section(groups: OrderedDict[str, Group], summary: dict) -> list[str]:
+    """Mean ± std over the seeds of each group, per task."""
+    md = [
         "## Repetitions",
         "",
         "Runs with the same configuration except the seed. Mean ± sample standard deviation (n − 1) over "
@@ -257,9 +262,9 @@ def build_report(
                     str(gi + 1),
                     str(n),
                     t,
-                    pm(end_m[i], end_s[i], n),
-                    pm(best_m[i], best_s[i], n),
-                    pm(fin_m[i], fin_s[i], n),
+                    format_pm(end_m[i], end_s[i], n),
+                    format_pm(best_m[i], best_s[i], n),
+                    format_pm(fin_m[i], fin_s[i], n),
                 ]
             )
         summary["groups"].append(
@@ -275,23 +280,14 @@ def build_report(
                 "best_std_pct": best_s.tolist(),
             }
         )
-    md += _md_table(["group", "runs", "task", "end of its training", "best", "end of run"], rep_rows)
+    md += md_table(["group", "runs", "task", "end of its training", "best", "end of run"], rep_rows)
     md.append("")
+    return md
 
-    # ---------------------------------------------------------------- m* sweep
-    mstars = sorted({r.m_star for r in runs if math.isfinite(r.m_star)})
-    if len(mstars) >= 2:
-        md += _mstar_section(runs, mstars, out, summary)
 
-    # ---------------------------------------------------------------- Table I
-    md += _table_one(groups, summary)
-
-    # ---------------------------------------------------------------- endurance
-    if with_endurance:
-        md += _endurance_section(runs, out, summary, endurance_cycles)
-
-    # ---------------------------------------------------------------- calibration
-    md += [
+def _calibration_section(runs: list[RunInfo], out: Path, summary: dict) -> list[str]:
+    """The CDF tables the runs used (each distinct table once), with a figure and a table of levels."""
+    md = [
         "## Calibration used",
         "",
         "Conductance CDF per programming condition (LCS after RESET, HCS levels after SET at their "
@@ -321,7 +317,7 @@ def build_report(
             + (" **This table is synthetic (not measured on a chip).**" if meta["synthetic"] else ""),
             "",
         ]
-        md += _md_table(
+        md += md_table(
             ["level", "I_CC (µA)", "median G (µS)", "σ (µS)"],
             [
                 [
@@ -334,11 +330,7 @@ def build_report(
             ],
         )
         md.append("")
-    (out / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
-    summary["report"] = str(out / "report.md")
-    safe = _json_safe(summary)
-    assert isinstance(safe, dict)
-    return safe
+    return md
 
 
 def _json_safe(obj: object) -> object:
@@ -424,13 +416,13 @@ def _mstar_section(runs: list[RunInfo], mstars: list[float], out: Path, summary:
             pts["n"].append(len(sel))
             for key, v in (("final_mean", fm), ("final_std", fs), ("end_mean", em), ("end_std", es)):
                 pts[key].append(v.tolist())
-            rows.append([f"{m:g}", str(len(sel))] + [pm(fm[i], fs[i], len(sel)) for i in range(len(tasks))])
+            rows.append([f"{m:g}", str(len(sel))] + [format_pm(fm[i], fs[i], len(sel)) for i in range(len(tasks))])
         fname = "mstar_sweep.png" if len(plotted) == 1 else f"mstar_sweep_{k + 1}.png"
         plots.plot_mstar(pts, tasks, out / fname)
         summary["figures"].append(fname)
         summary["mstar_sweeps"].append(pts)
         md += [f"### {label}", "", f"![accuracy vs m*]({fname})", ""]
-        md += _md_table(["m*", "runs", *[f"{t} at end of run" for t in tasks]], rows)
+        md += md_table(["m*", "runs", *[f"{t} at end of run" for t in tasks]], rows)
         md.append("")
     summary["mstar_sweep"] = summary["mstar_sweeps"][0]
     return md
@@ -497,7 +489,7 @@ def _table_one(groups: OrderedDict[str, Group], summary: dict) -> list[str]:
                 "paper_acc_pct": None if paper is None else {k: list(v) for k, v in paper.items()},
             }
         )
-    md += _md_table(
+    md += md_table(
         [
             "network",
             "layers",
@@ -547,8 +539,8 @@ def _endurance_section(runs: list[RunInfo], out: Path, summary: dict, endurance_
             [
                 f"`{r.name}`",
                 f"{s['devices']:,}",
-                _fmt_opt(s["pct_under_25"]),
-                _fmt_opt(s["pct_over_50"]),
+                format_pct(s["pct_under_25"]),
+                format_pct(s["pct_over_50"]),
                 str(s["max_ops"]),
                 str(s["percentiles"].get("p99", "–")),
                 "?" if s["failed"] is None else str(s["failed"]),
@@ -562,7 +554,7 @@ def _endurance_section(runs: list[RunInfo], out: Path, summary: dict, endurance_
         plots.plot_endurance_overlay(hists, out / "endurance.png")
         summary["figures"].append("endurance.png")
         md += ["![programming operations per device](endurance.png)", ""]
-        md += _md_table(
+        md += md_table(
             [
                 "run",
                 "devices",

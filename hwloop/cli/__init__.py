@@ -13,6 +13,7 @@ import click
 
 from hwloop import __version__
 from hwloop.errors import HwloopError
+from hwloop.signals import request_stop
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -40,19 +41,11 @@ def _register() -> None:
 _register()
 
 
-def _sigterm_as_interrupt(signum: int, frame: object) -> None:
-    from hwloop.signals import cooperative, stop_requested
-
-    stop_requested.set()
-    if not cooperative.is_set():  # no loop will look at the flag: interrupt right here
-        raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> None:
     # SIGTERM (kill, a scheduler stopping the job) takes the Ctrl-C path: instruments to their safe
     # state, run logs flushed and marked interrupted. Commands with their own handler (sweep, emulate)
     # replace this one while they run.
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    signal.signal(signal.SIGTERM, request_stop)
     try:
         rv = cli.main(args=argv, prog_name="hwloop", standalone_mode=False)
     except HwloopError as exc:

@@ -19,23 +19,14 @@ from hwloop.calibration.procedure import CalibrationConfig
 from hwloop.cli import cli
 from hwloop.cli.common import CHIP_CHOICES, build_chip, echo_json, load_cdf_option
 from hwloop.errors import CalibrationError, ConfigError
+from hwloop.intlist import INT_LIST_HELP, parse_int_list
 
 _CFG = CalibrationConfig.default()
 
 
 def _parse_tiles(spec: str) -> tuple[int, ...]:
-    """``0`` / ``0,2`` / ``0-3`` / ``0-1,4`` to a sorted tuple of tile indices."""
-    out: set[int] = set()
-    for part in spec.split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not m:
-            raise ConfigError(f"--tiles {spec!r}: give tile indices like 0, 0,2 or 0-3")
-        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
-        if b < a:
-            raise ConfigError(f"--tiles {spec!r}: range {part} runs backwards")
-        out.update(range(a, b + 1))
-    return tuple(sorted(out))
+    """``0`` / ``0,2`` / ``0-3`` / ``0-1,4`` (:mod:`hwloop.intlist`) to a sorted tuple of tile indices."""
+    return tuple(sorted(parse_int_list(spec, "--tiles")))
 
 
 def _parse_span(spec: str, name: str, size: int) -> tuple[int, int]:
@@ -65,7 +56,8 @@ def run_options(f: Callable) -> Callable:
             help="Bench configuration for --chip real (e.g. instruments/virtual.toml).",
         ),
         click.option(
-            "--tiles", default="0", show_default=True, help="Tiles of the region to calibrate: 0, 0,2 or 0-3."
+            "--tiles", default="0", show_default=True,
+            help=f"Tiles of the region to calibrate, as every integer list in hwloop: {INT_LIST_HELP}.",
         ),
         click.option("--rows", default="0:128", show_default=True, help="Rows of the region, START:STOP."),
         click.option("--cols", default="0:128", show_default=True, help="Columns of the region, START:STOP."),

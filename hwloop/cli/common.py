@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -12,6 +11,7 @@ import click
 from hwloop.chip.base import Chip
 from hwloop.chip.cdf import CdfTable, load_table
 from hwloop.errors import ConfigError
+from hwloop.jsonutil import json_default
 
 CHIP_CHOICES = ("sim", "real")
 
@@ -57,16 +57,4 @@ def build_chip(kind: str, *, n_tiles: int, table: CdfTable, seed: int = 0, bench
 
 
 def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, default=_json_default))
-
-
-def _json_default(o: Any) -> Any:
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    click.echo(json.dumps(obj, default=json_default))

@@ -45,7 +45,8 @@ _D = TrainConfig()
               "Default: the built-in synthetic table.")
 @click.option("--bench", type=click.Path(dir_okay=False), default=None, help="Bench file for --chip real.")
 @click.option("--real-tiles", default=None,
-              help="With --chip real: tiles placed on the real chip, a count or a list (0,5). "
+              help="With --chip real: the model's tiles placed on the real chip: an index (5), a list (0,5) or "
+              "an inclusive range (0-3), as every integer list in hwloop ('2' is tile 2 alone). "
               "Default: as many as the bench holds. The rest are simulated from the same calibration.")
 @click.option("--bn-mode", type=click.Choice(["per-task", "shared"]), default=_D.bn_mode, show_default=True,
               help="Batch-norm per task (the paper's task-incremental setting) or shared across tasks.")

@@ -13,6 +13,7 @@ from hwloop.chip.cdf import CdfTable
 from hwloop.chip.sim import SimConfig
 from hwloop.emulator.bench import VirtualBench
 from hwloop.emulator.faults import Faults
+from hwloop.signals import handling
 
 
 def run_forever(bench: str | Path, *, seed: int = 0, faults: Faults | None = None, pace: bool = True,
@@ -23,15 +24,10 @@ def run_forever(bench: str | Path, *, seed: int = 0, faults: Faults | None = Non
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    old_term = signal.signal(signal.SIGTERM, _on_signal)
-    old_int = signal.signal(signal.SIGINT, _on_signal)
-    try:
-        with VirtualBench(bench, seed=seed, faults=faults, pace=pace, workdir=workdir, sim_config=sim_config,
-                          table=table, smu=smu) as vb:
-            sys.stdout.write(json.dumps(vb.info) + "\n")
-            sys.stdout.flush()
-            while not stop.wait(0.5):
-                pass
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
+    with handling(_on_signal, signal.SIGTERM, signal.SIGINT), VirtualBench(
+        bench, seed=seed, faults=faults, pace=pace, workdir=workdir, sim_config=sim_config, table=table, smu=smu
+    ) as vb:
+        sys.stdout.write(json.dumps(vb.info) + "\n")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
