@@ -143,7 +143,9 @@ def test_driver_gives_up_after_bounded_retries(raw_pty: tuple[int, str]) -> None
     board = FpgaBoard(port, limits=LIMITS, timeout_s=0.05, retries=2)
     with pytest.raises(ProtocolError, match="3 attempt"):
         board.identify()
-    assert board.stats.frames == 3 and board.stats.timeouts == 3
+    # 3 attempts of IDENT, then (the board's state being unknown) 3 attempts of SAFE, all bounded
+    assert board.stats.frames == 6 and board.stats.timeouts == 6
+    assert board._dac is None  # nothing is pulsed until the DACs are set again
     board.ser.close()
 
 
