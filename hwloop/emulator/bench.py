@@ -81,7 +81,8 @@ class VirtualBench:
         self.chip = EmulatedChip(self.sim, self.physics, seed=self.seed)
         self.board = BoardEmulator(self.chip, cfg.limits, baud=cfg.fpga.baud, pace=self.pace,
                                    faults=self.faults).start()
-        self.smu = SmuEmulator(self.chip, faults=self.faults).start()
+        self.smu = SmuEmulator(self.chip, faults=self.faults, model=self.config.smu_model(),
+                               max_pulse_s=self.config.limits.smu_max_width_s).start()
         virtual = replace(cfg, name=f"{cfg.name} (virtual bench)",
                           fpga=replace(cfg.fpga, port=self.board.port),
                           smu=replace(cfg.smu, resource=self.smu.resource, visa_library="@py"))
