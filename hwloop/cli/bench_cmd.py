@@ -8,6 +8,7 @@ import numpy as np
 from hwloop.cli import cli
 from hwloop.cli.chip_cmd import chip
 from hwloop.cli.common import build_chip, cdf_option, echo_json, json_option, load_cdf_option
+from hwloop.cli.types import FiniteFloat
 from hwloop.errors import ConfigError
 
 
@@ -16,17 +17,17 @@ from hwloop.errors import ConfigError
               help="Bench file to emulate (e.g. instruments/virtual.toml): tiles, baud rate, tables, limits.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the emulated chip.")
 @click.option("--no-pace", is_flag=True, help="Do not pace the pty at the baud rate (as fast as possible).")
-@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--drop-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True,
               help="Probability that a request frame is lost before the board.")
-@click.option("--drop-answer-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--drop-answer-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True,
               help="Probability that an answer frame is lost after the board executed the request.")
-@click.option("--garble-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--garble-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True,
               help="Probability that an answer frame arrives with a flipped bit (bad CRC).")
-@click.option("--garble-request-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--garble-request-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True,
               help="Probability that a request frame arrives corrupted (the board NAKs it).")
-@click.option("--delay-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--delay-ms", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="Extra latency before every board answer.")
-@click.option("--smu-error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--smu-error-rate", type=FiniteFloat(0, 1), default=0.0, show_default=True,
               help="Probability that an SMU command leaves an error in its error queue.")
 @click.option("--disconnect-after", type=click.IntRange(min=0), default=0, show_default=True,
               help="Close the FPGA link after this many frames (0: never).")
