@@ -5,9 +5,14 @@ source-measure, the error queue and the safe state. A Keysight B1500 driver can 
 interface later (FLEX commands: ``DV``, ``TI``, ``ERR?``, ``CL``; see the lab notes).
 
 ``Keithley2600Channel`` lists the TSP attributes it uses as declarative ``Control``s: a setting past the
-instrument's range or the bench's SMU limits is refused before anything is written. After each batch of
-commands the driver reads ``errorqueue.count`` and raises ``InstrumentError`` with the instrument's own
-text. Any exception in a batch first puts the channel in its safe state (0 V, output off).
+model's range (``hwloop.instruments.caps``) or the bench's SMU limits is refused before anything is
+written. After each batch of commands the driver reads ``errorqueue.count`` and raises
+``InstrumentError`` with the instrument's own text; any exception or reported error in a batch first
+puts the channel in its safe state (0 V, output off).
+
+Order of a measurement: configure, read the error queue, and only then send "output on, measure (or
+pulse), output off" as one TSP chunk (one line, ``;``-separated statements). The instrument runs a
+chunk it has received to its end, so a host killed between round trips never leaves the output on.
 """
 
 from __future__ import annotations
