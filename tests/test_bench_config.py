@@ -135,8 +135,7 @@ def test_every_limit_must_be_stated(tmp_path: Path) -> None:
 
 
 def test_per_model_caps(tmp_path: Path) -> None:
-    model = 'driver = "keithley2600"\nmodel = "2602B"'
-    p = _replace(tmp_path, 'driver = "keithley2600"', model)
+    p = _replace(tmp_path, 'model = "2636B"', 'model = "2602B"')
     assert load_bench(p).smu_model() == "2602B"
     text = p.read_text()
     p.write_text(text.replace("smu_max_v = 0.5", "smu_max_v = 100.0"))  # the 2602B's range is 40 V
