@@ -49,16 +49,39 @@ else:  # pragma: no cover
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Limits()
-WIDE_OPEN = Limits(max_v_wl=1e3, max_v_bl=1e3, max_v_sl=1e3, max_v_gate_set=1e3, max_v_form=1e3,
-                   max_v_read=1e3, max_width_ns=2**32 - 1)
-SPECIAL_V = [0.0, 0.3, 0.3004, 0.3006, 2.4, 2.4006, 2.5, 2.5006, 3.0, 3.0006, 4.0, 4.0006, 5.0, 5.0006,
-             -5.0006, math.nan, math.inf, -math.inf]
+WIDE_OPEN = Limits(
+    max_v_wl=1e3, max_v_bl=1e3, max_v_sl=1e3, max_v_gate_set=1e3, max_v_form=1e3, max_v_read=1e3, max_width_ns=2**32 - 1
+)
+SPECIAL_V = [
+    0.0,
+    0.3,
+    0.3004,
+    0.3006,
+    2.4,
+    2.4006,
+    2.5,
+    2.5006,
+    3.0,
+    3.0006,
+    4.0,
+    4.0006,
+    5.0,
+    5.0006,
+    -5.0006,
+    math.nan,
+    math.inf,
+    -math.inf,
+]
 
 
 def within(op: int, c: Condition, lim: Limits = BENCH) -> bool:
     bl_max = {BoardOp.FORM: lim.max_v_form, BoardOp.READ: lim.max_v_read}.get(BoardOp(op), lim.max_v_bl)
-    ok = (abs(c.v_wl) <= lim.max_v_wl and abs(c.v_sl) <= lim.max_v_sl and abs(c.v_bl) <= bl_max
-          and 0 < c.width_ns <= lim.max_width_ns)
+    ok = (
+        abs(c.v_wl) <= lim.max_v_wl
+        and abs(c.v_sl) <= lim.max_v_sl
+        and abs(c.v_bl) <= bl_max
+        and 0 < c.width_ns <= lim.max_width_ns
+    )
     if op != BoardOp.READ and c.v_bl > c.v_sl:
         ok = ok and c.v_wl <= lim.max_v_gate_set
     return bool(ok)
@@ -89,8 +112,9 @@ class Fuzz:
     def cond(self) -> Condition:
         r = self.rng
         if r.random() < 0.5:  # inside every limit, so both outcomes occur
-            return Condition(float(r.uniform(0, 2.4)), float(r.uniform(0, 0.3)), float(r.uniform(0, 3.0)),
-                             int(r.integers(1, 10_001)))
+            return Condition(
+                float(r.uniform(0, 2.4)), float(r.uniform(0, 0.3)), float(r.uniform(0, 3.0)), int(r.integers(1, 10_001))
+            )
         width = int(r.choice([0, 1, 10_000, 10_001])) if r.random() < 0.2 else int(r.integers(0, 20_000))
         return Condition(self.volt(), self.volt(), self.volt(), width)
 
@@ -137,8 +161,12 @@ class Fuzz:
             return False
         lim = b.limits
         cap = KEITHLEY_2600B[b.smu_model()]
-        sane = all(type(getattr(lim, f.name)) is type(getattr(Limits(), f.name))
-                   and math.isfinite(getattr(lim, f.name)) and getattr(lim, f.name) > 0 for f in fields(Limits))
+        sane = all(
+            type(getattr(lim, f.name)) is type(getattr(Limits(), f.name))
+            and math.isfinite(getattr(lim, f.name))
+            and getattr(lim, f.name) > 0
+            for f in fields(Limits)
+        )
         sane = sane and max(lim.max_v_wl, lim.max_v_bl, lim.max_v_sl, lim.max_v_form) <= BOARD_CAPS.max_v
         sane = sane and lim.smu_max_v <= cap.max_v and lim.smu_max_current_a <= cap.max_current_a
         if not sane:
@@ -171,13 +199,14 @@ class Fuzz:
 
     def smu_request(self) -> bool:
         r = self.rng
-        v = float(r.choice([0.5, 0.50001, -0.5, math.nan, math.inf])) if r.random() < 0.2 else float(
-            r.uniform(-1, 1))
-        i = float(r.choice([1e-3, 1.0001e-3, 1e-11, 5e-11, math.nan])) if r.random() < 0.2 else float(
-            10 ** r.uniform(-11, -2.5))
+        v = float(r.choice([0.5, 0.50001, -0.5, math.nan, math.inf])) if r.random() < 0.2 else float(r.uniform(-1, 1))
+        i = (
+            float(r.choice([1e-3, 1.0001e-3, 1e-11, 5e-11, math.nan]))
+            if r.random() < 0.2
+            else float(10 ** r.uniform(-11, -2.5))
+        )
         if r.random() < 0.3:
-            w = float(r.choice([0.01, 0.0100001, 5e-5, math.nan])) if r.random() < 0.3 else float(
-                r.uniform(0, 0.012))
+            w = float(r.choice([0.01, 0.0100001, 5e-5, math.nan])) if r.random() < 0.3 else float(r.uniform(0, 0.012))
             self.smu.pulse_voltage_measure_current(v, w, i)
         else:
             self.smu.source_voltage_measure_current(v, i)
@@ -185,8 +214,13 @@ class Fuzz:
 
     # ------------------------------------------------------------ run
     def run(self, n: int) -> dict:
-        kinds = [("pulse", self.pulse, 0.40), ("batch", self.batch, 0.25), ("bench", self.bench, 0.15),
-                 ("lost_ack", self.lost_ack, 0.01), ("smu", self.smu_request, 0.19)]
+        kinds = [
+            ("pulse", self.pulse, 0.40),
+            ("batch", self.batch, 0.25),
+            ("bench", self.bench, 0.15),
+            ("lost_ack", self.lost_ack, 0.01),
+            ("smu", self.smu_request, 0.19),
+        ]
         p = np.array([k[2] for k in kinds])
         picks = self.rng.choice(len(kinds), size=n, p=p / p.sum())
         n_smu_cmds = 0
@@ -208,12 +242,15 @@ class Fuzz:
             n_smu_cmds += len(new_cmds)
             self.past_limit += sum(not _smu_cmd_ok(c) for c in new_cmds)
         return {
-            "benchmark": "safety_fuzz", "requests_tried": int(n),
+            "benchmark": "safety_fuzz",
+            "requests_tried": int(n),
             "requests_refused": int(sum(self.refused.values())),
             "reached_instrument_past_limit": int(self.past_limit + self.emu.violations),
             "insane_bench_accepted": self.insane_bench_accepted,
-            "tried_by_kind": self.tried, "refused_by_kind": self.refused,
-            "board_cell_ops": int(sum(c for _, _, c in self.emu.log.ops)), "smu_commands": n_smu_cmds,
+            "tried_by_kind": self.tried,
+            "refused_by_kind": self.refused,
+            "board_cell_ops": int(sum(c for _, _, c in self.emu.log.ops)),
+            "smu_commands": n_smu_cmds,
             "smu_errors_left": len(self.smu_emu.state.errors),
         }
 
@@ -232,7 +269,8 @@ def _smu_cmd_ok(line: str) -> bool:
         if "listv(" in cmd and not abs(float(cmd.split("{")[1].rstrip("})"))) <= BENCH.smu_max_v:
             return False
         if ("limiti = " in cmd or "rangei = " in cmd) and not (
-                KEITHLEY_2600B["2636B"].min_current_limit_a <= float(cmd.split("=")[-1]) <= BENCH.smu_max_current_a):
+            KEITHLEY_2600B["2636B"].min_current_limit_a <= float(cmd.split("=")[-1]) <= BENCH.smu_max_current_a
+        ):
             return False
         if "timer[1].delay" in cmd and not 0 < float(cmd.split("=")[-1]) <= BENCH.smu_max_width_s:
             return False

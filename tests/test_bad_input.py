@@ -29,14 +29,20 @@ def _one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str
     return err[0]
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--lr", "nan"], ["train", "--lr", "inf"], ["train", "--m-star", "nan"],
-    ["train", "--m-star", "-inf"], ["endurance", "x.h5", "--endurance", "nan"],
-    ["endurance", "x.h5", "--fraction", "nan"],
-    ["emulate", "--bench", str(ROOT / "instruments" / "virtual.toml"), "--drop-rate", "nan"],
-    ["emulate", "--bench", str(ROOT / "instruments" / "virtual.toml"), "--delay-ms", "inf"],
-    ["calibrate", "--v-start", "nan"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--lr", "nan"],
+        ["train", "--lr", "inf"],
+        ["train", "--m-star", "nan"],
+        ["train", "--m-star", "-inf"],
+        ["endurance", "x.h5", "--endurance", "nan"],
+        ["endurance", "x.h5", "--fraction", "nan"],
+        ["emulate", "--bench", str(ROOT / "instruments" / "virtual.toml"), "--drop-rate", "nan"],
+        ["emulate", "--bench", str(ROOT / "instruments" / "virtual.toml"), "--delay-ms", "inf"],
+        ["calibrate", "--v-start", "nan"],
+    ],
+)
 def test_non_finite_float_options_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     line = _one_line_exit_2(argv, capsys)
     assert "not a finite number" in line
@@ -50,8 +56,10 @@ def test_finite_float_type_keeps_ranges() -> None:
             t.convert(bad, None, None)
 
 
-@pytest.mark.parametrize(("field", "value"), [("lr", math.nan), ("lr", math.inf), ("m_star", math.nan),
-                                              ("m_star", -math.inf), ("lr", "0.1"), ("lr", True)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("lr", math.nan), ("lr", math.inf), ("m_star", math.nan), ("m_star", -math.inf), ("lr", "0.1"), ("lr", True)],
+)
 def test_train_config_refuses_non_finite_numbers(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field.replace("_", "-")):
         TrainConfig(**{field: value}).validate()  # type: ignore[arg-type]
@@ -73,18 +81,45 @@ def test_train_samples_beyond_the_data_set_is_refused(tmp_path: Path, capsys: py
     assert load_task("mnist", tmp_path, train_samples=300, verify=False).x_train.shape[0] == 300
     with pytest.raises(DataError, match="more than the 300"):
         load_task("mnist", tmp_path, train_samples=301, verify=False)
-    line = _one_line_exit_2(["train", "--chip", "none", "--tasks", "mnist", "--data-dir", str(tmp_path),
-                             "--no-verify-data", "--train-samples", "1000", "--epochs-per-task", "1",
-                             "--warmup", "0", "--hidden", "8", "--threads", "1", "--no-progress",
-                             "--out", str(tmp_path / "r.h5")], capsys)
+    line = _one_line_exit_2(
+        [
+            "train",
+            "--chip",
+            "none",
+            "--tasks",
+            "mnist",
+            "--data-dir",
+            str(tmp_path),
+            "--no-verify-data",
+            "--train-samples",
+            "1000",
+            "--epochs-per-task",
+            "1",
+            "--warmup",
+            "0",
+            "--hidden",
+            "8",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "r.h5"),
+        ],
+        capsys,
+    )
     assert "more than the 300" in line
 
 
 def test_negative_cdf_sample_is_refused(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rows = [f"LCS,{x:.6g}" for x in rng.lognormal(1.0, 0.4, 50)] + [f"L1,{x:.6g}" for x in rng.normal(40, 3, 50)]
-    head = ["# hwloop-cdf 1", "# g_unit: uS", "# level: name=LCS kind=LCS v_gate=4.8 icc_ua=0",
-            "# level: name=L1 kind=HCS v_gate=1.6 icc_ua=40", "level,g_us"]
+    head = [
+        "# hwloop-cdf 1",
+        "# g_unit: uS",
+        "# level: name=LCS kind=LCS v_gate=4.8 icc_ua=0",
+        "# level: name=L1 kind=HCS v_gate=1.6 icc_ua=40",
+        "level,g_us",
+    ]
     p = tmp_path / "t.csv"
     p.write_text("\n".join(head + rows) + "\n")
     load_table(p)

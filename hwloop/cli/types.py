@@ -26,8 +26,11 @@ class FiniteFloat(click.FloatRange):
         return super().convert(rv, param, ctx)
 
     def __repr__(self) -> str:
-        return f"FiniteFloat({self._describe_range()})" if self.min is not None or self.max is not None \
+        return (
+            f"FiniteFloat({self._describe_range()})"
+            if self.min is not None or self.max is not None
             else "FiniteFloat()"
+        )
 
 
 #: a finite float with no range

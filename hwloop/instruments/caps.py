@@ -30,22 +30,22 @@ class SmuModelCaps:
     """What one SMU model can source at most, and its smallest current limit (compliance)."""
 
     model: str
-    max_v: float                 # largest source-voltage range (V)
-    max_current_a: float         # largest current limit (A)
-    min_current_limit_a: float   # smallest current limit the instrument accepts (A)
-    channels: tuple[str, ...]    # channel letters the model has
+    max_v: float  # largest source-voltage range (V)
+    max_current_a: float  # largest current limit (A)
+    min_current_limit_a: float  # smallest current limit the instrument accepts (A)
+    channels: tuple[str, ...]  # channel letters the model has
     min_width_s: float = 100e-6  # shortest trigger-model pulse
-    max_width_s: float = 1.0     # hwloop's cap on one trigger-model pulse
+    max_width_s: float = 1.0  # hwloop's cap on one trigger-model pulse
 
 
 @dataclass(frozen=True)
 class BoardCaps:
     """What the FPGA link protocol can carry (docs/fpga-protocol.md)."""
 
-    max_v: float = 32.767           # DAC levels are int16 mV
-    max_width_ns: int = 2**32 - 1   # pulse widths are u32 ns
+    max_v: float = 32.767  # DAC levels are int16 mV
+    max_width_ns: int = 2**32 - 1  # pulse widths are u32 ns
     max_batch_ops: int = 8192
-    max_tiles: int = 255            # tile addresses are u8
+    max_tiles: int = 255  # tile addresses are u8
 
 
 def _k(model: str, max_v: float, max_i: float, min_i: float, channels: str) -> SmuModelCaps:
@@ -54,12 +54,16 @@ def _k(model: str, max_v: float, max_i: float, min_i: float, channels: str) -> S
 
 #: The TSP 2600B family models hwloop's Keithley driver supports (identify() accepts only these).
 KEITHLEY_2600B: dict[str, SmuModelCaps] = {
-    m.model: m for m in (
-        _k("2601B", 40.0, 3.0, 10e-9, "a"), _k("2602B", 40.0, 3.0, 10e-9, "ab"),
+    m.model: m
+    for m in (
+        _k("2601B", 40.0, 3.0, 10e-9, "a"),
+        _k("2602B", 40.0, 3.0, 10e-9, "ab"),
         _k("2604B", 40.0, 3.0, 10e-9, "ab"),
-        _k("2611B", 200.0, 3.0, 10e-9, "a"), _k("2612B", 200.0, 3.0, 10e-9, "ab"),
+        _k("2611B", 200.0, 3.0, 10e-9, "a"),
+        _k("2612B", 200.0, 3.0, 10e-9, "ab"),
         _k("2614B", 200.0, 3.0, 10e-9, "ab"),
-        _k("2634B", 200.0, 1.5, 100e-12, "ab"), _k("2635B", 200.0, 1.5, 100e-12, "a"),
+        _k("2634B", 200.0, 1.5, 100e-12, "ab"),
+        _k("2635B", 200.0, 1.5, 100e-12, "a"),
         _k("2636B", 200.0, 1.5, 100e-12, "ab"),
     )
 }
