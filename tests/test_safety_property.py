@@ -148,7 +148,7 @@ def test_no_smu_command_past_a_limit_reaches_the_instrument(rig: Rig, v: float, 
         rig.accepted += 1
     except SafetyLimitError:
         rig.refused += 1
-    for cmd in rig.smu_emu.state.commands[start:]:
+    for cmd in (x.strip() for line in rig.smu_emu.state.commands[start:] for x in line.split(";")):
         if "levelv = " in cmd or "listv(" in cmd:
             x = float(cmd.split("=")[-1] if "levelv" in cmd else cmd.split("{")[1].rstrip("})"))
             assert abs(x) <= 0.5, cmd
