@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import struct
@@ -143,7 +144,9 @@ def test_driver_gives_up_after_bounded_retries(raw_pty: tuple[int, str]) -> None
     board = FpgaBoard(port, limits=LIMITS, timeout_s=0.05, retries=2)
     with pytest.raises(ProtocolError, match="3 attempt"):
         board.identify()
-    assert board.stats.frames == 3 and board.stats.timeouts == 3
+    # 3 attempts of IDENT, then (the board's state being unknown) 3 attempts of SAFE, all bounded
+    assert board.stats.frames == 6 and board.stats.timeouts == 6
+    assert board._dac is None  # nothing is pulsed until the DACs are set again
     board.ser.close()
 
 
@@ -315,3 +318,78 @@ def test_batches_that_touch_a_cell_twice_stay_in_order(link: tuple[FpgaBoard, Bo
     emu.faults.inject("drop_request")  # the first frame is lost and retransmitted
     board.batch(t, r, c, op, cond, [SET, RESET])
     assert (emu.chip.sim.level[idx] == 0).all()  # RESET came last for every cell
+
+
+# ---------------------------------------------------------------------- host state after a lost ACK (issue 12)
+def test_lost_acks_make_the_dac_state_unknown_until_set_again(link: tuple[FpgaBoard, BoardEmulator]) -> None:
+    board, emu = link
+    _formed(board, emu, 8)
+    board.select(0, 0, 3)
+    board.set_dac(1.4, 1.8, 0.0)  # SET levels, known to the host
+    # The RESET levels reach the board, but every answer is lost and the retries run out.
+    emu.faults.inject(*["drop_answer"] * (board.retries + 1))
+    with pytest.raises(ProtocolError):
+        board.set_dac(RESET.v_wl, RESET.v_bl, RESET.v_sl)
+    assert board._dac is None
+    assert emu.chip.dac == (0.0, 0.0, 0.0)  # the driver sent SAFE at once
+    n_ops = len(emu.log.ops)
+    # Before: the host checked this SET pulse against its stale (SET) levels while the board held the
+    # RESET ones, V_WL 4.8 V with V_BL > V_SL never checked. Now: refused, nothing sent.
+    board.select(0, 0, 3)
+    with pytest.raises(InstrumentError, match="unknown"):
+        board.pulse(BoardOp.SET, 1000)
+    with pytest.raises(InstrumentError, match="unknown"):
+        board.read_row(0, 0)
+    assert len(emu.log.ops) == n_ops
+    board.set_dac(1.4, 1.8, 0.0)
+    board.select(0, 0, 3)
+    board.pulse(BoardOp.SET, 1000)
+    assert emu.log.ops[-1][1] == Condition(1.4, 1.8, 0.0, 1000)
+
+
+def test_lost_acks_and_a_lost_safe_still_refuse_the_next_pulse(link: tuple[FpgaBoard, BoardEmulator]) -> None:
+    board, emu = link
+    board.select(0, 0, 3)
+    # SET_DAC's answers are lost, then the SAFE requests: the board keeps the RESET levels
+    emu.faults.inject(*["drop_answer"] * (board.retries + 1), *["drop_request"] * (board.retries + 1))
+    with pytest.raises(ProtocolError):
+        board.set_dac(RESET.v_wl, RESET.v_bl, RESET.v_sl)
+    assert emu.chip.dac == (RESET.v_wl, RESET.v_bl, RESET.v_sl)
+    n_ops = len(emu.log.ops)
+    with pytest.raises(InstrumentError, match="sent to SAFE"):  # this time SAFE gets through
+        board.pulse(BoardOp.SET, 1000)
+    assert emu.chip.dac == (0.0, 0.0, 0.0) and len(emu.log.ops) == n_ops
+
+
+def test_batch_entries_are_checked_on_their_own_values_in_large_condition_tables(
+        link: tuple[FpgaBoard, BoardEmulator]) -> None:
+    board, emu = link
+    # 70,000 conditions: with the old (op * 65536 + cond) key, SET entry 65,536 + k aliased to RESET k.
+    conds = [RESET] * 70_000
+    conds[65_536] = Condition(1.6, 3.5, 0.0, 1000)  # a FORM level: 3.5 V on the bit line is past max_v_bl
+    n_ops = len(emu.log.ops)
+    with pytest.raises(SafetyLimitError, match="max_v_bl"):
+        board.batch([0, 0], [0, 0], [1, 2], [BoardOp.RESET, BoardOp.SET], [0, 65_536], conds)
+    assert len(emu.log.ops) == n_ops
+    board.batch([0, 0], [0, 0], [1, 2], [BoardOp.RESET, BoardOp.FORM], [0, 65_536], conds)  # fine as FORM
+    assert len(emu.log.ops) > n_ops and emu.violations == 0
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "2.0", True])
+def test_bad_values_in_pulses_and_dacs_are_refused(link: tuple[FpgaBoard, BoardEmulator], bad: object) -> None:
+    board, _emu = link
+    frames = board.stats.frames
+    with pytest.raises(SafetyLimitError):
+        board.set_dac(bad, 0.0, 0.0)  # type: ignore[arg-type]
+    with pytest.raises(SafetyLimitError):
+        board.batch([0], [0], [1], BoardOp.SET, 0, [Condition(bad, 1.8, 0.0, 1000)])  # type: ignore[arg-type]
+    assert board.stats.frames == frames
+
+
+def test_a_nan_limit_refuses_everything() -> None:
+    lim = Limits(max_v_gate_set=math.nan)
+    with pytest.raises(SafetyLimitError, match="max_v_gate_set"):
+        lim.check(BoardOp.SET, Condition(4.9, 1.8, 0.0, 1000))
+    with pytest.raises(SafetyLimitError):
+        lim.check(BoardOp.SET, Condition(1.4, 1.8, 0.0, 1000))
+    assert lim.refused(np.array([BoardOp.SET]), np.array([[1.4, 1.8, 0.0, 1000]])).all()

@@ -8,12 +8,14 @@ independent of ``Limits.check``.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hwloop.chip.sim import SimChip, SimConfig
@@ -21,13 +23,19 @@ from hwloop.emulator.b1500 import B1500Emulator
 from hwloop.emulator.board import BoardEmulator
 from hwloop.emulator.device import EmulatedChip
 from hwloop.emulator.smu import SmuEmulator
-from hwloop.errors import SafetyLimitError
+from hwloop.errors import ConfigError, InstrumentError, SafetyLimitError
 from hwloop.instruments.b1500 import B1500
 from hwloop.instruments.b1500_config import B1500Config
-from hwloop.instruments.bench import BoardOp, Condition, Limits
+from hwloop.instruments.bench import BoardOp, Condition, Limits, bench_from_dict, conditions_array
+from hwloop.instruments.caps import KEITHLEY_2600B
 from hwloop.instruments.fpga import FpgaBoard
 from hwloop.instruments.smu import Keithley2600
 from hwloop.instruments.visa import VisaAdapter
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 BENCH = Limits()  # the limits the drivers enforce (virtual.toml's)
 WIDE_OPEN = Limits(max_v_wl=1e3, max_v_bl=1e3, max_v_sl=1e3, max_v_gate_set=1e3, max_v_form=1e3, max_v_read=1e3,
@@ -143,7 +151,7 @@ def test_no_smu_command_past_a_limit_reaches_the_instrument(rig: Rig, v: float, 
         rig.accepted += 1
     except SafetyLimitError:
         rig.refused += 1
-    for cmd in rig.smu_emu.state.commands[start:]:
+    for cmd in (x.strip() for line in rig.smu_emu.state.commands[start:] for x in line.split(";")):
         if "levelv = " in cmd or "listv(" in cmd:
             x = float(cmd.split("=")[-1] if "levelv" in cmd else cmd.split("{")[1].rstrip("})"))
             assert abs(x) <= 0.5, cmd
@@ -214,3 +222,150 @@ def test_no_b1500_command_past_a_limit_reaches_the_instrument(b1500_rig: B1500Ri
         elif cmd.startswith("PT "):
             assert 500e-6 <= _flex_args(cmd)[1] <= 0.01, cmd  # the HRSMU's shortest pulse, smu_max_width_s
     assert not r.emu.state.errors
+
+# ---------------------------------------------------------------------- bench files (issue 12)
+VIRTUAL = Path(__file__).resolve().parents[1] / "instruments" / "virtual.toml"
+CAP_2636B = KEITHLEY_2600B["2636B"]
+
+hostile = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**12, 10**12), st.booleans(),
+    st.text(max_size=4), st.sampled_from([math.nan, math.inf, -math.inf, -1.0, 0.0, 0, 1e-12, 1e300, "1.0"]),
+    st.lists(st.floats(0, 3), max_size=2),
+)
+limit_keys = st.sampled_from([f.name for f in fields(Limits)])
+
+
+def _bench_dict() -> dict:
+    return tomllib.loads(VIRTUAL.read_text())
+
+
+def within(op: int, c: Condition, lim: Limits) -> bool:
+    """The bench limits restated as plain comparisons (a condition outside any of them is unsafe)."""
+    bl_max = {BoardOp.FORM: lim.max_v_form, BoardOp.READ: lim.max_v_read}.get(BoardOp(op), lim.max_v_bl)
+    ok = (abs(c.v_wl) <= lim.max_v_wl and abs(c.v_sl) <= lim.max_v_sl and abs(c.v_bl) <= bl_max
+          and 0 < c.width_ns <= lim.max_width_ns)
+    if op != BoardOp.READ and c.v_bl > c.v_sl:
+        ok = ok and c.v_wl <= lim.max_v_gate_set
+    return bool(ok)
+
+
+@settings(max_examples=150, deadline=None)
+@given(edits=st.lists(st.tuples(limit_keys, hostile), min_size=1, max_size=4),
+       top=st.one_of(st.none(), st.tuples(st.sampled_from(["tiles", "name"]), hostile)),
+       requests=st.lists(st.tuples(ops, conditions), max_size=12))
+def test_a_bench_file_loads_only_with_sane_limits(edits: list, top: tuple | None, requests: list) -> None:
+    data = _bench_dict()
+    for key, value in edits:
+        data["limits"][key] = value
+    if top is not None:
+        data[top[0]] = top[1]
+    try:
+        bench = bench_from_dict(data, "fuzz.toml")
+    except ConfigError as exc:
+        assert "\n" not in str(exc)  # one line
+        return
+    lim = bench.limits
+    for f in fields(Limits):
+        v = getattr(lim, f.name)
+        assert type(v) is type(getattr(Limits(), f.name)) and math.isfinite(v) and v > 0, (f.name, v)
+    assert max(lim.max_v_wl, lim.max_v_bl, lim.max_v_sl, lim.max_v_gate_set, lim.max_v_form, lim.max_v_read) <= 32.767
+    assert lim.smu_max_v <= CAP_2636B.max_v and lim.smu_max_current_a <= CAP_2636B.max_current_a
+    assert type(bench.tiles) is int and 1 <= bench.tiles <= 255
+    for op, c in requests:  # whatever the loaded limits pass is inside them; the two gates agree
+        try:
+            lim.check(op, c)
+            passed = True
+        except SafetyLimitError:
+            passed = False
+        q = c.quantized()
+        vec = not lim.refused(np.array([int(op)]), conditions_array([c]))[0]
+        assert passed == vec, (op, c)
+        if passed:
+            assert within(op, q, lim), (op, q)
+
+
+# ---------------------------------------------------------------------- large condition tables
+@st.composite
+def big_batches(draw: st.DrawFn) -> tuple[list[Condition], np.ndarray, np.ndarray, np.ndarray]:
+    n_cond = draw(st.sampled_from([256, 65_537, 70_000, 131_073]))
+    filler = draw(safe_conditions)
+    conds = [filler] * n_cond
+    n = draw(st.integers(1, 24))
+    hot = draw(st.lists(st.one_of(st.integers(0, n_cond - 1), st.sampled_from(
+        [k for k in (255, 65_536, 65_537, 131_072) if k < n_cond])), min_size=n, max_size=n))
+    for k in set(hot):
+        conds[k] = draw(conditions)
+    op = np.array(draw(st.lists(ops, min_size=n, max_size=n)))
+    col = np.array(draw(st.lists(st.integers(0, 127), min_size=n, max_size=n, unique=True)))
+    return conds, op, np.array(hot), col
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.data_too_large])
+@given(req=big_batches())
+def test_batches_with_large_condition_tables(rig: Rig, req: tuple) -> None:
+    conds, op, ci, col = req
+    before = len(rig.emu.log.ops)
+    try:
+        rig.board.batch(np.zeros_like(col), np.zeros_like(col), col, op, ci, conds)
+        rig.accepted += 1
+        ok = True
+    except SafetyLimitError:
+        rig.refused += 1
+        ok = False
+    expect_ok = all(within_bench_limits(int(o), conds[int(k)].quantized()) for o, k in zip(op, ci, strict=True))
+    assert ok == expect_ok
+    for o, cond, _n in rig.emu.log.ops[before:]:
+        assert within_bench_limits(o, cond), (BoardOp(o).name, cond)
+    assert rig.emu.violations == 0
+
+
+# ---------------------------------------------------------------------- lost ACKs
+@pytest.fixture(scope="module")
+def lossy() -> Iterator[tuple[FpgaBoard, BoardEmulator]]:
+    sim = SimChip(n_tiles=1, config=SimConfig.ideal(), seed=1)
+    emu = BoardEmulator(EmulatedChip(sim), WIDE_OPEN, pace=False).start()
+    board = FpgaBoard(emu.port, limits=BENCH, timeout_s=0.1, retries=1)
+    board.identify()
+    yield board, emu
+    board.close()
+    emu.stop()
+
+
+faults = st.one_of(st.just(["drop_answer", "drop_answer"]),  # executed, both answers lost: retries run out
+                   st.lists(st.sampled_from(["drop_answer", "drop_request", "garble_answer", "garble_request"]),
+                            max_size=5))
+steps = st.lists(st.one_of(
+    st.tuples(st.just("dac"), st.tuples(st.sampled_from([(1.4, 1.8, 0.0), (2.2, 1.8, 0.0), (4.8, 0.0, 2.6),
+                                                         (3.3, 0.1, 0.0), (1.6, 3.8, 0.0)]), faults)),
+    st.tuples(st.just("pulse"), st.tuples(ops, st.sampled_from([100, 1000]), faults)),
+), min_size=1, max_size=6)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seq=steps)
+@example(seq=[("dac", ((1.4, 1.8, 0.0), [])),  # SET levels, acknowledged
+              ("dac", ((1.6, 3.8, 0.0), ["drop_answer", "drop_answer"])),  # FORM levels applied, ACKs lost
+              ("pulse", (BoardOp.SET, 1000, []))])  # checked against the stale SET levels, it would apply 3.8 V
+def test_lost_acks_never_let_a_pulse_past_a_limit(lossy: tuple[FpgaBoard, BoardEmulator], seq: list) -> None:
+    board, emu = lossy
+    before = len(emu.log.ops)
+    for kind, req in seq:
+        try:
+            if kind == "dac":
+                levels, fs = req
+                emu.faults.inject(*fs)
+                board.set_dac(*levels)
+            else:
+                op, width, fs = req
+                board.select(0, 0, 5)
+                emu.faults.inject(*fs)
+                board.pulse(op, width)
+        except (SafetyLimitError, InstrumentError):
+            pass
+        finally:
+            emu.faults._script.clear()
+    # what the board really applied (its own DAC levels at the pulse) is inside the limits
+    for o, cond, _n in emu.log.ops[before:]:
+        assert within_bench_limits(o, cond), (BoardOp(o).name, cond)
+    assert emu.violations == 0

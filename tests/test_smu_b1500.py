@@ -243,7 +243,9 @@ def _bench(b1500: dict, limits: dict | None = None) -> dict:
         ({"bl_module": "B1514A"}, {"smu_max_width_s": 0.01}, "smu_max_width_s = 0.01 is past the B1514A"),
         ({"spot": "fast"}, None, "spot = 'fast'"),
         ({"integration_s": 1.0}, None, "integration_s"),
-        ({"wl_max_v": "nan"}, None, "wl_max_v = nan"),
+        ({"wl_max_v": "nan"}, None, "wl_max_v = 'nan': must be a finite number"),
+        ({"wl_max_v": float("nan")}, None, "wl_max_v = nan: must be a finite number"),
+        ({"wl_slot": 1.0}, None, "wl_slot = 1.0: must be an integer"),
     ],
 )
 def test_bad_b1500_bench_is_refused_at_load(b1500: dict, limits: dict | None, match: str) -> None:

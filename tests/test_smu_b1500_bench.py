@@ -110,7 +110,7 @@ def test_short_train_with_one_real_tile_on_the_b1500_bench(
                 "--bench",
                 vb.bench_path,
                 "--real-tiles",
-                "1",
+                "0",
                 "--tasks",
                 "mnist,fashion-mnist",
                 "--epochs-per-task",

@@ -284,6 +284,9 @@ def _ordered_and_validated(levels: list[Level]) -> list[Level]:
         arr = np.asarray(data, dtype=np.float64)
         if not np.all(np.isfinite(arr)):
             raise CdfTableError(f"CDF table: level {lv.name!r} has non-finite conductances")
+        if np.any(arr < 0):
+            raise CdfTableError(f"CDF table: level {lv.name!r} has a negative conductance ({arr.min():.4g} µS); "
+                                "conductances are >= 0 µS: check the sign or the units of the file")
         if lv.samples_us is None:
             p = np.asarray(lv.probabilities, dtype=np.float64) if lv.probabilities is not None else None
             if p is None or p.shape != arr.shape:

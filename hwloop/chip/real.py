@@ -76,7 +76,7 @@ class RealChip(Chip):
     def check_v_gate(self, v_gate: object) -> None:
         v = np.asarray(v_gate, dtype=np.float64)
         lim = self.bench.limits.max_v_gate_set
-        if v.size and (not np.all(np.isfinite(v)) or v.max() > lim or v.min() < 0):
+        if v.size and not (np.all(np.isfinite(v)) and v.max() <= lim and v.min() >= 0):  # NaN fails
             lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
             raise SafetyLimitError(f"SET gate voltages {lo:.3f}..{hi:.3f} V "
                                    f"are not all within [0, {lim}] V (max_v_gate_set); nothing was sent")

@@ -9,13 +9,14 @@ import click
 
 from hwloop.cli import cli
 from hwloop.cli.common import echo_json, json_option
+from hwloop.clicktypes import FiniteFloat
 from hwloop.errors import HwloopError, RunLogError
 
 #: shared by `endurance` and `report`
 endurance_option = click.option(
     "--endurance",
     "endurance_cycles",
-    type=click.FloatRange(min=1.0),
+    type=FiniteFloat(min=1.0),
     default=1e5,
     show_default=True,
     help="Endurance budget per device (SET/RESET cycles) for the projection.",
@@ -37,7 +38,7 @@ endurance_option = click.option(
 @click.option(
     "--fraction",
     "budget_fraction",
-    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    type=FiniteFloat(min=0.0, max=1.0, min_open=True),
     default=0.01,
     show_default=True,
     help="Projection: runs until this fraction of devices exceeds --endurance.",

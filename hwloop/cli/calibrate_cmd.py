@@ -18,6 +18,7 @@ import click
 from hwloop.calibration.procedure import CalibrationConfig
 from hwloop.cli import cli
 from hwloop.cli.common import CHIP_CHOICES, build_chip, echo_json, load_cdf_option
+from hwloop.clicktypes import FINITE_FLOAT
 from hwloop.errors import CalibrationError, ConfigError
 from hwloop.intlist import INT_LIST_HELP, parse_int_list
 
@@ -91,14 +92,14 @@ def run_options(f: Callable) -> Callable:
         ),
         click.option(
             "--v-start",
-            type=float,
+            type=FINITE_FLOAT,
             default=_CFG.v_gate_start,
             show_default=True,
             help="First SET gate voltage V_WL (V).",
         ),
         click.option(
             "--v-stop",
-            type=float,
+            type=FINITE_FLOAT,
             default=_CFG.v_gate_stop,
             show_default=True,
             help="Last SET gate voltage V_WL (V).",
@@ -404,8 +405,8 @@ def calibrate_plot(file: str, out: str, show_sweep: bool) -> None:
 @click.option(
     "-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="New calibration file."
 )
-@click.option("--v-min", type=float, default=None, help="Choose only among sweep gate voltages >= this (V).")
-@click.option("--v-max", type=float, default=None, help="Choose only among sweep gate voltages <= this (V).")
+@click.option("--v-min", type=FINITE_FLOAT, default=None, help="Choose only among sweep gate voltages >= this (V).")
+@click.option("--v-max", type=FINITE_FLOAT, default=None, help="Choose only among sweep gate voltages <= this (V).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new levels and Q as JSON.")
 def calibrate_select(

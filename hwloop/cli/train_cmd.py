@@ -9,6 +9,7 @@ from click.core import ParameterSource
 
 from hwloop.cli import cli
 from hwloop.cli.common import echo_json
+from hwloop.clicktypes import FiniteFloat
 from hwloop.training.config import INIT_MODES, TrainConfig
 
 # CLI parameter name -> TrainConfig field
@@ -30,11 +31,11 @@ _D = TrainConfig()
 @click.option("--epochs-per-task", type=click.IntRange(min=1), default=_D.epochs_per_task, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=_D.warmup, show_default=True,
               help="First epochs of the run trained with m* = 0.")
-@click.option("--m-star", type=click.FloatRange(min=0), default=_D.m_star, show_default=True,
+@click.option("--m-star", type=FiniteFloat(min=0), default=_D.m_star, show_default=True,
               help="Metaplasticity strength m* (Eq. 2); 0 disables metaplasticity.")
 @click.option("--hidden", type=click.IntRange(min=1), default=_D.hidden, show_default=True,
               help="Neurons per hidden layer (784-H-H-10).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_D.lr, show_default=True,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=_D.lr, show_default=True,
               help="Adam learning rate (sets the time scale of m*, see docs/training.md).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=_D.batch_size, show_default=True)
 @click.option("--seed", type=int, default=_D.seed, show_default=True)

@@ -92,7 +92,8 @@ class VirtualBench:
             self.smu = B1500Emulator(self.chip, config=cfg.b1500, modules=self.b1500_modules,
                                      faults=self.faults).start()
         else:
-            self.smu = SmuEmulator(self.chip, faults=self.faults).start()
+            self.smu = SmuEmulator(self.chip, faults=self.faults, model=self.config.smu_model(),
+                                   max_pulse_s=self.config.limits.smu_max_width_s).start()
         virtual = replace(cfg, name=f"{cfg.name} (virtual bench)",
                           fpga=replace(cfg.fpga, port=self.board.port),
                           smu=replace(cfg.smu, resource=self.smu.resource, visa_library="@py"))
@@ -175,10 +176,11 @@ DEFAULT_B1500 = B1500Config(wl_slot=1, bl_slot=2, wl_module="B1511B", bl_module=
 
 
 def with_smu_driver(cfg: BenchConfig, smu: str | None) -> BenchConfig:
-    """``cfg`` with ``[smu] driver = smu`` (a B1500 gets ``DEFAULT_B1500`` slots if the file names none)."""
+    """``cfg`` with ``[smu] driver = smu`` and that driver's default model (a B1500 gets ``DEFAULT_B1500``
+    slots if the file names none)."""
     if smu is None or smu == cfg.smu.driver:
         return cfg
     if smu not in ("keithley2600", "b1500"):
         raise ConfigError(f"--smu {smu!r}: the virtual bench emulates 'keithley2600' or 'b1500'")
     b1500 = cfg.b1500 if cfg.b1500.bl_slot else DEFAULT_B1500
-    return replace(cfg, smu=replace(cfg.smu, driver=smu), b1500=b1500).validate()
+    return replace(cfg, smu=replace(cfg.smu, driver=smu, model=""), b1500=b1500).validate()

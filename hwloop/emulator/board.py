@@ -253,7 +253,7 @@ class BoardEmulator:
             wl, bl, sl = (x / 1000.0 for x in DAC.unpack(p))
             lim = self.limits
             bl_max = max(lim.max_v_bl, lim.max_v_form)
-            if abs(wl) > lim.max_v_wl or abs(bl) > bl_max or abs(sl) > lim.max_v_sl:
+            if not (abs(wl) <= lim.max_v_wl and abs(bl) <= bl_max and abs(sl) <= lim.max_v_sl):
                 self.violations += 1
                 self.log.refused.append(f"SET_DAC {wl} {bl} {sl}")
                 return self._nak(f.seq, cmd, Nak.LIMIT)
@@ -318,10 +318,14 @@ class BoardEmulator:
                          or ops["cond"].max() >= conds_raw.size):
             return self._nak(f.seq, Cmd.BATCH, Nak.BAD_PARAM)
         conds = [decode_condition(c) for c in conds_raw]
-        key = ops["op"].astype(np.int64) * 256 + ops["cond"]
-        for k in np.unique(key):  # the board's own check, before any pulse of the batch
-            if not self._checked(int(k // 256), conds[int(k % 256)]):
-                return self._nak(f.seq, Cmd.BATCH, Nak.LIMIT)
+        carr = np.array([(c.v_wl, c.v_bl, c.v_sl, c.width_ns) for c in conds], dtype=float).reshape(-1, 4)
+        bad = self.limits.refused(ops["op"].astype(np.int64), carr[ops["cond"].astype(np.int64)])
+        if bad.any():  # the board's own check, each entry on its own values, before any pulse of the batch
+            k = int(np.flatnonzero(bad)[0])
+            self.violations += int(np.count_nonzero(bad))
+            self.log.refused.append(f"BATCH entry {k}: op {int(ops['op'][k])} {conds[int(ops['cond'][k])]}")
+            return self._nak(f.seq, Cmd.BATCH, Nak.LIMIT)
+        key = ops["op"].astype(np.int64) * 256 + ops["cond"]  # grouping only (cond < 256 on the wire)
         idx = self.chip.flat(ops["tile"], ops["row"], ops["col"])
         # The board executes entries in order. When every cell appears once, entries on different cells
         # commute, so the emulator applies each (op, condition) group in one array call; otherwise it

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import click
 
+from hwloop.clicktypes import FiniteFloat
+
 
 @click.command("emulate")
 @click.option(
@@ -21,42 +23,42 @@ import click
 @click.option("--no-pace", is_flag=True, help="Do not pace the pty at the baud rate (as fast as possible).")
 @click.option(
     "--drop-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=0.0,
     show_default=True,
     help="Probability that a request frame is lost before the board.",
 )
 @click.option(
     "--drop-answer-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=0.0,
     show_default=True,
     help="Probability that an answer frame is lost after the board executed the request.",
 )
 @click.option(
     "--garble-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=0.0,
     show_default=True,
     help="Probability that an answer frame arrives with a flipped bit (bad CRC).",
 )
 @click.option(
     "--garble-request-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=0.0,
     show_default=True,
     help="Probability that a request frame arrives corrupted (the board NAKs it).",
 )
 @click.option(
     "--delay-ms",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=0.0,
     show_default=True,
     help="Extra latency before every board answer.",
 )
 @click.option(
     "--smu-error-rate",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloat(0, 1),
     default=0.0,
     show_default=True,
     help="Probability that an SMU command leaves an error in its error queue.",

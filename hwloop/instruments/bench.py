@@ -12,12 +12,16 @@ from __future__ import annotations
 import enum
 import math
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hwloop.errors import ConfigError, SafetyLimitError
 from hwloop.instruments.b1500_config import B1500Config
+from hwloop.instruments.caps import BOARD_CAPS, DEFAULT_MODEL, SMU_MODEL_CAPS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,7 +52,7 @@ class Condition:
 
     def quantized(self) -> Condition:
         """The condition as the board's DACs will apply it (1 mV steps, integer ns); non-finite stays as is."""
-        if not all(math.isfinite(v) for v in (self.v_wl, self.v_bl, self.v_sl, float(self.width_ns))):
+        if not all(_finite(v) for v in (self.v_wl, self.v_bl, self.v_sl, self.width_ns)):
             return self
         return Condition(round(self.v_wl * 1000) / 1000, round(self.v_bl * 1000) / 1000,
                          round(self.v_sl * 1000) / 1000, round(self.width_ns))
@@ -56,7 +60,11 @@ class Condition:
 
 @dataclass(frozen=True)
 class Limits:
-    """Safety limits of the bench. Past any of them a request raises ``SafetyLimitError`` unsent."""
+    """Safety limits of the bench. Past any of them a request raises ``SafetyLimitError`` unsent.
+
+    Every comparison is written so that NaN fails it (``not x <= lim``): a NaN value or a NaN limit
+    refuses the request instead of letting it through.
+    """
 
     max_v_wl: float = 5.0           # |V| on the word line (gate) for any operation
     max_v_bl: float = 2.5           # |V| on the bit line for SET / RESET / READ
@@ -73,12 +81,12 @@ class Limits:
         """Raise ``SafetyLimitError`` if ``cond`` used for ``op`` is past any limit."""
         op = BoardOp(op)
         problems: list[str] = []
-        values = (cond.v_wl, cond.v_bl, cond.v_sl, float(cond.width_ns))
-        if not all(math.isfinite(v) for v in values):
+        values = (cond.v_wl, cond.v_bl, cond.v_sl, cond.width_ns)
+        if not all(_finite(v) for v in values):
             raise SafetyLimitError(f"{op.name} condition {cond} has a non-finite value; nothing was sent")
-        if abs(cond.v_wl) > self.max_v_wl:
+        if not abs(cond.v_wl) <= self.max_v_wl:
             problems.append(f"|V_WL| {abs(cond.v_wl):.3f} V > max_v_wl {self.max_v_wl} V")
-        if abs(cond.v_sl) > self.max_v_sl:
+        if not abs(cond.v_sl) <= self.max_v_sl:
             problems.append(f"|V_SL| {abs(cond.v_sl):.3f} V > max_v_sl {self.max_v_sl} V")
         if op is BoardOp.FORM:
             bl_max, bl_name = self.max_v_form, "max_v_form"
@@ -86,34 +94,81 @@ class Limits:
             bl_max, bl_name = self.max_v_read, "max_v_read"
         else:
             bl_max, bl_name = self.max_v_bl, "max_v_bl"
-        if abs(cond.v_bl) > bl_max:
+        if not abs(cond.v_bl) <= bl_max:
             problems.append(f"|V_BL| {abs(cond.v_bl):.3f} V > {bl_name} {bl_max} V")
-        if op is not BoardOp.READ and cond.v_bl > cond.v_sl and cond.v_wl > self.max_v_gate_set:
+        if op is not BoardOp.READ and not (cond.v_bl <= cond.v_sl or cond.v_wl <= self.max_v_gate_set):
             problems.append(f"gate V_WL {cond.v_wl:.3f} V > max_v_gate_set {self.max_v_gate_set} V "
                             "with V_BL > V_SL (I_CC would be unbounded)")
-        if not 0 < cond.width_ns <= self.max_width_ns:
+        if not (cond.width_ns > 0 and cond.width_ns <= self.max_width_ns):
             problems.append(f"width {cond.width_ns} ns outside (0, {self.max_width_ns}] ns")
+        if not problems and self.refused(np.array([int(op)]), np.array([values], dtype=float))[0]:
+            problems.append("outside the limits")  # the vector gate is the definition; never looser
         if problems:
             raise SafetyLimitError(f"{op.name} request refused, nothing was sent: " + "; ".join(problems))
+
+    def refused(self, op: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        """Vector gate: for each entry (``op[k]``, ``cond[k] = (v_wl, v_bl, v_sl, width_ns)``), True if refused.
+
+        The same rules as ``check``, on each entry's own values (no lookup key that could alias); every
+        comparison is True only for a value inside its limit, so NaN anywhere refuses the entry.
+        """
+        op = np.asarray(op)
+        c = np.asarray(cond, dtype=float).reshape(-1, 4)
+        wl, bl, sl, w = c[:, 0], c[:, 1], c[:, 2], c[:, 3]
+        bl_max = np.where(op == BoardOp.FORM, self.max_v_form,
+                          np.where(op == BoardOp.READ, self.max_v_read, self.max_v_bl))
+        with np.errstate(invalid="ignore"):
+            ok = (op >= 0) & (op <= int(max(BoardOp)))
+            ok &= np.isfinite(c).all(axis=1)
+            ok &= (np.abs(wl) <= self.max_v_wl) & (np.abs(sl) <= self.max_v_sl) & (np.abs(bl) <= bl_max)
+            ok &= (op == BoardOp.READ) | (bl <= sl) | (wl <= self.max_v_gate_set)
+            ok &= (w > 0) & (w <= self.max_width_ns)
+        return ~ok
 
     def check_smu(self, v: float, i_limit_a: float, width_s: float | None = None) -> None:
         """Raise ``SafetyLimitError`` if an SMU source request is past the SMU limits."""
         problems: list[str] = []
-        if not (math.isfinite(v) and math.isfinite(i_limit_a)):
-            problems.append("non-finite value")
-        elif abs(v) > self.smu_max_v:
+        if not (_finite(v) and _finite(i_limit_a) and (width_s is None or _finite(width_s))):
+            raise SafetyLimitError(f"SMU request refused, nothing was sent: non-finite value (V {v!r}, "
+                                   f"current limit {i_limit_a!r}, width {width_s!r})")
+        if not abs(v) <= self.smu_max_v:
             problems.append(f"|V| {abs(v):.4g} V > smu_max_v {self.smu_max_v} V")
-        if not 0 < i_limit_a <= self.smu_max_current_a:
+        if not (i_limit_a > 0 and i_limit_a <= self.smu_max_current_a):
             problems.append(f"current limit {i_limit_a:.4g} A outside (0, {self.smu_max_current_a}] A")
-        if width_s is not None and not 0 < width_s <= self.smu_max_width_s:
+        if width_s is not None and not (width_s > 0 and width_s <= self.smu_max_width_s):
             problems.append(f"pulse width {width_s:.4g} s outside (0, {self.smu_max_width_s}] s")
         if problems:
             raise SafetyLimitError("SMU request refused, nothing was sent: " + "; ".join(problems))
 
 
+def _finite(x: object) -> bool:
+    """True for a real, finite number (not a bool, not a string)."""
+    if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating):
+        return False
+    return math.isfinite(float(x))
+
+
+def conditions_array(conditions: Sequence[Condition]) -> np.ndarray:
+    """``(n, 4)`` float array of (v_wl, v_bl, v_sl, width_ns), as the board's DACs apply them (1 mV, 1 ns).
+
+    Non-finite values stay non-finite (and are refused by ``Limits.refused``); so do values that are not
+    numbers at all.
+    """
+    raw = np.full((len(conditions), 4), np.nan)
+    for k, c in enumerate(conditions):
+        vals = (c.v_wl, c.v_bl, c.v_sl, c.width_ns)
+        if all(_finite(v) for v in vals):
+            raw[k] = vals
+    with np.errstate(invalid="ignore"):
+        raw[:, :3] = np.round(raw[:, :3] * 1000.0) / 1000.0
+        raw[:, 3] = np.round(raw[:, 3])
+    return raw
+
+
 @dataclass(frozen=True)
 class SmuConfig:
     driver: str = "keithley2600"
+    model: str = ""                 # instrument model ("2636B"); "" = the driver's default (caps.DEFAULT_MODEL)
     resource: str = "TCPIP::192.168.0.2::5025::SOCKET"
     visa_library: str = "@py"       # "@py" (pyvisa-py), "" (system VISA) or "<file.yaml>@sim" (pyvisa-sim)
     channel: str = "a"
@@ -204,41 +259,23 @@ class BenchConfig:
         r = self.read
         return Condition(r.v_wl, r.v_bl, r.v_sl, r.width_ns)
 
+    def smu_model(self) -> str:
+        """The SMU model the bench declares (or the driver's default)."""
+        return self.smu.model or DEFAULT_MODEL.get(self.smu.driver, "")
+
     def validate(self) -> BenchConfig:
-        """Refuse a bench whose own tables break its limits or whose settings make no sense."""
-        if self.tiles < 1:
-            raise ConfigError(f"bench {self.name!r}: tiles must be >= 1, got {self.tiles}")
-        if self.fpga.baud <= 0 or self.fpga.retries < 0 or self.fpga.timeout_s <= 0:
-            raise ConfigError(f"bench {self.name!r}: [fpga] baud, timeout_s must be > 0 and retries >= 0")
-        if not 1 <= self.fpga.max_batch_ops <= 8192:
-            raise ConfigError(f"bench {self.name!r}: [fpga] max_batch_ops must be 1..8192")
-        lim = self.limits
-        if max(lim.max_v_wl, lim.max_v_bl, lim.max_v_sl, lim.max_v_form) > 32.0 or lim.max_width_ns >= 2**32:
-            raise ConfigError(f"bench {self.name!r}: [limits] past what the FPGA protocol can carry "
-                              "(|V| <= 32 V in int16 mV, width < 2^32 ns)")
-        if self.form.v_bl_step <= 0 or self.form.v_bl_stop < self.form.v_bl_start:
-            raise ConfigError(f"bench {self.name!r}: [form] needs v_bl_step > 0 and v_bl_stop >= v_bl_start")
-        if not self.set.v_wl:
-            raise ConfigError(f"bench {self.name!r}: [set] v_wl needs one gate voltage per HCS level")
-        if list(self.set.v_wl) != sorted(self.set.v_wl):
-            raise ConfigError(f"bench {self.name!r}: [set] v_wl must rise with the level (higher I_CC)")
-        try:
-            for c in self.form_conditions():
-                self.limits.check(BoardOp.FORM, c)
-            for c in self.set_level_conditions():
-                self.limits.check(BoardOp.SET, c)
-            self.limits.check(BoardOp.RESET, self.reset_condition())
-            self.limits.check(BoardOp.READ, self.read_condition())
-            self.limits.check_smu(self.read.v_bl, self.smu.current_limit_a)
-        except SafetyLimitError as exc:
-            raise ConfigError(f"bench {self.name!r}: its own voltage tables break its limits: "
-                              f"{exc}") from None
-        if self.read.v_bl <= 0:
-            raise ConfigError(f"bench {self.name!r}: [read] v_bl must be > 0 to measure a conductance")
-        if self.smu.driver == "b1500":
-            self.b1500.validate(f"bench {self.name!r}", smu_max_v=lim.smu_max_v,
-                                smu_max_current_a=lim.smu_max_current_a, smu_max_width_s=lim.smu_max_width_s,
-                                max_v_wl=lim.max_v_wl)
+        """Refuse a bench whose values have the wrong type, are non-finite, past a hard cap per instrument
+        model, or whose own tables break its limits. Each section has its validator (``SECTION_CHECKS``)."""
+        for name, value, default in (("name", self.name, ""), ("tiles", self.tiles, 0)):
+            _typed(f"bench {self.name!r}", name, value, default)
+        for sec in _SECTIONS:
+            obj = getattr(self, sec)
+            for f in fields(obj):
+                _typed(f"bench {self.name!r} [{sec}]", f.name, getattr(obj, f.name), getattr(type(obj)(), f.name))
+        for check in SECTION_CHECKS:
+            problems = check(self)
+            if problems:
+                raise ConfigError(f"bench {self.name!r}: " + "; ".join(problems))
         return self
 
     # ------------------------------------------------------------ I/O
@@ -266,30 +303,156 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+# ------------------------------------------------------------------ per-section checks at load
+# Each takes the whole bench (types already checked) and returns its problems. Comparisons are written
+# so that NaN fails them. A second SMU driver gets its caps from ``caps.SMU_MODEL_CAPS[driver]``.
+
+def _in(x: float, lo: float, hi: float, lo_open: bool = True) -> bool:
+    return (lo < x if lo_open else lo <= x) and x <= hi
+
+
+def _check_top(b: BenchConfig) -> list[str]:
+    if not _in(b.tiles, 1, BOARD_CAPS.max_tiles, lo_open=False):
+        return [f"tiles must be 1..{BOARD_CAPS.max_tiles}, got {b.tiles}"]
+    return []
+
+
+def _check_limits(b: BenchConfig) -> list[str]:
+    lim, out = b.limits, []
+    for name in ("max_v_wl", "max_v_bl", "max_v_sl", "max_v_gate_set", "max_v_form", "max_v_read"):
+        if not _in(getattr(lim, name), 0.0, BOARD_CAPS.max_v):
+            out.append(f"[limits] {name} = {getattr(lim, name)!r} must be > 0 and <= {BOARD_CAPS.max_v} V "
+                       "(what the FPGA protocol carries: int16 mV)")
+    if not _in(lim.max_width_ns, 0, BOARD_CAPS.max_width_ns):
+        out.append(f"[limits] max_width_ns = {lim.max_width_ns} must be 1..{BOARD_CAPS.max_width_ns} ns")
+    return out
+
+
+def _check_fpga(b: BenchConfig) -> list[str]:
+    f, out = b.fpga, []
+    if not _in(f.baud, 0, 100_000_000):
+        out.append(f"[fpga] baud = {f.baud} must be 1..1e8")
+    if not _in(f.timeout_s, 0.0, 600.0):
+        out.append(f"[fpga] timeout_s = {f.timeout_s} must be > 0 and <= 600 s")
+    if not _in(f.retries, 0, 100, lo_open=False):
+        out.append(f"[fpga] retries = {f.retries} must be 0..100")
+    if not _in(f.max_batch_ops, 1, BOARD_CAPS.max_batch_ops, lo_open=False):
+        out.append(f"[fpga] max_batch_ops must be 1..{BOARD_CAPS.max_batch_ops}")
+    return out
+
+
+def _check_smu(b: BenchConfig) -> list[str]:
+    s, lim = b.smu, b.limits
+    models = SMU_MODEL_CAPS.get(s.driver)
+    if models is None:
+        return [f"[smu] driver {s.driver!r} has no model caps; known drivers: {sorted(SMU_MODEL_CAPS)}"]
+    model = b.smu_model()
+    if model not in models:
+        return [f"[smu] model {model!r} is not a {s.driver} model hwloop supports; choose one of {sorted(models)}"]
+    cap, out = models[model], []
+    if s.channel not in cap.channels:
+        out.append(f"[smu] channel {s.channel!r}: the {model} has channel(s) {list(cap.channels)}")
+    if not _in(s.timeout_ms, 0, 600_000):
+        out.append(f"[smu] timeout_ms = {s.timeout_ms} must be 1..600000")
+    if not _in(s.nplc, 0.001, 25.0, lo_open=False):
+        out.append(f"[smu] nplc = {s.nplc} must be 0.001..25")
+    if not _in(lim.smu_max_v, 0.0, cap.max_v):
+        out.append(f"[limits] smu_max_v = {lim.smu_max_v} must be > 0 and <= {cap.max_v} V (the {model}'s range)")
+    if not _in(lim.smu_max_current_a, cap.min_current_limit_a, cap.max_current_a, lo_open=False):
+        out.append(f"[limits] smu_max_current_a = {lim.smu_max_current_a} must be {cap.min_current_limit_a:g}.."
+                   f"{cap.max_current_a:g} A (the {model}'s current limit range)")
+    if not _in(lim.smu_max_width_s, cap.min_width_s, cap.max_width_s, lo_open=False):
+        out.append(f"[limits] smu_max_width_s = {lim.smu_max_width_s} must be {cap.min_width_s:g}.."
+                   f"{cap.max_width_s:g} s")
+    if not _in(s.current_limit_a, cap.min_current_limit_a, lim.smu_max_current_a, lo_open=False):
+        out.append(f"[smu] current_limit_a = {s.current_limit_a} must be {cap.min_current_limit_a:g} A (the "
+                   f"{model}'s smallest) .. smu_max_current_a {lim.smu_max_current_a} A")
+    return out
+
+
+def _check_tables(b: BenchConfig) -> list[str]:
+    f, out = b.form, []
+    if not (f.v_bl_step > 0 and f.v_bl_start <= f.v_bl_stop):
+        return ["[form] needs v_bl_step > 0 and v_bl_stop >= v_bl_start"]
+    if not (f.v_bl_stop - f.v_bl_start) / f.v_bl_step <= 10_000:
+        return ["[form] the V_BL ramp has more than 10000 steps (v_bl_step too small)"]
+    if not f.verify_g_us > 0:
+        out.append("[form] verify_g_us must be > 0 µS")
+    if not 1 <= len(b.set.v_wl) <= 64:
+        out.append("[set] v_wl needs one gate voltage per HCS level (1..64 of them)")
+    elif list(b.set.v_wl) != sorted(b.set.v_wl):
+        out.append("[set] v_wl must rise with the level (higher I_CC)")
+    if not b.read.v_bl > 0:
+        out.append("[read] v_bl must be > 0 to measure a conductance")
+    if not abs(b.read.v_bl - b.read.v_sl) > 0:
+        out.append(f"[read] v_bl = v_sl = {b.read.v_bl} V: no voltage across the cell (G = I / 0)")
+    if out:
+        return out
+    try:
+        for c in b.form_conditions():
+            b.limits.check(BoardOp.FORM, c)
+        for c in b.set_level_conditions():
+            b.limits.check(BoardOp.SET, c)
+        b.limits.check(BoardOp.RESET, b.reset_condition())
+        b.limits.check(BoardOp.READ, b.read_condition())
+        b.limits.check_smu(b.read.v_bl, b.smu.current_limit_a)
+    except SafetyLimitError as exc:
+        return [f"its own voltage tables break its limits: {exc}"]
+    return []
+
+
+def _check_b1500(b: BenchConfig) -> list[str]:
+    """The ``[b1500]`` slots and module ranges, when the B1500A is the SMU (``b1500_config``)."""
+    if b.smu.driver != "b1500":
+        return []
+    lim = b.limits
+    try:
+        b.b1500.validate("", smu_max_v=lim.smu_max_v, smu_max_current_a=lim.smu_max_current_a,
+                         smu_max_width_s=lim.smu_max_width_s, max_v_wl=lim.max_v_wl)
+    except ConfigError as exc:
+        return [str(exc).removeprefix(": ")]
+    return []
+
+
+#: run in order by ``BenchConfig.validate``; a driver-specific check can be appended
+SECTION_CHECKS: list[Callable[[BenchConfig], list[str]]] = [
+    _check_top, _check_limits, _check_fpga, _check_smu, _check_tables, _check_b1500]
+
+
+def _typed(where: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` checked against the type of ``default``: no bool for a number, no float for an integer,
+    no string for either, finite numbers only. Returns the value as that type; ``ConfigError`` if not."""
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{where} {key} = {value!r}: {why}")
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("must be true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise bad("must be an integer (no quotes, no decimal point)")
+        return int(value)
+    if isinstance(default, float):
+        if not _finite(value):
+            raise bad("must be a finite number")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple) or not all(_finite(v) for v in value):
+            raise bad("must be a list of finite numbers")
+        return tuple(float(v) for v in value)
+    if not isinstance(value, str):
+        raise bad("must be a string (in quotes)")
+    return value
+
+
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    kw: dict[str, Any] = {}
-    for key, value in data.items():
-        default = getattr(cls(), key)
-        try:
-            if isinstance(default, tuple):
-                kw[key] = tuple(float(v) for v in value)
-            elif isinstance(default, bool):
-                kw[key] = bool(value)
-            elif isinstance(default, int):
-                if isinstance(value, float) and not value.is_integer():
-                    raise ValueError(f"{value} is not an integer")
-                kw[key] = int(value)
-            elif isinstance(default, float):
-                kw[key] = float(value)
-            else:
-                kw[key] = str(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{where}.{key}: bad value {value!r} ({exc})") from None
-    return cls(**kw)
+    defaults = cls()
+    return cls(**{key: _typed(where, key, value, getattr(defaults, key)) for key, value in data.items()})
 
 
 def bench_from_dict(data: dict[str, Any], source_path: str = "") -> BenchConfig:
@@ -297,20 +460,26 @@ def bench_from_dict(data: dict[str, Any], source_path: str = "") -> BenchConfig:
     fmt = data.get("format", FORMAT_NAME)
     if fmt != FORMAT_NAME:
         raise ConfigError(f"{where}: format is {fmt!r}, expected {FORMAT_NAME!r}")
-    ver = int(data.get("format_version", FORMAT_VERSION))
+    ver = data.get("format_version", FORMAT_VERSION)
+    if isinstance(ver, bool) or not isinstance(ver, int):
+        raise ConfigError(f"{where}: format_version must be an integer, got {ver!r}")
     if ver > FORMAT_VERSION:
         raise ConfigError(f"{where}: format_version {ver} is newer than this hwloop reads ({FORMAT_VERSION})")
     top = {k: v for k, v in data.items() if k not in _SECTIONS and k not in ("format", "format_version")}
     unknown = sorted(set(top) - {"name", "tiles"})
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key(s) {unknown}")
-    kw: dict[str, Any] = {"name": str(top.get("name", Path(source_path).stem or "bench")),
-                          "tiles": int(top.get("tiles", 1)), "source_path": source_path}
+    kw: dict[str, Any] = {"name": _typed(where, "name", top.get("name", Path(source_path).stem or "bench"), ""),
+                          "tiles": _typed(where, "tiles", top.get("tiles", 1), 0), "source_path": source_path}
     for sec, cls in _SECTIONS.items():
         if sec in data:
             if not isinstance(data[sec], dict):
                 raise ConfigError(f"{where}: [{sec}] must be a table")
             kw[sec] = _build(cls, data[sec], f"{where} [{sec}]")
+    missing = sorted({f.name for f in fields(Limits)} - set(data.get("limits", {})))
+    if missing:
+        raise ConfigError(f"{where}: [limits] must state every safety limit; missing {missing} "
+                          "(see docs/bench-config.md)")
     return BenchConfig(**kw).validate()
 
 

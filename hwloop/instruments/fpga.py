@@ -19,7 +19,7 @@ import numpy as np
 import serial
 
 from hwloop.errors import InstrumentError, ProtocolError, SafetyLimitError
-from hwloop.instruments.bench import BenchConfig, BoardOp, Condition, Limits
+from hwloop.instruments.bench import BenchConfig, BoardOp, Condition, Limits, _finite, conditions_array
 from hwloop.instruments.fpga_protocol import (
     DAC,
     IDENT,
@@ -84,7 +84,9 @@ class FpgaBoard:
         self._seq = 0
         self._parser = FrameParser()
         self._items: deque[Frame | BadCrc] = deque()
-        self._dac: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        #: DAC levels the board holds, as the host knows them; None after a failed exchange (unknown)
+        self._dac: tuple[float, float, float] | None = (0.0, 0.0, 0.0)
+        self._recovering = False
         self.info: BoardInfo | None = None
         factory = serial_factory or serial.serial_for_url
         try:
@@ -149,6 +151,29 @@ class FpgaBoard:
         window > 1 only when the requests commute (e.g. batches on distinct cells), because a request lost
         on the way is executed after the ones behind it.
         """
+        try:
+            return self._exchange_many(cmd, payloads, timeouts_s, window)
+        except BaseException:
+            # The board may have executed a request whose answer was lost: its DAC levels are unknown now.
+            # Nothing is pulsed until the host has sent SAFE and set the DACs again (``set_dac``).
+            self._dac = None
+            if cmd != Cmd.SAFE and not self._recovering:
+                self._try_safe()
+            raise
+
+    def _try_safe(self) -> bool:
+        """Best effort: send SAFE once (its own bounded retries). True if the board acknowledged it."""
+        self._recovering = True
+        try:
+            self._exchange_many(Cmd.SAFE, [b""], [self.timeout_s], 1)
+            return True
+        except Exception:
+            return False
+        finally:
+            self._recovering = False
+
+    def _exchange_many(self, cmd: Cmd, payloads: Sequence[bytes], timeouts_s: Sequence[float],
+                       window: int = 1) -> list[bytes]:
         n = len(payloads)
         seqs = [self._next_seq() for _ in range(n)]
         frames = [encode_frame(q, cmd, p) for q, p in zip(seqs, payloads, strict=True)]
@@ -239,6 +264,9 @@ class FpgaBoard:
     def set_dac(self, v_wl: float, v_bl: float, v_sl: float) -> None:
         """Set the three terminal DACs (V). Checked against the per-terminal limits."""
         lim = self.limits
+        if not all(_finite(v) for v in (v_wl, v_bl, v_sl)):
+            raise SafetyLimitError(f"SET_DAC refused, nothing was sent: non-finite level ({v_wl!r}, {v_bl!r}, "
+                                   f"{v_sl!r})")
         bl_max = max(lim.max_v_bl, lim.max_v_form)
         bad = [f"|V_WL| {abs(v_wl)} V > {lim.max_v_wl} V" for _ in [0] if not abs(v_wl) <= lim.max_v_wl]
         bad += [f"|V_BL| {abs(v_bl)} V > {bl_max} V" for _ in [0] if not abs(v_bl) <= bl_max]
@@ -248,15 +276,27 @@ class FpgaBoard:
         self.request(Cmd.SET_DAC, DAC.pack(_mv(v_wl), _mv(v_bl), _mv(v_sl)))
         self._dac = (v_wl, v_bl, v_sl)
 
+    def _known_dac(self, what: str) -> tuple[float, float, float]:
+        """The DAC levels the board holds; refuses (after sending SAFE) when a failed exchange left them unknown."""
+        if self._dac is None:
+            sent = self._try_safe()
+            raise InstrumentError(
+                f"FPGA board on {self.port}: {what} refused, nothing was sent: an earlier exchange failed, so "
+                f"the board's DAC levels are unknown; {'it was sent to SAFE' if sent else 'SAFE got no answer'}. "
+                "Set the DACs again (set_dac) before the next pulse.")
+        return self._dac
+
     def pulse(self, op: BoardOp, width_ns: int) -> None:
         """One pulse of ``width_ns`` on the selected cell at the present DAC levels, checked as ``op``."""
-        cond = Condition(*self._dac, int(width_ns))
+        if not (_is_int(width_ns) or (isinstance(width_ns, float) and width_ns.is_integer())):
+            raise SafetyLimitError(f"PULSE refused, nothing was sent: width {width_ns!r} ns is not an integer")
+        cond = Condition(*self._known_dac("PULSE"), int(width_ns))
         self.limits.check(BoardOp(op), cond)
         self.request(Cmd.PULSE, PULSE.pack(int(op), int(width_ns)))
 
     def read_row(self, tile: int, row: int) -> np.ndarray:
         """ADC currents (A) of the 128 cells of a row, at the present DAC levels (checked as a READ)."""
-        self.limits.check(BoardOp.READ, Condition(*self._dac, 1))
+        self.limits.check(BoardOp.READ, Condition(*self._known_dac("READ_ROW"), 1))
         self._check_address(np.array([tile]), np.array([row]), np.array([0]))
         data = self.request(Cmd.READ_ROW, bytes([tile, row]))
         codes = np.frombuffer(data, dtype="<u2")
@@ -285,7 +325,8 @@ class FpgaBoard:
               cond: np.ndarray | int, conditions: Sequence[Condition]) -> np.ndarray:
         """Apply ``(address, op, conditions[cond])`` entries in as few frames as possible.
 
-        Every (op, condition) pair used is checked against the limits before the first frame is sent.
+        Every entry is checked against the limits on its own (op, condition values) before the first frame
+        is sent.
         Returns the ADC currents (A) of the READ entries, in entry order.
         """
         tile, row, col = (np.asarray(a, dtype=np.int64).ravel() for a in (tile, row, col))
@@ -299,10 +340,15 @@ class FpgaBoard:
         if op_a.min() < 0 or op_a.max() > max(BoardOp):
             raise ProtocolError("batch: unknown operation code")
         self._check_address(tile, row, col)
-        qconds = [c.quantized() for c in conditions]
-        pairs = np.unique(op_a * 65536 + cond_a)
-        for p in pairs:  # the safety gate: nothing is framed before every pair passed
-            self.limits.check(BoardOp(int(p // 65536)), qconds[int(p % 65536)])
+        carr = conditions_array(conditions)
+        bad = self.limits.refused(op_a, carr[cond_a])  # the safety gate: each entry on its own values
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            self.limits.check(BoardOp(int(op_a[k])), conditions[int(cond_a[k])].quantized())
+            raise SafetyLimitError(f"batch entry {k} ({BoardOp(int(op_a[k])).name}, condition "
+                                   f"{int(cond_a[k])}) refused, nothing was sent")
+        qconds = [Condition(float(r[0]), float(r[1]), float(r[2]), int(r[3])) for r in carr[np.unique(cond_a)]]
+        qmap = dict(zip(np.unique(cond_a).tolist(), qconds, strict=True))
         entries = np.empty(n, dtype=OP_DTYPE)
         entries["tile"], entries["row"], entries["col"], entries["op"] = tile, row, col, op_a
         lsb = self.adc_lsb_a
@@ -327,7 +373,7 @@ class FpgaBoard:
                 used, local = np.unique(chunk_cond, return_inverse=True)
             ent = entries[start:stop].copy()
             ent["cond"] = local
-            payloads.append(encode_batch(encode_conditions([qconds[int(u)] for u in used]), ent))
+            payloads.append(encode_batch(encode_conditions([qmap[int(u)] for u in used]), ent))
             timeouts.append(self._batch_timeout(len(payloads[-1]), ent))
             sizes.append((ent.size, int(np.count_nonzero(ent["op"] == BoardOp.READ))))
             start = stop
@@ -373,6 +419,10 @@ class FpgaBoard:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
 
 
 def _mv(v: float) -> int:

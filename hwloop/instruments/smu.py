@@ -5,13 +5,19 @@ source-measure, the error queue and the safe state. The Keysight B1500A driver (
 same interface in ``hwloop.instruments.b1500`` (``[smu] driver = "b1500"``; ``docs/flex.md``).
 
 ``Keithley2600Channel`` lists the TSP attributes it uses as declarative ``Control``s: a setting past the
-instrument's range or the bench's SMU limits is refused before anything is written. After each batch of
-commands the driver reads ``errorqueue.count`` and raises ``InstrumentError`` with the instrument's own
-text. Any exception in a batch first puts the channel in its safe state (0 V, output off).
+model's range (``hwloop.instruments.caps``) or the bench's SMU limits is refused before anything is
+written. After each batch of commands the driver reads ``errorqueue.count`` and raises
+``InstrumentError`` with the instrument's own text; any exception or reported error in a batch first
+puts the channel in its safe state (0 V, output off).
+
+Order of a measurement: configure, read the error queue, and only then send "output on, measure (or
+pulse), output off" as one TSP chunk (one line, ``;``-separated statements). The instrument runs a
+chunk it has received to its end, so a host killed between round trips never leaves the output on.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -19,7 +25,11 @@ from typing import Any
 
 from hwloop.errors import ConfigError, InstrumentError, SafetyLimitError
 from hwloop.instruments.bench import BenchConfig, Limits
+from hwloop.instruments.caps import KEITHLEY_2600B
 from hwloop.instruments.visa import Control, Measurement, VisaAdapter, strict_discrete_set, strict_range
+
+#: "Keithley Instruments Inc., Model 2636B, 4480001, 4.0.5" -> 2636B (the maker must come first)
+_IDN_MODEL = re.compile(r"\s*keithley instruments[^,]*,\s*model\s+(\w+)\s*,", re.IGNORECASE)
 
 
 class Smu(ABC):
@@ -75,11 +85,14 @@ class Keithley2600Channel:
     # dynamic bounds from the bench's SMU limits
     @property
     def v_bounds(self) -> tuple[float, float]:
-        return (-self.parent.limits.smu_max_v, self.parent.limits.smu_max_v)
+        v = min(self.parent.limits.smu_max_v, self.parent.caps.max_v)
+        return (-v, v)
 
     @property
     def i_bounds(self) -> tuple[float, float]:
-        return (100e-12, self.parent.limits.smu_max_current_a)
+        """From the model's smallest current limit (e.g. 10 nA on the 2601B-2614B) to the bench's largest."""
+        return (self.parent.caps.min_current_limit_a,
+                min(self.parent.limits.smu_max_current_a, self.parent.caps.max_current_a))
 
     @property
     def width_bounds(self) -> tuple[float, float]:
@@ -134,9 +147,13 @@ class Keithley2600Channel:
 class Keithley2600(Smu):
     """Keithley 2600B series SMU (2636B) over TSP, one channel used."""
 
-    def __init__(self, adapter: VisaAdapter, limits: Limits, channel: str = "a", nplc: float = 0.01) -> None:
-        if channel not in ("a", "b"):
-            raise ConfigError(f"Keithley 2600B channel must be 'a' or 'b', got {channel!r}")
+    def __init__(self, adapter: VisaAdapter, limits: Limits, channel: str = "a", nplc: float = 0.01,
+                 model: str = "2636B") -> None:
+        if model not in KEITHLEY_2600B:
+            raise ConfigError(f"Keithley model {model!r} is not supported; choose one of {sorted(KEITHLEY_2600B)}")
+        self.caps = KEITHLEY_2600B[model]
+        if channel not in self.caps.channels:
+            raise ConfigError(f"Keithley {model} channel must be one of {list(self.caps.channels)}, got {channel!r}")
         self.adapter = adapter
         self.limits = limits
         self.ch = f"smu{channel}"
@@ -149,7 +166,7 @@ class Keithley2600(Smu):
         s = bench.smu
         adapter = VisaAdapter(s.resource, visa_library=s.visa_library, timeout_ms=s.timeout_ms,
                               transcript=transcript)
-        return cls(adapter, bench.limits, channel=s.channel, nplc=s.nplc)
+        return cls(adapter, bench.limits, channel=s.channel, nplc=s.nplc, model=bench.smu_model())
 
     # ------------------------------------------------------------------ I/O
     def write(self, command: str) -> None:
@@ -160,19 +177,28 @@ class Keithley2600(Smu):
 
     @contextmanager
     def _batch(self) -> Iterator[None]:
-        """A group of commands: on any exception go to the safe state; afterwards check the error queue."""
+        """A group of commands, then the error queue; on any exception or reported error: the safe state."""
         try:
             yield
+            self.check_errors()
         except BaseException:
             self._safe_quietly()
             raise
-        self.check_errors()
 
     # ------------------------------------------------------------------ Smu interface
     def identify(self) -> str:
+        """``*IDN?``; accepts only the TSP 2600B models hwloop supports, and only the bench's model."""
         idn = self.ask("*IDN?")
-        if "keithley" not in idn.lower():
-            raise InstrumentError(f"{self.adapter.resource_name} is not a Keithley SMU: *IDN? -> {idn!r}")
+        m = _IDN_MODEL.match(idn)
+        model = m.group(1).upper() if m else ""
+        if model not in KEITHLEY_2600B:
+            raise InstrumentError(
+                f"{self.adapter.resource_name} is not a Keithley TSP 2600B SMU hwloop supports "
+                f"({', '.join(sorted(KEITHLEY_2600B))}): *IDN? -> {idn!r}")
+        if model != self.caps.model:
+            raise InstrumentError(
+                f"{self.adapter.resource_name} is a Keithley {model}, but the bench file says {self.caps.model}: "
+                f"set [smu] model = \"{model}\" (its limits are checked against that model's ranges)")
         return idn
 
     def reset(self) -> None:
@@ -199,10 +225,25 @@ class Keithley2600(Smu):
             errors.append(f"{code} {fields[1].strip()}" if len(fields) > 1 else code)
         raise InstrumentError(f"Keithley SMU {self.ch} reported: " + "; ".join(errors))
 
+    def _check_request(self, v: float, i_limit_a: float, width_s: float | None = None) -> None:
+        """The bench limits, then the model's bounds (a current limit below its minimum would be refused
+        by the instrument, leaving the previous compliance in force)."""
+        self.limits.check_smu(v, i_limit_a, width_s)
+        cap = self.caps
+        if not i_limit_a >= cap.min_current_limit_a:
+            raise SafetyLimitError(f"SMU request refused, nothing was sent: current limit {i_limit_a:.4g} A is "
+                                   f"below the {cap.model}'s smallest ({cap.min_current_limit_a:g} A)")
+        if not abs(v) <= cap.max_v:
+            raise SafetyLimitError(f"SMU request refused, nothing was sent: |V| {abs(v):.4g} V is past the "
+                                   f"{cap.model}'s range ({cap.max_v:g} V)")
+        if width_s is not None and not width_s >= cap.min_width_s:
+            raise SafetyLimitError(f"SMU request refused, nothing was sent: pulse width {width_s:.4g} s is "
+                                   f"shorter than the {cap.model}'s shortest ({cap.min_width_s:g} s)")
+
     def configure_voltage_source(self, i_limit_a: float, nplc: float | None = None) -> None:
         """Voltage source on the bench's range with compliance ``i_limit_a``, output still off."""
         nplc = self.default_nplc if nplc is None else nplc
-        self.limits.check_smu(0.0, i_limit_a)
+        self._check_request(0.0, i_limit_a)
         ch = self.channel
         with self._batch():
             ch.source_function = "voltage"
@@ -214,20 +255,26 @@ class Keithley2600(Smu):
         self._configured = (i_limit_a, nplc)
 
     def source_voltage_measure_current(self, v: float, i_limit_a: float) -> float:
-        self.limits.check_smu(v, i_limit_a)
+        """Configure, set the level, read the error queue; only then output on, measure and output off,
+        in one TSP chunk (one line), so the output is never left on between two round trips."""
+        self._check_request(v, i_limit_a)
         if self._configured is None or self._configured[0] != i_limit_a:
             self.configure_voltage_source(i_limit_a)
-        ch = self.channel
+        ch, c = self.channel, self.ch
         with self._batch():
             ch.source_voltage = v
-            ch.output_enabled = True
-            i_a = ch.current
-            ch.output_enabled = False
-            ch.source_voltage = 0.0
-        return float(i_a)
+        with self._batch():
+            text = self.ask(f"{c}.source.output = {c}.OUTPUT_ON; print({c}.measure.i()); "
+                            f"{c}.source.output = {c}.OUTPUT_OFF; {c}.source.levelv = 0")
+        try:
+            return float(text)
+        except ValueError:
+            raise InstrumentError(f"Keithley SMU: measure.i() answered {text!r}, not a number") from None
 
     def pulse_voltage_measure_current(self, v: float, width_s: float, i_limit_a: float) -> float:
-        self.limits.check_smu(v, i_limit_a, width_s)
+        """Configure the trigger model and read the error queue; only then output on, the pulse and output
+        off in one TSP chunk. The pulse ends at timer 1 (its width) with ``endpulse.action = SOURCE_IDLE``."""
+        self._check_request(v, i_limit_a, width_s)
         ch, c = self.channel, self.ch
         with self._batch():
             ch.source_function = "voltage"
@@ -248,10 +295,9 @@ class Keithley2600(Smu):
             self.write(f"{c}.trigger.endpulse.action = {c}.SOURCE_IDLE")
             self.write(f"{c}.trigger.endpulse.stimulus = trigger.timer[1].EVENT_ID")
             self.write(f"{c}.trigger.count = 1")
-            ch.output_enabled = True
-            self.write(f"{c}.trigger.initiate()")
-            self.write("waitcomplete()")
-            ch.output_enabled = False
+        with self._batch():
+            self.write(f"{c}.source.output = {c}.OUTPUT_ON; {c}.trigger.initiate(); waitcomplete(); "
+                       f"{c}.source.output = {c}.OUTPUT_OFF")
             text = self.ask(f"printbuffer(1, {c}.nvbuffer1.n, {c}.nvbuffer1.readings)")
         self._configured = None
         try:

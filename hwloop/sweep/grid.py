@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,8 @@ def parse_list(spec: str | float | Sequence[float], kind: type, option: str) -> 
         vals = [kind(v) for v in spec]
     if not vals:
         raise ConfigError(f"{option} {spec!r} gives no value")
+    if not all(math.isfinite(v) for v in vals):
+        raise ConfigError(f"{option} {spec!r}: every value must be a finite number (no nan or inf)")
     return unique(vals, option)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from hwloop.errors import ConfigError
 
@@ -51,8 +53,14 @@ class TrainConfig:
         for name in ("epochs_per_task", "hidden", "batch_size", "eval_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.warmup < 0 or self.m_star < 0 or self.lr <= 0:
+        for name in ("m_star", "lr"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ConfigError(f"--{name.replace('_', '-')} {v!r} is not a finite number")
+        if not (self.warmup >= 0 and self.m_star >= 0 and self.lr > 0):
             raise ConfigError("--warmup and --m-star must be >= 0 and --lr > 0")
+        if self.out:
+            _check_out_path(self.out)
         if self.train_samples is not None and self.train_samples < self.batch_size:
             raise ConfigError(f"--train-samples {self.train_samples} is smaller than one batch ({self.batch_size})")
         if self.chip == "real" and not self.bench:
@@ -61,3 +69,15 @@ class TrainConfig:
     def experiment(self) -> dict:
         """The configuration keys that define the experiment (compared on --resume)."""
         return {k: v for k, v in asdict(self).items() if k not in RESUME_FREE}
+
+
+def _check_out_path(out: str) -> None:
+    """Refuse an output path that cannot be created: one of its parents is a regular file, or it is a folder."""
+    p = Path(out)
+    if p.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give a file name (e.g. {p / 'run.h5'})")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {out}: {parent} is a file, not a folder; choose another path")
+            return

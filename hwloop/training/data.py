@@ -246,6 +246,9 @@ def load_task(name: str, data_dir: str | Path | None = None, *, train_samples: i
         if cache is not None:
             cache[base] = ds
     mean, std = NORMALISATION.get(base, (0.5, 0.25))
+    if train_samples is not None and train_samples > len(ds.x_train):
+        raise DataError(f"--train-samples {train_samples} is more than the {len(ds.x_train)} training images of "
+                        f"{name}; give at most {len(ds.x_train)} (or leave it out for all of them)")
     x_tr = ds.x_train if train_samples is None else ds.x_train[:train_samples]
     y_tr = ds.y_train if train_samples is None else ds.y_train[:train_samples]
 
