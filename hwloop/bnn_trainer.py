@@ -40,8 +40,14 @@ class BnnTrainer(Trainer):
         self.task_names = parse_tasks(cfg.tasks)
         cache: dict = {}
         self.tasks = [
-            load_task(n, cfg.data_dir, train_samples=cfg.train_samples, download=cfg.download, cache=cache,
-                      verify=cfg.verify_data)
+            load_task(
+                n,
+                cfg.data_dir,
+                train_samples=cfg.train_samples,
+                download=cfg.download,
+                cache=cache,
+                verify=cfg.verify_data,
+            )
             for n in self.task_names
         ]
         self.table = self._load_table()
@@ -68,8 +74,15 @@ class BnnTrainer(Trainer):
         out = Path(cfg.out) if cfg.out else _default_out(cfg)
         cfg.out = str(out)
         self.writer = RunLogWriter.create(
-            out, config=asdict(cfg), table=self.table, tasks=self.task_names, n_tiles=1, tile_backends=["none"],
-            chip="none", seed=cfg.seed, layer_tiles=[],
+            out,
+            config=asdict(cfg),
+            table=self.table,
+            tasks=self.task_names,
+            n_tiles=1,
+            tile_backends=["none"],
+            chip="none",
+            seed=cfg.seed,
+            layer_tiles=[],
         )
         self.model.init_uniform(torch.Generator().manual_seed(cfg.seed))
 
@@ -106,8 +119,12 @@ class BnnTrainer(Trainer):
         buf = io.BytesIO()
         torch.save(
             {
-                "model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
-                "epoch": self.epoch, "acc_after_task": self.acc_after_task, "hwloop_version": __version__,
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "acc_after_task": self.acc_after_task,
+                "hwloop_version": __version__,
                 "saved_unix": time.time(),
             },
             buf,

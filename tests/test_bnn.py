@@ -85,7 +85,8 @@ def test_binary_mlp_forward_uses_signs_and_ste() -> None:
         for w in model.hidden_weights():
             w.mul_(7.0)
     assert torch.allclose(model(x), out, atol=1e-5)
-    (out[:, 0] * torch.arange(16.0)).sum().backward()  # the graph of the first forward: gradients reach the hidden weights
+    # the graph of the first forward: gradients reach the hidden weights
+    (out[:, 0] * torch.arange(16.0)).sum().backward()
     assert model.layers[0].weight.grad is not None and model.layers[0].weight.grad.abs().sum() > 0
     assert not torch.equal(w0 * 7.0, w0)
     g = torch.tensor([0.5, 2.0, -0.3], requires_grad=True)
@@ -115,9 +116,21 @@ def test_bnn_trains_end_to_end(tiny_data, tmp_path) -> None:
     from hwloop.orchestrator import train
     from hwloop.runlog import RunLog
 
-    cfg = TrainConfig(model="bnn", chip="none", hidden=32, lr=5e-3, m_star=1.5, warmup=0, epochs_per_task=2,
-                      train_samples=300, data_dir=str(tiny_data), verify_data=False, out=str(tmp_path / "b.h5"),
-                      progress=False, threads=1)
+    cfg = TrainConfig(
+        model="bnn",
+        chip="none",
+        hidden=32,
+        lr=5e-3,
+        m_star=1.5,
+        warmup=0,
+        epochs_per_task=2,
+        train_samples=300,
+        data_dir=str(tiny_data),
+        verify_data=False,
+        out=str(tmp_path / "b.h5"),
+        progress=False,
+        threads=1,
+    )
     res = train(cfg)
     assert res.status == "finished" and res.epochs == 4
     with RunLog(tmp_path / "b.h5") as log:

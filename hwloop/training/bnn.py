@@ -71,11 +71,13 @@ class BinaryMLP(nn.Module):
     def __init__(self, hidden: int = 4096, n_in: int = 784, n_out: int = 10, n_tasks: int = 1) -> None:
         super().__init__()
         self.bn_mode = "per-task"
-        self.layers = nn.ModuleList([BinaryLinear(n_in, hidden), BinaryLinear(hidden, hidden),
-                                     BinaryLinear(hidden, n_out)])
+        self.layers = nn.ModuleList(
+            [BinaryLinear(n_in, hidden), BinaryLinear(hidden, hidden), BinaryLinear(hidden, n_out)]
+        )
         self.bns = nn.ModuleList(
-            nn.ModuleList(nn.BatchNorm1d(layer.out_features, affine=True, track_running_stats=False)
-                          for layer in self.layers)
+            nn.ModuleList(
+                nn.BatchNorm1d(layer.out_features, affine=True, track_running_stats=False) for layer in self.layers
+            )
             for _ in range(n_tasks)
         )
         self.register_buffer("last_task", torch.zeros((), dtype=torch.int64))  # newest task entered
@@ -116,9 +118,15 @@ class AdamMeta(torch.optim.Optimizer):
     warm-up applies). Parameters flagged ``metaplastic`` get the factor; the others plain Adam.
     """
 
-    def __init__(self, params: Iterable, lr: float = BNN_LR, meta: float = BNN_META,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = BNN_WEIGHT_DECAY) -> None:
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = BNN_LR,
+        meta: float = BNN_META,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = BNN_WEIGHT_DECAY,
+    ) -> None:
         if not lr > 0:
             raise ValueError("learning rate must be positive")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))

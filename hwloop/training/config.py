@@ -62,17 +62,24 @@ class TrainConfig:
             raise ConfigError(f"unknown --bn-mode {self.bn_mode!r}; choose {' or '.join(BN_MODES)}")
         if self.init not in INIT_MODES:
             raise ConfigError(f"unknown --init {self.init!r}; choose one of {', '.join(INIT_MODES)}")
-        for name, allowed in (("model", MODELS), ("bn_eval", BN_EVAL_MODES), ("ws_source", WS_SOURCES),
-                              ("clamp", CLAMP_MODES)):
+        for name, allowed in (
+            ("model", MODELS),
+            ("bn_eval", BN_EVAL_MODES),
+            ("ws_source", WS_SOURCES),
+            ("clamp", CLAMP_MODES),
+        ):
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; "
-                                  f"choose one of {', '.join(allowed)}")
+                raise ConfigError(
+                    f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; choose one of {', '.join(allowed)}"
+                )
         if self.model == "bnn" and self.chip != "none":
             raise ConfigError("--model bnn is the software baseline: run it with --chip none")
         for name, default in (("ws_source", "nominal"), ("clamp", "hard")):
             if getattr(self, name) != default:
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} is not wired into the "
-                                  "optimizer yet (see docs/reproduce.md); use the default")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)} is not wired into the "
+                    "optimizer yet (see docs/reproduce.md); use the default"
+                )
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"--lr-decay {self.lr_decay}: give a factor in (0, 1] (1 = no decay)")
         for name in ("epochs_per_task", "hidden", "batch_size", "eval_batch"):
