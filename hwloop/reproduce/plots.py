@@ -79,13 +79,23 @@ def plot_endurance_vs_paper(hist: dict, measured: dict, paper: dict, path: Path,
     edges = np.asarray(hist["bin_edges"], dtype=float)
     pct = np.asarray(hist["pct_devices"], dtype=float)
     ax.bar(edges[:-1], pct, width=np.diff(edges), align="edge", color="tab:blue", edgecolor="none", label="measured")
-    top = max(float(pct.max()) if pct.size else 1.0, 1.0)
     ax.axvline(25, color="k", ls="--", lw=0.8)
     ax.axvline(50, color="k", ls="--", lw=0.8)
-    ax.text(
-        25, top * 0.92, f" < 25: {measured['pct_under_25']:.2f} % (paper {paper['pct_under_25']:.2f} %)", fontsize=8
+    ax.set_xlim(0, max(float(edges[-1]) if edges.size else 0.0, 60.0))
+    note = (
+        f"< 25 operations: {measured['pct_under_25']:.2f} % (paper {paper['pct_under_25']:.2f} %)\n"
+        f"> 50 operations: {measured['pct_over_50']:.2f} % (paper {paper['pct_over_50']:.2f} %)"
     )
-    ax.text(50, top * 0.78, f" > 50: {measured['pct_over_50']:.2f} % (paper {paper['pct_over_50']:.2f} %)", fontsize=8)
+    ax.text(
+        0.97,
+        0.80,
+        note,
+        transform=ax.transAxes,
+        ha="right",
+        va="top",
+        fontsize=8,
+        bbox={"facecolor": "white", "edgecolor": "grey", "alpha": 0.9},
+    )
     ax.set_xlabel(base_plots.OPS_LABEL)
     ax.set_ylabel("devices (% of devices used)")
     ax.set_title(title, fontsize=9)

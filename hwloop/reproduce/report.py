@@ -543,7 +543,8 @@ def write_report(
     for f in figures:
         lines += sections[f]()
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default) + "\n")
+    clean = _no_nan(json.loads(json.dumps(summary, default=_json_default)))
+    (out / "summary.json").write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
     return out / "report.md"
 
 
@@ -551,6 +552,17 @@ def _cores() -> int:
     import os
 
     return os.cpu_count() or 1
+
+
+def _no_nan(o: Any) -> Any:
+    """NaN (nothing measured) becomes null, so that summary.json is strict JSON."""
+    if isinstance(o, float):
+        return None if not math.isfinite(o) else o
+    if isinstance(o, dict):
+        return {k: _no_nan(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_no_nan(v) for v in o]
+    return o
 
 
 def _json_default(o: Any) -> Any:
