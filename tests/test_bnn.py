@@ -138,3 +138,36 @@ def test_bnn_trains_end_to_end(tiny_data, tmp_path) -> None:
         assert log.config["model"] == "bnn"
     assert ep.size == 4 and np.all(np.isfinite(ep["acc"][:, 0]))
     assert ep["acc"][1, 0] > 0.3  # the synthetic prototypes are easy: it learns
+
+
+def test_bnn_interrupted_and_resumed_equals_uninterrupted(tiny_data, tmp_path) -> None:
+    from hwloop.orchestrator import train
+
+    def cfg(name: str) -> TrainConfig:
+        return TrainConfig(
+            model="bnn",
+            chip="none",
+            hidden=32,
+            lr=5e-3,
+            m_star=1.5,
+            warmup=0,
+            epochs_per_task=2,
+            train_samples=200,
+            data_dir=str(tiny_data),
+            verify_data=False,
+            out=str(tmp_path / name),
+            progress=False,
+            threads=1,
+        )
+
+    ref = train(cfg("ref.h5"))
+
+    def stop_after_3(rec: dict) -> None:
+        if rec["epoch"] == 3:  # within the second task: BN copied forward, Adam re-created
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg("cut.h5"), on_epoch=stop_after_3)
+    res = train(cfg("cut.h5"), resume=str(tmp_path / "cut.h5"))
+    assert res.status == "finished" and res.epochs == 4
+    assert res.final_acc == ref.final_acc
