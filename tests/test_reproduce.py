@@ -138,3 +138,50 @@ def test_paper_numbers_and_sigma_difference() -> None:
     assert sigma_diff(float("nan"), [86.09, 0.33]) == "–"
     assert sigma_diff(80.0, 87.0) == "-7.00 pp"
     assert np.isfinite(paper["table1"]["footprint_reduction"]["1t1r"])
+
+
+def test_killed_reproduce_continues_where_it_stopped(tiny_data: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "kill"
+    args = [
+        sys.executable,
+        "-m",
+        "hwloop.cli",
+        "reproduce",
+        "--only",
+        "fig2a",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(tiny_data),
+        *TINY,
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = out / "sweeps" / "qnn-mstar" / "sweep.json"
+    deadline = time.monotonic() + 120
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.is_file():
+            try:
+                pts = json.loads(manifest.read_text())["points"]
+            except ValueError:
+                pts = []
+            done = sum(p["status"] == "finished" for p in pts)
+            if done >= 1:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the reproduce ended before it could be killed"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    before = json.loads(manifest.read_text())["points"]
+    n_done = sum(p["status"] == "finished" for p in before)
+    assert 1 <= n_done < 14
+    r = _cli(*args[3:])
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"qnn-mstar: (\d+) run, (\d+) found finished", r.stdout)
+    # finished runs are not run again (a run may have finished between the kill and the manifest's last save)
+    assert m and int(m.group(2)) >= n_done and int(m.group(1)) + int(m.group(2)) == 14, r.stdout
+    assert "not finished" not in (out / "report.md").read_text().lower()
