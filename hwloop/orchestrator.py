@@ -257,7 +257,8 @@ class Trainer:
         n_in = self.tasks[0].x_train.shape[1]
         n_out = int(max(t.y_train.max() for t in self.tasks)) + 1
         n_out = max(n_out, 10)
-        self.model = QMLP(cfg.hidden, n_in=n_in, n_out=n_out, n_tasks=len(self.tasks), bn_mode=cfg.bn_mode)
+        self.model = QMLP(cfg.hidden, n_in=n_in, n_out=n_out, n_tasks=len(self.tasks), bn_mode=cfg.bn_mode,
+                          bn_eval=cfg.bn_eval)
         self.cmap = CrossbarMap(
             [(f"fc{i + 1}", tuple(layer.weight.shape)) for i, layer in enumerate(self.model.layers)]
         )
@@ -321,7 +322,8 @@ class Trainer:
         with RunLog(path) as log:
             stored = log.config
         mine = self.cfg.experiment()
-        theirs = {k: v for k, v in stored.items() if k not in RESUME_FREE}
+        # a key missing from an older log had its default's behaviour then
+        theirs = {k: v for k, v in {**asdict(TrainConfig()), **stored}.items() if k not in RESUME_FREE}
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:
             detail = ", ".join(f"{k}: log {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:4])
@@ -404,6 +406,9 @@ class Trainer:
         assert self.opt is not None and self.writer is not None
         epoch = self.epoch + 1
         self.opt.m_star = m_star_for_epoch(epoch, cfg.warmup, cfg.m_star)
+        lr = lr_for_epoch(epoch, cfg.epochs_per_task, cfg.lr, cfg.lr_decay)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         self.model.set_task(t_idx)
         self.model.train()
         t0 = time.monotonic()
@@ -424,7 +429,7 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            self.hw.program(_hidden_levels(self.model, self.levels, self.opt))
+            self._program_step()
             self.writer.flush()
             loss_sum += loss.item() * len(y)
             correct += int((out.argmax(1) == y).sum())
@@ -446,7 +451,7 @@ class Trainer:
         self.epoch = epoch
         c1 = self.writer.counts
         rec = {
-            "epoch": epoch, "task": t_idx, "m_star": self.opt.m_star, "lr": cfg.lr, "acc": acc,
+            "epoch": epoch, "task": t_idx, "m_star": self.opt.m_star, "lr": lr, "acc": acc,
             "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
             "programs": self.hw.programs - p0, "sets": c1["sets"] - c0["sets"], "resets": c1["resets"] - c0["resets"],
             "reads": c1["reads"] - c0["reads"], "wall_s": time.monotonic() - t0, "step": self.step,
@@ -462,6 +467,10 @@ class Trainer:
                   f"programs {rec['programs']:,}  {rec['wall_s']:.1f} s")
         if self.on_epoch is not None:
             self.on_epoch({**rec, "acc": {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}})
+
+    def _program_step(self) -> None:
+        """After the optimizer step: program the devices whose level changed."""
+        self.hw.program(_hidden_levels(self.model, self.levels, self.opt))
 
     def _snapshot_and_flush(self, epoch: int) -> np.ndarray | None:
         assert self.writer is not None
@@ -503,8 +512,15 @@ def config_from_log(path: str) -> dict:
 
 
 def train(cfg: TrainConfig, resume: str | None = None, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Run (or resume) a training run; returns its summary."""
+    """Run (or resume) a training run of the hardware-loop QNN; returns its summary.
+
+    ``hwloop.experiments.train`` is the entry that also dispatches ``--model bnn``."""
     return Trainer(cfg, on_epoch=on_epoch).run(resume)
+
+
+def lr_for_epoch(epoch_in_run: int, epochs_per_task: int, lr: float, decay: float) -> float:
+    """Learning rate of a 1-based global epoch: ``lr * decay**k``, k the epoch's index within its task."""
+    return lr * decay ** ((epoch_in_run - 1) % epochs_per_task)
 
 
 __all__ = ["ChipWeights", "TrainConfig", "TrainResult", "Trainer", "config_from_log", "evaluate", "train"]

@@ -10,7 +10,7 @@ from click.core import ParameterSource
 from hwloop.cli import cli
 from hwloop.cli.common import echo_json
 from hwloop.clicktypes import FiniteFloat
-from hwloop.training.config import INIT_MODES, TrainConfig
+from hwloop.training.config import BN_EVAL_MODES, CLAMP_MODES, INIT_MODES, MODELS, WS_SOURCES, TrainConfig
 
 # CLI parameter name -> TrainConfig field
 _FIELDS = {
@@ -19,6 +19,7 @@ _FIELDS = {
     "chip": "chip", "calibration": "calibration", "bench": "bench", "real_tiles": "real_tiles",
     "bn_mode": "bn_mode", "adam_reset": "adam_reset", "init": "init", "data_dir": "data_dir",
     "download": "download", "verify_data": "verify_data", "out": "out", "threads": "threads",
+    "model": "model", "bn_eval": "bn_eval", "lr_decay": "lr_decay", "ws_source": "ws_source", "clamp": "clamp",
 }
 _D = TrainConfig()
 
@@ -56,6 +57,17 @@ _D = TrainConfig()
 @click.option("--init", type=click.Choice(list(INIT_MODES)), default=_D.init, show_default=True,
               help="Hidden-weight initialisation: Gaussians centred between adjacent levels (midpoints: any "
                    "interval; center: the two next to zero), or uniform.")
+@click.option("--model", type=click.Choice(list(MODELS)), default=_D.model, show_default=True,
+              help="qnn: the paper's metaplastic QNN; bnn: Laborieux et al.'s metaplastic BNN baseline (--chip "
+                   "none; --m-star is its meta, e.g. --hidden 4096 --lr 5e-3 --m-star 1.5 --warmup 0).")
+@click.option("--bn-eval", type=click.Choice(list(BN_EVAL_MODES)), default=_D.bn_eval, show_default=True,
+              help="BN statistics at test time: of the test batch, or running averages of training.")
+@click.option("--lr-decay", type=FiniteFloat(min=0, max=1, min_open=True), default=_D.lr_decay,
+              show_default=True, help="Learning rate times this factor after each epoch of a task (reset per task).")
+@click.option("--ws-source", type=click.Choice(list(WS_SOURCES)), default=_D.ws_source, show_default=True,
+              help="W_S of Algorithm 1: the nominal level or the weight read from the chip (read: not wired yet).")
+@click.option("--clamp", type=click.Choice(list(CLAMP_MODES)), default=_D.clamp, show_default=True,
+              help="Hidden weights clamped to the level range: hard, none or soft (none/soft: not wired yet).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with the IDX files (searched first; then $HWLOOP_DATA, /usr/share/datasets, the cache).")
 @click.option("--download", is_flag=True, help="Fetch missing data sets from the official mirrors.")
@@ -75,7 +87,8 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
     Defaults follow the paper: 784-512-512-10, MNIST then Fashion-MNIST, 50 epochs each, 10 warm-up
     epochs, batch 100, m* = 3. Every chip operation goes to the HDF5 run log.
     """
-    from hwloop.orchestrator import config_from_log, train
+    from hwloop.experiments import train
+    from hwloop.orchestrator import config_from_log
 
     if resume:
         base = config_from_log(resume)

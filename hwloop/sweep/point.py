@@ -79,7 +79,7 @@ def run_point(
     (seeded with ``log_bytes`` if given) and its bytes come back in the result as ``log_bytes``, for
     Ray workers that don't share the sweep folder's file system.
     """
-    from hwloop.orchestrator import train  # torch: only in the process that runs the point
+    from hwloop.experiments import train  # torch: only in the process that runs the point
 
     t0 = time.monotonic()
     tmpdir = None

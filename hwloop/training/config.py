@@ -11,6 +11,10 @@ from hwloop.errors import ConfigError
 BN_MODES = ("per-task", "shared")
 CHIPS = ("sim", "real", "none")
 INIT_MODES = ("midpoints", "center", "uniform")
+MODELS = ("qnn", "bnn")
+BN_EVAL_MODES = ("batch", "running")
+WS_SOURCES = ("nominal", "read")
+CLAMP_MODES = ("hard", "none", "soft")
 #: configuration keys that may differ when resuming (they don't change the experiment)
 RESUME_FREE = {"out", "resume", "progress", "data_dir", "download", "threads", "bench"}
 
@@ -42,6 +46,16 @@ class TrainConfig:
     out: str | None = None
     threads: int | None = None
     progress: bool = True
+    #: qnn: the paper's metaplastic QNN; bnn: Laborieux et al.'s metaplastic BNN (``--chip none`` only)
+    model: str = "qnn"
+    #: BN statistics at test time: batch (as Laborieux's code) or running averages of training
+    bn_eval: str = "batch"
+    #: learning rate multiplied by this factor after every epoch of a task (reset at each task); 1 = none
+    lr_decay: float = 1.0
+    #: W_S of Algorithm 1: nominal level, or the weight read from the chip (needs the optimizer: not wired yet)
+    ws_source: str = "nominal"
+    #: hidden weights clamped to [Q_0, Q_n] (hard), not clamped, or soft-clamped (not wired yet)
+    clamp: str = "hard"
 
     def validate(self) -> None:
         if self.chip not in CHIPS:
@@ -50,6 +64,26 @@ class TrainConfig:
             raise ConfigError(f"unknown --bn-mode {self.bn_mode!r}; choose {' or '.join(BN_MODES)}")
         if self.init not in INIT_MODES:
             raise ConfigError(f"unknown --init {self.init!r}; choose one of {', '.join(INIT_MODES)}")
+        for name, allowed in (
+            ("model", MODELS),
+            ("bn_eval", BN_EVAL_MODES),
+            ("ws_source", WS_SOURCES),
+            ("clamp", CLAMP_MODES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; choose one of {', '.join(allowed)}"
+                )
+        if self.model == "bnn" and self.chip != "none":
+            raise ConfigError("--model bnn is the software baseline: run it with --chip none")
+        for name, default in (("ws_source", "nominal"), ("clamp", "hard")):
+            if getattr(self, name) != default:
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)} is not wired into the "
+                    "optimizer yet (see docs/reproduce.md); use the default"
+                )
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"--lr-decay {self.lr_decay}: give a factor in (0, 1] (1 = no decay)")
         for name in ("epochs_per_task", "hidden", "batch_size", "eval_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")

@@ -6,8 +6,9 @@ estimator passes the gradient with respect to ``w_used`` on to the hidden weight
 metaplastic optimizer updates (Algorithm 1, lines 2-4).
 
 Batch-norm has two modes: ``per-task`` (one BN per task, its own affine parameters and statistics; each
-task is evaluated with its own BN: the paper's task-incremental setting) and ``shared``. BN uses batch
-statistics in training and in evaluation (``track_running_stats=False``, as Laborieux's reference code).
+task is evaluated with its own BN: the paper's task-incremental setting) and ``shared``. By default BN uses
+batch statistics in training and in evaluation (``track_running_stats=False``, as Laborieux's reference
+code); ``bn_eval="running"`` keeps running averages in training and tests with them (``model.eval()``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hwloop.training.config import BN_MODES
+from hwloop.training.config import BN_EVAL_MODES, BN_MODES
 
 
 class QLinear(nn.Module):
@@ -39,15 +40,18 @@ class QMLP(nn.Module):
     """784-H-H-10 MLP with a BN after each layer and ReLU between layers."""
 
     def __init__(self, hidden: int = 512, n_in: int = 784, n_out: int = 10, n_tasks: int = 1,
-                 bn_mode: str = "per-task") -> None:
+                 bn_mode: str = "per-task", bn_eval: str = "batch") -> None:
         super().__init__()
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}")
+        if bn_eval not in BN_EVAL_MODES:
+            raise ValueError(f"bn_eval must be one of {BN_EVAL_MODES}")
+        running = bn_eval == "running"
         self.bn_mode = bn_mode
         self.layers = nn.ModuleList([QLinear(n_in, hidden), QLinear(hidden, hidden), QLinear(hidden, n_out)])
         n_bn = n_tasks if bn_mode == "per-task" else 1
         self.bns = nn.ModuleList(
-            nn.ModuleList(nn.BatchNorm1d(layer.out_features, affine=True, track_running_stats=False)
+            nn.ModuleList(nn.BatchNorm1d(layer.out_features, affine=True, track_running_stats=running)
                           for layer in self.layers)
             for _ in range(n_bn)
         )

@@ -1,0 +1,132 @@
+"""The trainer of the BNN baseline (``--model bnn``): the orchestrator's loop with no chip and no devices.
+
+It reuses :class:`hwloop.orchestrator.Trainer`'s epoch loop, evaluation, epoch table and checkpoints, with
+:class:`hwloop.training.bnn.BinaryMLP` and :class:`hwloop.training.bnn.AdamMeta`. The run log has the usual
+layout; it holds no device operations and no conductance snapshots (a BNN weight is sign(W_H), no device).
+``m_star`` is the BNN's ``meta``; ``lr_decay`` and the warm-up apply as for the QNN; ``init`` is ignored
+(uniform ±0.05, as the reference code).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from hwloop import __version__
+from hwloop.errors import RunLogError
+from hwloop.orchestrator import Trainer, _default_out
+from hwloop.runlog import RunLog, RunLogWriter
+from hwloop.training.bnn import AdamMeta, BinaryMLP
+from hwloop.training.config import RESUME_FREE, TrainConfig
+from hwloop.training.data import load_task, parse_tasks
+
+
+class _NoDevices:
+    programs = 0
+
+
+class BnnTrainer(Trainer):
+    def __init__(self, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.on_epoch = on_epoch
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.task_names = parse_tasks(cfg.tasks)
+        cache: dict = {}
+        self.tasks = [
+            load_task(
+                n,
+                cfg.data_dir,
+                train_samples=cfg.train_samples,
+                download=cfg.download,
+                cache=cache,
+                verify=cfg.verify_data,
+            )
+            for n in self.task_names
+        ]
+        self.table = self._load_table()
+        n_in = self.tasks[0].x_train.shape[1]
+        n_out = max(10, int(max(t.y_train.max() for t in self.tasks)) + 1)
+        self.model = BinaryMLP(cfg.hidden, n_in=n_in, n_out=n_out, n_tasks=len(self.tasks))
+        self.chip = None
+        self.hw = _NoDevices()
+        self.writer: RunLogWriter | None = None
+        self.step = 0
+        self.epoch = 0
+        self.opt: AdamMeta | None = None  # type: ignore[assignment]
+        self.acc_after_task: dict[str, dict[str, float]] = {}
+        self.form_yield = 1.0
+
+    def _new_optimizer(self) -> AdamMeta:  # type: ignore[override]
+        return AdamMeta(self.model.parameters(), lr=self.cfg.lr, meta=0.0)
+
+    def start(self, resume: str | None = None) -> None:
+        cfg = self.cfg
+        if resume:
+            self._resume(resume)
+            return
+        out = Path(cfg.out) if cfg.out else _default_out(cfg)
+        cfg.out = str(out)
+        self.writer = RunLogWriter.create(
+            out,
+            config=asdict(cfg),
+            table=self.table,
+            tasks=self.task_names,
+            n_tiles=1,
+            tile_backends=["none"],
+            chip="none",
+            seed=cfg.seed,
+            layer_tiles=[],
+        )
+        self.model.init_uniform(torch.Generator().manual_seed(cfg.seed))
+
+    def _resume(self, path: str) -> None:
+        with RunLog(path) as log:
+            stored = log.config
+        mine = self.cfg.experiment()
+        theirs = {k: v for k, v in {**asdict(TrainConfig()), **stored}.items() if k not in RESUME_FREE}
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            detail = ", ".join(f"{k}: log {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:4])
+            raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
+        self.cfg.out = path
+        self.writer, info, blob = RunLogWriter.reopen(path)
+        ck = torch.load(io.BytesIO(blob), weights_only=False)
+        self.model.load_state_dict(ck["model"])
+        self.step, self.epoch = int(ck["step"]), int(ck["epoch"])
+        self.acc_after_task = ck.get("acc_after_task", {})
+        self.opt = self._new_optimizer()
+        if ck.get("opt") is not None:
+            self.opt.load_state_dict(ck["opt"])
+        self.writer.step = self.step
+        if info.epoch != self.epoch:
+            raise RunLogError(f"{path}: checkpoint index says epoch {info.epoch} but its content says {self.epoch}")
+
+    def _program_step(self) -> None:
+        return None  # no device: the forward pass uses sign(W_H) directly
+
+    def _snapshot_and_flush(self, epoch: int) -> None:  # type: ignore[override]
+        return None  # no conductances to snapshot
+
+    def _checkpoint(self) -> None:
+        assert self.writer is not None and self.opt is not None
+        buf = io.BytesIO()
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "step": self.step,
+                "epoch": self.epoch,
+                "acc_after_task": self.acc_after_task,
+                "hwloop_version": __version__,
+                "saved_unix": time.time(),
+            },
+            buf,
+        )
+        self.writer.save_checkpoint(buf.getvalue(), self.epoch)

@@ -1,0 +1,173 @@
+"""The metaplastic binarized network of Laborieux et al. (Nat. Commun. 2021): the BNN baseline of the paper.
+
+Software only (``--model bnn --chip none``). Followed from their published code
+(github.com/Laborieux-Axel/SynapticMetaplasticityBNN, ``Continual_Learning_Fig-2abcdefgh-3abcd-5cde``:
+``models_utils.py`` classes ``BNN``, ``Adam_meta``, ``SignActivation``; ``main.py``):
+
+- Weights used in the forward pass are sign(W_H) (straight-through: the gradient with respect to the binary
+  weight is applied to the hidden weight W_H). No clamp on W_H.
+- Hidden activations are binarized too: sign(x), with the gradient passed where |x| <= 1 (``SignActivation``).
+  The input layer sees the (real-valued) pixels; the last layer's BN output is the logits.
+- ``BatchNorm1d(affine=True, track_running_stats=False)`` after every layer; their "task" scenario keeps one
+  BN state per task: a new task *starts from the current BN state* (they keep training the same BN and save
+  a copy at the end of each task), and an old task is tested with the BN state saved at its end.
+- Initialisation: uniform on [-0.05, 0.05] (their ``--init uniform --init-width 0.1`` defaults).
+- ``AdamMeta``: their ``Adam_meta``. With m_t, v_t Adam's moments (not bias-corrected):
+      step_size = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+      consolidate = sign(W_H) * m_t > 0      (the step -step_size * m_t / ... would shrink |W_H|)
+      m'  = (1 - tanh^2(meta * |W_H|)) * m_t   where consolidate, else m_t
+      W_H <- W_H - step_size * m' / (sqrt(v_t) + eps)
+  Other parameters (BN, 1-D) get the same Adam step without the factor. Weight decay (their ``--decay``,
+  1e-7 in the MNIST-FMNIST command) is added to the gradient of every parameter before the moments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: their MNIST -> FMNIST command: --lr 0.005 --decay 1e-7 --meta 1.5 --epochs-per-task 50, 4096-4096 hidden
+BNN_LR = 5e-3
+BNN_META = 1.5
+BNN_WEIGHT_DECAY = 1e-7
+BNN_INIT_HALF_WIDTH = 0.05
+
+
+class SignSTE(torch.autograd.Function):
+    """sign(x) forward; backward passes the gradient where |x| <= 1 (hardtanh's derivative)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.sign()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1.0).to(grad.dtype)
+
+
+class BinaryLinear(nn.Module):
+    """Linear layer without bias whose forward uses sign(W_H), the gradient going straight to W_H."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
+        self.weight.metaplastic = True  # type: ignore[attr-defined]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight + (self.weight.sign() - self.weight).detach()
+        return F.linear(x, w)
+
+
+class BinaryMLP(nn.Module):
+    """784-H-H-10 BNN: BinaryLinear -> BN -> sign, with one BN state per task (their "task" scenario)."""
+
+    def __init__(self, hidden: int = 4096, n_in: int = 784, n_out: int = 10, n_tasks: int = 1) -> None:
+        super().__init__()
+        self.bn_mode = "per-task"
+        self.layers = nn.ModuleList(
+            [BinaryLinear(n_in, hidden), BinaryLinear(hidden, hidden), BinaryLinear(hidden, n_out)]
+        )
+        self.bns = nn.ModuleList(
+            nn.ModuleList(
+                nn.BatchNorm1d(layer.out_features, affine=True, track_running_stats=False) for layer in self.layers
+            )
+            for _ in range(n_tasks)
+        )
+        self.register_buffer("last_task", torch.zeros((), dtype=torch.int64))  # newest task entered
+        self.task = 0
+
+    def init_uniform(self, gen: torch.Generator, half_width: float = BNN_INIT_HALF_WIDTH) -> None:
+        with torch.no_grad():
+            for w in self.hidden_weights():
+                w.uniform_(-half_width, half_width, generator=gen)
+
+    @torch.no_grad()
+    def set_task(self, task: int) -> None:
+        """Select the BN state of ``task``; entering a new task copies the current task's BN state into it."""
+        newest = int(self.last_task)
+        if task > newest:
+            for t in range(newest + 1, task + 1):
+                for dst, src in zip(self.bns[t], self.bns[newest], strict=True):
+                    dst.load_state_dict(src.state_dict())
+            self.last_task.fill_(task)
+        self.task = task
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bns = self.bns[self.task]
+        for i, (layer, bn) in enumerate(zip(self.layers, bns, strict=True)):
+            x = bn(layer(x))
+            if i < len(self.layers) - 1:
+                x = SignSTE.apply(x)
+        return x
+
+    def hidden_weights(self) -> list[nn.Parameter]:
+        return [layer.weight for layer in self.layers]
+
+
+class AdamMeta(torch.optim.Optimizer):
+    """Laborieux et al.'s ``Adam_meta``: Adam whose steps toward a sign flip are scaled by 1 - tanh²(meta·|W_H|).
+
+    ``meta`` may be changed between steps (attribute ``m_star``, as ``MetaplasticAdam``, so the trainer's
+    warm-up applies). Parameters flagged ``metaplastic`` get the factor; the others plain Adam.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = BNN_LR,
+        meta: float = BNN_META,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = BNN_WEIGHT_DECAY,
+    ) -> None:
+        if not lr > 0:
+            raise ValueError("learning rate must be positive")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.m_star = float(meta)
+        self.attenuated = 0  # weights whose step was scaled in the last step (diagnostic)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        self.attenuated = 0
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if group["weight_decay"] != 0:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if "step" not in state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(beta1).add_(grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = v.sqrt().add_(group["eps"])
+                step_size = group["lr"] * (1 - beta2**t) ** 0.5 / (1 - beta1**t)
+                if getattr(p, "metaplastic", False) and self.m_star != 0:
+                    consolidate = torch.sign(p) * m > 0
+                    factor = 1 - torch.tanh(self.m_star * p.abs()) ** 2
+                    m_used = torch.where(consolidate, factor * m, m)
+                    self.attenuated += int(consolidate.sum())
+                else:
+                    m_used = m
+                p.addcdiv_(m_used, denom, value=-step_size)
+        return loss
+
+
+def binary_weight_count(n_in: int, hidden: int, n_out: int) -> int:
+    """Binary weights of a 784-H-H-10 BNN (one 1T1R device each, two in 2T2R)."""
+    return n_in * hidden + hidden * hidden + hidden * n_out

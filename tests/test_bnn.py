@@ -1,0 +1,173 @@
+"""The BNN baseline: AdamMeta against a straightforward reference of Laborieux's rule, the model, a tiny run."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hwloop.errors import ConfigError
+from hwloop.training.bnn import AdamMeta, BinaryMLP, SignSTE
+from hwloop.training.config import TrainConfig
+
+
+def reference_adam_meta(w, grads, lr, meta, betas=(0.9, 0.999), eps=1e-8, wd=0.0):
+    """Element by element, in plain Python floats: Adam_meta as written in their models_utils.py."""
+    w = [float(x) for x in w]
+    m = [0.0] * len(w)
+    v = [0.0] * len(w)
+    for t, g in enumerate(grads, start=1):
+        for i in range(len(w)):
+            gi = float(g[i]) + wd * w[i]
+            m[i] = betas[0] * m[i] + (1 - betas[0]) * gi
+            v[i] = betas[1] * v[i] + (1 - betas[1]) * gi * gi
+            step = lr * math.sqrt(1 - betas[1] ** t) / (1 - betas[0] ** t)
+            sign_w = (w[i] > 0) - (w[i] < 0)
+            mi = m[i]
+            if sign_w * m[i] > 0:  # the update would shrink |W_H|: consolidate
+                mi = (1 - math.tanh(meta * abs(w[i])) ** 2) * m[i]
+            w[i] -= step * mi / (math.sqrt(v[i]) + eps)
+    return np.array(w)
+
+
+@pytest.mark.parametrize("meta", [0.0, 1.5, 4.0])
+def test_adam_meta_matches_reference(meta: float) -> None:
+    rng = np.random.default_rng(3)
+    w0 = rng.normal(0, 1.0, 40).astype(np.float64)
+    grads = rng.normal(0, 1.0, (25, 40))
+    p = torch.nn.Parameter(torch.tensor(w0))
+    p.metaplastic = True  # type: ignore[attr-defined]
+    opt = AdamMeta([p], lr=0.05, meta=meta, weight_decay=1e-3)
+    for g in grads:
+        p.grad = torch.tensor(g)
+        opt.step()
+    ref = reference_adam_meta(w0, grads, lr=0.05, meta=meta, wd=1e-3)
+    np.testing.assert_allclose(p.detach().numpy(), ref, rtol=1e-9, atol=1e-12)
+
+
+def test_adam_meta_consolidates_only_toward_a_sign_flip() -> None:
+    # W_H = +2 with a gradient that pushes it down (toward 0): damped; pushed up: plain Adam
+    down = torch.nn.Parameter(torch.tensor([2.0, -2.0]))
+    up = torch.nn.Parameter(torch.tensor([2.0, -2.0]))
+    for p in (down, up):
+        p.metaplastic = True  # type: ignore[attr-defined]
+    opt_d = AdamMeta([down], lr=0.1, meta=1.5, weight_decay=0.0)
+    opt_u = AdamMeta([up], lr=0.1, meta=1.5, weight_decay=0.0)
+    down.grad = torch.tensor([1.0, -1.0])  # step -lr*sign(g): toward zero
+    up.grad = torch.tensor([-1.0, 1.0])  # away from zero
+    opt_d.step()
+    opt_u.step()
+    moved_down = (torch.tensor([2.0, -2.0]) - down.detach()).abs()
+    moved_up = (up.detach() - torch.tensor([2.0, -2.0])).abs()
+    factor = 1 - math.tanh(1.5 * 2.0) ** 2
+    np.testing.assert_allclose(moved_up.numpy(), [0.1, 0.1], rtol=1e-5)
+    np.testing.assert_allclose(moved_down.numpy(), [0.1 * factor] * 2, rtol=1e-4)
+    assert opt_d.attenuated == 2 and opt_u.attenuated == 0
+
+
+def test_non_metaplastic_parameters_get_plain_adam() -> None:
+    p = torch.nn.Parameter(torch.tensor([3.0]))
+    opt = AdamMeta([p], lr=0.1, meta=5.0, weight_decay=0.0)
+    p.grad = torch.tensor([1.0])
+    opt.step()
+    assert float(p.detach()) == pytest.approx(2.9, rel=1e-5)
+
+
+def test_binary_mlp_forward_uses_signs_and_ste() -> None:
+    model = BinaryMLP(hidden=8, n_in=6, n_out=3, n_tasks=2)
+    model.init_uniform(torch.Generator().manual_seed(0))
+    x = torch.randn(16, 6)
+    out = model(x)
+    w0 = model.layers[0].weight.detach().clone()
+    with torch.no_grad():  # scaling the hidden weights keeps their signs: same output
+        for w in model.hidden_weights():
+            w.mul_(7.0)
+    assert torch.allclose(model(x), out, atol=1e-5)
+    # the graph of the first forward: gradients reach the hidden weights
+    (out[:, 0] * torch.arange(16.0)).sum().backward()
+    assert model.layers[0].weight.grad is not None and model.layers[0].weight.grad.abs().sum() > 0
+    assert not torch.equal(w0 * 7.0, w0)
+    g = torch.tensor([0.5, 2.0, -0.3], requires_grad=True)
+    SignSTE.apply(g).sum().backward()
+    assert g.grad.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_new_task_starts_from_the_current_bn_state() -> None:
+    model = BinaryMLP(hidden=4, n_in=3, n_out=2, n_tasks=2)
+    with torch.no_grad():
+        model.bns[0][0].weight.fill_(3.0)
+    model.set_task(1)
+    assert torch.all(model.bns[1][0].weight == 3.0)
+    with torch.no_grad():
+        model.bns[1][0].weight.fill_(5.0)
+    model.set_task(0)  # testing an old task: its own BN, nothing copied
+    model.set_task(1)
+    assert torch.all(model.bns[0][0].weight == 3.0) and torch.all(model.bns[1][0].weight == 5.0)
+
+
+def test_bnn_needs_chip_none() -> None:
+    with pytest.raises(ConfigError, match="--chip none"):
+        TrainConfig(model="bnn", chip="sim").validate()
+
+
+def test_bnn_trains_end_to_end(tiny_data, tmp_path) -> None:
+    from hwloop.experiments import train
+    from hwloop.runlog import RunLog
+
+    cfg = TrainConfig(
+        model="bnn",
+        chip="none",
+        hidden=32,
+        lr=5e-3,
+        m_star=1.5,
+        warmup=0,
+        epochs_per_task=2,
+        train_samples=300,
+        data_dir=str(tiny_data),
+        verify_data=False,
+        out=str(tmp_path / "b.h5"),
+        progress=False,
+        threads=1,
+    )
+    res = train(cfg)
+    assert res.status == "finished" and res.epochs == 4
+    with RunLog(tmp_path / "b.h5") as log:
+        ep = log.epochs()
+        assert log.config["model"] == "bnn"
+    assert ep.size == 4 and np.all(np.isfinite(ep["acc"][:, 0]))
+    assert ep["acc"][1, 0] > 0.3  # the synthetic prototypes are easy: it learns
+
+
+def test_bnn_interrupted_and_resumed_equals_uninterrupted(tiny_data, tmp_path) -> None:
+    from hwloop.experiments import train
+
+    def cfg(name: str) -> TrainConfig:
+        return TrainConfig(
+            model="bnn",
+            chip="none",
+            hidden=32,
+            lr=5e-3,
+            m_star=1.5,
+            warmup=0,
+            epochs_per_task=2,
+            train_samples=200,
+            data_dir=str(tiny_data),
+            verify_data=False,
+            out=str(tmp_path / name),
+            progress=False,
+            threads=1,
+        )
+
+    ref = train(cfg("ref.h5"))
+
+    def stop_after_3(rec: dict) -> None:
+        if rec["epoch"] == 3:  # within the second task: BN copied forward, Adam re-created
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg("cut.h5"), on_epoch=stop_after_3)
+    res = train(cfg("cut.h5"), resume=str(tmp_path / "cut.h5"))
+    assert res.status == "finished" and res.epochs == 4
+    assert res.final_acc == ref.final_acc
