@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from hwloop import __version__
+from hwloop.characterise.wear import LEVEL_WORN, PROGRAM_DEFAULTS, LevelProgrammer, programmer_for
 from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Chip
 from hwloop.chip.cdf import CdfTable
 from hwloop.crossbar import CrossbarMap
@@ -68,8 +69,10 @@ def _sorted_unique(a: np.ndarray) -> np.ndarray:
 class ChipWeights:
     """The network's weights as conductance pairs on a chip, with the nominal level of every device."""
 
-    def __init__(self, chip: Chip | None, cmap: CrossbarMap, levels: LevelSet, scale_us: float) -> None:
+    def __init__(self, chip: Chip | None, cmap: CrossbarMap, levels: LevelSet, scale_us: float,
+                 programmer: LevelProgrammer | None = None) -> None:
         self.chip = chip
+        self.programmer = programmer  # verify / worn-device inference (hwloop.characterise.wear)
         self.cmap = cmap
         self.levels = levels
         self.q = levels.q_np
@@ -81,6 +84,7 @@ class ChipWeights:
         self.w_flat = np.zeros(cmap.n_weights, dtype=np.float32)  # weights used in forward/backward
         self.w_torch = torch.from_numpy(self.w_flat)
         self.programs = 0
+        self.worn = np.zeros(n_used, dtype=bool)  # inferred worn out (excluded from programming)
 
     def form(self, attempts: int = 3) -> float:
         """Form every used device, retrying failures; returns the forming yield."""
@@ -110,6 +114,12 @@ class ChipWeights:
             self.w_flat[wi] = self.q[k[wi].astype(np.int64) + self.levels.n_half]
             return int(changed.size)
         dev = self.cmap.devices[changed]
+        if self.programmer is not None:
+            self.g_us[changed], worn = self.programmer(dev, tl)
+            self.usable[changed[worn]] = False
+            self.worn[changed[worn]] = True
+            self._refresh_weights(_sorted_unique(changed >> 1))
+            return int(changed.size)
         self.chip.reset_idx(dev)
         hcs = tl > 0
         if hcs.any():
@@ -137,11 +147,13 @@ class ChipWeights:
         """Nominal level of every device of the chip (-1: unused or never programmed)."""
         full = np.full(self.cmap.n_tiles * CELLS_PER_TILE, -1, dtype=np.int8)
         full[self.cmap.devices] = self.dev_level
+        full[self.cmap.devices[self.worn]] = LEVEL_WORN
         return full
 
     def state(self) -> dict:
         return {"dev_level": self.dev_level.copy(), "g_us": self.g_us.copy(), "usable": self.usable.copy(),
-                "w_flat": self.w_flat.copy(), "programs": self.programs}
+                "w_flat": self.w_flat.copy(), "programs": self.programs, "worn": self.worn.copy(),
+                "programmer": self.programmer.state() if self.programmer is not None else None}
 
     def load_state(self, st: dict) -> None:
         self.dev_level[:] = st["dev_level"]
@@ -149,6 +161,10 @@ class ChipWeights:
         self.usable[:] = st["usable"]
         self.w_flat[:] = st["w_flat"]
         self.programs = int(st["programs"])
+        if "worn" in st:
+            self.worn[:] = st["worn"]
+        if self.programmer is not None and st.get("programmer"):
+            self.programmer.load_state(st["programmer"])
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -305,7 +321,7 @@ class Trainer:
         out = Path(cfg.out) if cfg.out else _default_out(cfg)
         cfg.out = str(out)
         self.chip, backends = build_chip_for_run(cfg, self.cmap.n_tiles, self.table)
-        self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us)
+        self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us, programmer_for(self.cfg, self.chip))
         self._bind_weights()
         try:
             self.writer = RunLogWriter.create(
@@ -329,13 +345,14 @@ class Trainer:
             stored = log.config
         mine = self.cfg.experiment()
         theirs = {k: v for k, v in stored.items() if k not in RESUME_FREE}
+        theirs = {**PROGRAM_DEFAULTS, **theirs}  # logs from before --program
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:
             detail = ", ".join(f"{k}: log {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:4])
             raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
         self.cfg.out = path
         self.chip, _ = build_chip_for_run(self.cfg, self.cmap.n_tiles, self.table)
-        self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us)
+        self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us, programmer_for(self.cfg, self.chip))
         self._bind_weights()
         try:
             self.writer, info, blob = RunLogWriter.reopen(path)

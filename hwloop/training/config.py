@@ -40,6 +40,10 @@ class TrainConfig:
     out: str | None = None
     threads: int | None = None
     progress: bool = True
+    program: str = "single-shot"  # or "verify" (hwloop.chip.verify); see docs/characterise.md
+    verify_tolerance: float = 1.0
+    verify_max_pulses: int = 10
+    wear_strikes: int = 3
 
     def validate(self) -> None:
         if self.chip not in CHIPS:
@@ -55,6 +59,12 @@ class TrainConfig:
             raise ConfigError("--warmup and --m-star must be >= 0 and --lr > 0")
         if self.train_samples is not None and self.train_samples < self.batch_size:
             raise ConfigError(f"--train-samples {self.train_samples} is smaller than one batch ({self.batch_size})")
+        if self.program not in ("single-shot", "verify"):
+            raise ConfigError(f"unknown --program {self.program!r}; choose single-shot or verify")
+        if not (self.verify_tolerance > 0 and self.verify_tolerance < float("inf")):
+            raise ConfigError(f"--verify-tolerance must be a finite number > 0, got {self.verify_tolerance}")
+        if not 1 <= self.verify_max_pulses <= 255 or self.wear_strikes < 0:
+            raise ConfigError("--verify-max-pulses must be 1..255 and --wear-strikes >= 0")
         if self.chip == "real" and not self.bench:
             raise ConfigError("--chip real needs --bench FILE (e.g. the bench printed by `hwloop emulate`)")
 

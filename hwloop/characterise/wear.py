@@ -1,0 +1,126 @@
+"""Programming with read-back checks for training: single shot or program-and-verify, and worn devices.
+
+A real board does not say that a device has worn out, so it is inferred from reads. After every program
+the read-back is compared with the *state class* of its target: a device meant for LCS must read below
+the LCS/HCS split (the equal-error point of the LCS and first HCS CDFs), a device meant for an HCS level
+above it. A device is marked worn after ``strikes`` programs in a row that missed (a program that lands
+resets its count). In verify mode a program that spends its pulse budget without landing in its level
+window also counts as a miss. A worn device is excluded from further programming by the caller and marked
+failed on the chip (``Chip.mark_failed``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwloop.chip.base import Chip
+from hwloop.chip.cdf import CdfTable
+from hwloop.chip.verify import level_windows, program_verify
+from hwloop.errors import ConfigError
+
+PROGRAM_MODES = ("single-shot", "verify")
+
+
+def class_split_us(table: CdfTable) -> float:
+    """Conductance splitting LCS from HCS where both misclassify the same fraction (equal-error point)."""
+    lo, hi = float(table.medians_us[0]), float(table.medians_us[1])
+    g = np.linspace(lo, hi, 4097)
+    err = (1.0 - table.cdf(0, g)) - table.cdf(1, g)
+    return float(g[int(np.argmax(err <= 0.0))])
+
+
+@dataclass
+class ProgramOptions:
+    mode: str = "single-shot"
+    tolerance: float = 1.0
+    max_pulses: int = 10
+    window: str = "sigma"
+    wear_strikes: int = 3
+
+    def validate(self) -> None:
+        if self.mode not in PROGRAM_MODES:
+            raise ConfigError(f"unknown --program {self.mode!r}; choose {' or '.join(PROGRAM_MODES)}")
+        if not (np.isfinite(self.tolerance) and self.tolerance > 0):
+            raise ConfigError(f"--verify-tolerance must be a finite number > 0, got {self.tolerance}")
+        if not 1 <= int(self.max_pulses) <= 255:
+            raise ConfigError(f"--verify-max-pulses must be 1..255, got {self.max_pulses}")
+        if int(self.wear_strikes) < 0:
+            raise ConfigError("--wear-strikes must be >= 0 (0: no worn-device inference)")
+
+
+class LevelProgrammer:
+    """``prog(dev, level) -> (g_us, worn)``: programs flat chip devices to device levels (0 = LCS)."""
+
+    def __init__(self, chip: Chip, opts: ProgramOptions) -> None:
+        opts.validate()
+        self.chip = chip
+        self.opts = opts
+        self.lo_us, self.hi_us = level_windows(chip.table, opts.window, opts.tolerance)
+        self.split_us = class_split_us(chip.table)
+        self.strikes = np.zeros(chip.n_devices, dtype=np.uint8)
+        self.worn = np.zeros(chip.n_devices, dtype=bool)
+        self.verify_attempts = 0
+        self.verify_programs = 0
+        self.verify_failures = 0
+
+    def __call__(self, dev: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lv = np.asarray(level, dtype=np.int64)
+        if self.opts.mode == "verify":
+            r = program_verify(self.chip, dev, lv, self.lo_us, self.hi_us, max_pulses=int(self.opts.max_pulses))
+            g, landed = r.g_us, r.success
+            self.verify_attempts += int(r.attempts.sum())
+            self.verify_programs += int(dev.size)
+            self.verify_failures += int((~r.success).sum())
+        else:
+            self.chip.reset_idx(dev)
+            hcs = lv > 0
+            if hcs.any():
+                self.chip.set_idx(dev[hcs], level=lv[hcs])
+            g = self.chip.read_idx(dev)
+            landed = np.ones(dev.size, dtype=bool)
+        in_class = np.where(lv > 0, g >= self.split_us, g < self.split_us)  # NaN: a miss
+        miss = ~(in_class & landed)
+        worn = np.zeros(dev.size, dtype=bool)
+        if self.opts.wear_strikes > 0:
+            s = self.strikes[dev]
+            s = np.where(miss, np.minimum(s.astype(np.int64) + 1, 255), 0).astype(np.uint8)
+            self.strikes[dev] = s
+            worn = s >= self.opts.wear_strikes
+            if worn.any():
+                self.worn[dev[worn]] = True
+                self.chip.mark_failed(dev[worn])
+        return g, worn
+
+    def state(self) -> dict:
+        return {"strikes": self.strikes.copy(), "worn": self.worn.copy()}
+
+    def load_state(self, st: dict) -> None:
+        if "strikes" in st:
+            self.strikes[:] = st["strikes"]
+            self.worn[:] = st["worn"]
+
+
+#: level code of an inferred worn device in run-log snapshots (``/snapshots/level``)
+LEVEL_WORN = -3
+#: the training options of this module and their defaults (a run log written before them used these)
+PROGRAM_DEFAULTS = {"program": "single-shot", "verify_tolerance": 1.0, "verify_max_pulses": 10, "wear_strikes": 3}
+
+
+def programmer_for(cfg: object, chip: Chip | None) -> LevelProgrammer | None:
+    """The trainer's programmer: None (the plain single-shot path) unless ``cfg.program`` is ``verify`` or
+    the run uses a real chip, where worn devices must be inferred from reads. ``cfg`` is a ``TrainConfig``."""
+    if chip is None:
+        return None
+    mode = str(getattr(cfg, "program", "single-shot"))
+    strikes = int(getattr(cfg, "wear_strikes", 3))
+    if mode == "single-shot" and (getattr(cfg, "chip", "sim") != "real" or strikes == 0):
+        return None
+    opts = ProgramOptions(
+        mode=mode,
+        tolerance=float(getattr(cfg, "verify_tolerance", 1.0)),
+        max_pulses=int(getattr(cfg, "verify_max_pulses", 10)),
+        wear_strikes=strikes,
+    )
+    return LevelProgrammer(chip, opts)
