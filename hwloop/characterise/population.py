@@ -56,13 +56,15 @@ class ChipClock:
     def since_start(self) -> float:
         return self.now() - self.t0
 
-    def wait_until(self, t_s: float) -> None:
-        """Advance to ``t_s`` seconds after the clock was started (sleeps on a real bench)."""
+    def wait_until(self, t_s: float) -> float:
+        """Advance to ``t_s`` seconds after the clock was started (sleeps on a real bench); returns the wall
+        time spent waiting (0 on the simulated chip, whose clock just jumps)."""
         dt = t_s - self.since_start()
         if dt <= 0:
-            return
+            return 0.0
         if self.simulated:
             self.chip.elapse(dt)  # type: ignore[attr-defined]
+            return 0.0
         else:
             from hwloop.signals import check_stop
 
@@ -70,3 +72,4 @@ class ChipClock:
             while (left := end - time.monotonic()) > 0:
                 time.sleep(min(left, 0.5))
                 check_stop()
+            return dt

@@ -62,6 +62,7 @@ class RetentionData:
     times_s: np.ndarray  # (K+1,) measured time of each read pass since programming ended (first ~0)
     g_us: np.ndarray  # (K+1, L, N)
     fit: np.ndarray = field(default_factory=lambda: np.zeros(0, FIT_DTYPE))
+    wait_s: float = 0.0  # wall time spent waiting for the schedule (0 on the simulated chip)
 
     @property
     def median_us(self) -> np.ndarray:
@@ -95,15 +96,16 @@ def measure(
     clock = ChipClock(chip)
     reads = np.empty((times_s.size + 1, levels.size, n_per_level), dtype=np.float32)
     t_meas = np.empty(times_s.size + 1)
+    wait = 0.0
     for j, t in enumerate(np.concatenate([[0.0], times_s])):
-        clock.wait_until(float(t))
+        wait += clock.wait_until(float(t))
         t_meas[j] = clock.since_start()
         if on_phase:
             on_phase(j + 1)
         reads[j] = chip.read_idx(flat).reshape(levels.size, n_per_level)
         if progress:
             progress(1)
-    return RetentionData(levels, dev, t_meas, reads)
+    return RetentionData(levels, dev, t_meas, reads, wait_s=wait)
 
 
 def _model(t: np.ndarray, drift: float, sigma: float, log_tau: float, noise2: float) -> tuple[np.ndarray, np.ndarray]:

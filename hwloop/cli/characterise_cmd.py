@@ -440,7 +440,8 @@ def retention_cmd(
         "oplog": str(log.path) if log else None,
         "times_s": data.times_s.tolist(),
         "fit": rows,
-        "ops_wall_s": wall,
+        "ops_wall_s": wall - data.wait_s,
+        "wait_s": data.wait_s,
         "chip_id": cid,
     }
     if kw["as_json"]:
