@@ -144,9 +144,10 @@ def fit_cycles(res: CycleResult) -> dict:
     hi = np.maximum(res.hi_cycles[f], lo + 1e-6)
     right = np.maximum(res.lo_cycles[~f], 0.5)
     data = stats.CensoredData(interval=np.column_stack([lo, hi]), right=right)
-    s, _, scale = stats.lognorm.fit(data, floc=0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the optimiser probes parameters with zero mass
+        s, _, scale = stats.lognorm.fit(data, floc=0)
+        c, _, wscale = stats.weibull_min.fit(data, floc=0)
     ln = stats.lognorm(s, scale=scale)
-    c, _, wscale = stats.weibull_min.fit(data, floc=0)
     wb = stats.weibull_min(c, scale=wscale)
     ll_ln, ll_wb = _loglik(ln, lo, hi, right), _loglik(wb, lo, hi, right)
     n_f = int(f.sum())

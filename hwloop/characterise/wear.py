@@ -1,12 +1,17 @@
 """Programming with read-back checks for training: single shot or program-and-verify, and worn devices.
 
 A real board does not say that a device has worn out, so it is inferred from reads. After every program
-the read-back is compared with the *state class* of its target: a device meant for LCS must read below
-the LCS/HCS split (the equal-error point of the LCS and first HCS CDFs), a device meant for an HCS level
-above it. A device is marked worn after ``strikes`` programs in a row that missed (a program that lands
-resets its count). In verify mode a program that spends its pulse budget without landing in its level
-window also counts as a miss. A worn device is excluded from further programming by the caller and marked
-failed on the chip (``Chip.mark_failed``).
+the read-back is compared with the *state class* of its target, split at the equal-error point of the LCS
+and first HCS CDFs (``class_split_us``). Two kinds of evidence are counted per device:
+
+- stuck in HCS: targeted LCS, read at or above the split; a later LCS target that reads below clears it;
+- stuck in LCS: targeted HCS, read below the split; a later HCS target that reads above clears it.
+
+A device is marked worn once either count reaches ``strikes`` (programs whose read-back stayed outside its
+target class, with no program in between that showed the device can still leave that state). A program
+that lands in the other class says nothing about the stuck state (a device stuck in HCS reads HCS when
+targeted HCS). A worn device is excluded from further programming by the caller and marked failed on the
+chip (``Chip.mark_failed``). In verify mode the reads are those at the end of program-and-verify.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ class LevelProgrammer:
         self.opts = opts
         self.lo_us, self.hi_us = level_windows(chip.table, opts.window, opts.tolerance)
         self.split_us = class_split_us(chip.table)
-        self.strikes = np.zeros(chip.n_devices, dtype=np.uint8)
+        self.strikes = np.zeros((2, chip.n_devices), dtype=np.uint8)  # stuck-HCS, stuck-LCS evidence
         self.worn = np.zeros(chip.n_devices, dtype=bool)
         self.verify_attempts = 0
         self.verify_programs = 0
@@ -69,7 +74,7 @@ class LevelProgrammer:
         lv = np.asarray(level, dtype=np.int64)
         if self.opts.mode == "verify":
             r = program_verify(self.chip, dev, lv, self.lo_us, self.hi_us, max_pulses=int(self.opts.max_pulses))
-            g, landed = r.g_us, r.success
+            g = r.g_us
             self.verify_attempts += int(r.attempts.sum())
             self.verify_programs += int(dev.size)
             self.verify_failures += int((~r.success).sum())
@@ -79,15 +84,19 @@ class LevelProgrammer:
             if hcs.any():
                 self.chip.set_idx(dev[hcs], level=lv[hcs])
             g = self.chip.read_idx(dev)
-            landed = np.ones(dev.size, dtype=bool)
-        in_class = np.where(lv > 0, g >= self.split_us, g < self.split_us)  # NaN: a miss
-        miss = ~(in_class & landed)
+        to_hcs = lv > 0
+        read_hcs = g >= self.split_us  # NaN reads as LCS: a miss for an HCS target
         worn = np.zeros(dev.size, dtype=bool)
         if self.opts.wear_strikes > 0:
-            s = self.strikes[dev]
-            s = np.where(miss, np.minimum(s.astype(np.int64) + 1, 255), 0).astype(np.uint8)
-            self.strikes[dev] = s
-            worn = s >= self.opts.wear_strikes
+            s = self.strikes[:, dev].astype(np.int64)
+            miss_h = ~to_hcs & read_hcs  # evidence of stuck HCS
+            ok_h = ~to_hcs & ~read_hcs
+            miss_l = to_hcs & ~read_hcs  # evidence of stuck LCS
+            ok_l = to_hcs & read_hcs
+            s[0] = np.where(miss_h, s[0] + 1, np.where(ok_h, 0, s[0]))
+            s[1] = np.where(miss_l, s[1] + 1, np.where(ok_l, 0, s[1]))
+            self.strikes[:, dev] = np.minimum(s, 255).astype(np.uint8)
+            worn = (s >= self.opts.wear_strikes).any(axis=0)
             if worn.any():
                 self.worn[dev[worn]] = True
                 self.chip.mark_failed(dev[worn])
