@@ -11,12 +11,14 @@ them). Its sources:
   ``programs_per_step`` device programs (RESET + SET for an HCS target + READ) in each step.
 
 Time of one array call of n entries on a bench (``RealChip`` sends one BATCH frame per
-``max_batch_ops`` entries, ``docs/fpga-protocol.md``)::
+``max_batch_ops`` entries, ``docs/fpga-protocol.md``; a FORM row is one device taken through
+``form_steps`` steps of the bench's forming ramp, each a FORM pulse and a verify READ)::
 
     frames * (t_frame_s + (request_bytes + answer_bytes) * 10 / baud) + n * (width_ns + settle_ns) * 1e-9
 
 request = 8 + 1 + 10 * conditions + 2 + 5 * entries per frame, answer = 8 + 2 + 2 * reads. ``t_frame_s``
-(host turnaround and USB latency per frame) is not in the bench file; ``--frame-overhead-ms`` sets it.
+(host turnaround and USB latency per frame) is not in the bench file; ``--frame-overhead-ms`` sets it
+(default 3 ms, measured on the virtual bench; an FTDI adapter's latency timer can add up to 16 ms).
 
 Energy per pulse: SET V_BL * I_CC(V_WL) * width (the transistor limits the current to I_CC); RESET
 V_SL^2 * G * width with G the mean HCS read of the plan (the table's mean HCS median if it has no reads);
@@ -60,8 +62,9 @@ class Plan:
 
 @dataclass
 class Timing:
-    frame_overhead_s: float = 1e-3
+    frame_overhead_s: float = 3e-3
     settle_ns: float = 200.0
+    form_steps: float = float("nan")  # mean ramp steps a device needs to form; NaN: half the bench's ramp
 
 
 def _group_calls(t_s: np.ndarray, op: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -200,8 +203,21 @@ def estimate(
         int(Op.READ): bench.read.width_ns,
     }
     max_batch = min(bench.fpga.max_batch_ops, BOARD_MAX_BATCH)
-    n = plan.n.astype(np.int64)
-    fr = _frames(n, max_batch)
+    ramp = len(bench.form_conditions())
+    fs = tm.form_steps if math.isfinite(tm.form_steps) else ramp / 2.0
+    if not 0 < fs <= ramp:
+        raise ConfigError(f"--form-steps must be within (0, {ramp}] (the bench's forming ramp has {ramp} steps)")
+    # a FORM row is one device through the ramp: fs FORM pulses, each followed by a verify READ, in one
+    # FORM and one READ batch per ramp step
+    op, n, n_cond = plan.op.astype(np.int64), plan.n.astype(np.int64), plan.n_cond.astype(np.int64)
+    is_form = op == int(Op.FORM)
+    n_form = np.ceil(n[is_form] * fs).astype(np.int64)
+    op = np.concatenate([op[~is_form], np.full(n_form.size, int(Op.FORM)), np.full(n_form.size, int(Op.READ))])
+    n_cond = np.concatenate([n_cond[~is_form], np.ones(2 * n_form.size, np.int64)])
+    min_frames = np.concatenate([np.ones(int((~is_form).sum()), np.int64), np.full(2 * n_form.size, ramp)])
+    n = np.concatenate([n[~is_form], n_form, n_form])
+    fr = np.maximum(_frames(n, max_batch), min_frames)
+    plan = Plan(op, n, n_cond, plan.set_icc_ua_sum, plan.hcs_g_us, plan.read_g_us, plan.source, plan.note)
     is_read = plan.op == int(Op.READ)
     req = fr * (OVERHEAD + 1 + 2) + plan.n_cond * COND_DTYPE.itemsize * fr + n * OP_ENTRY_BYTES
     ans = fr * (OVERHEAD + 2) + np.where(is_read, 2 * n, 0)
@@ -249,6 +265,8 @@ def estimate(
         "energy_per_pulse_j": total_e / pulses if pulses else None,
         "assumptions": {
             "frame_overhead_ms": tm.frame_overhead_s * 1e3,
+            "form_steps": fs,
+            "form_ramp_steps": ramp,
             "settle_ns": tm.settle_ns,
             "baud": bench.fpga.baud,
             "max_batch_ops": max_batch,

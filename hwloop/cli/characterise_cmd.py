@@ -266,10 +266,10 @@ def verify_cmd(
         lo, hi = level_windows(chip.table, window, tolerance)
         with op_logging(chip, kw, "verify", cid, {"forming": 0, "program": 1}) as log:
             _set_phase(log, 0)
+            t0 = time.perf_counter()  # forming included: the op log (and so an estimate) holds it too
             dev = form_population(chip, n_devices * lv.size)
             target = np.repeat(lv, n_devices)
             bar = _bar(max_pulses, "verify", kw["no_progress"])
-            t0 = time.perf_counter()
             try:
                 res = program_verify(
                     chip,
@@ -631,9 +631,15 @@ def cycle_cmd(
 @click.option(
     "--frame-overhead-ms",
     type=click.FloatRange(0, 1000),
-    default=1.0,
+    default=3.0,
     show_default=True,
-    help="Host turnaround per link frame (ms); not in the bench file.",
+    help="Host turnaround per link frame (ms; 3 measured on the virtual bench); not in the bench file.",
+)
+@click.option(
+    "--form-steps",
+    type=float,
+    default=float("nan"),
+    help="Mean forming-ramp steps a device needs (default: half the bench's ramp).",
 )
 @click.option(
     "--settle-ns",
@@ -652,6 +658,7 @@ def estimate_cmd(
     programs_per_step: float,
     frame_overhead_ms: float,
     settle_ns: float,
+    form_steps: float,
     as_json: bool,
 ) -> None:
     """Predict bench time and programming energy of a plan before running it.
@@ -684,7 +691,7 @@ def estimate_cmd(
         p, v_set = E.plan_calibration(cc, len(b.form_conditions()))
     else:
         p = _train_plan(str(train_config), programs_per_step)
-    est = E.estimate(p, b, table, E.Timing(frame_overhead_ms * 1e-3, settle_ns), set_v_gates=v_set)
+    est = E.estimate(p, b, table, E.Timing(frame_overhead_ms * 1e-3, settle_ns, form_steps), set_v_gates=v_set)
     if as_json:
         echo_json(est)
         return
