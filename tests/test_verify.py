@@ -118,3 +118,43 @@ def test_programmer_for_picks_the_path() -> None:
     with pytest.raises(ConfigError):
         ProgramOptions(mode="twice").validate()
     assert LEVEL_WORN < 0 and 3.0 < class_split_us(chip.table) < 20.0
+
+
+def test_training_with_verify_logs_every_retry(tiny_data, tmp_path) -> None:
+    from hwloop.analysis.endurance import endurance_summary
+    from hwloop.orchestrator import TrainConfig, train
+    from hwloop.runlog import OP_CODES, RunLog
+
+    totals = {}
+    for mode in ("single-shot", "verify"):
+        cfg = TrainConfig(
+            tasks="mnist",
+            epochs_per_task=1,
+            warmup=1,
+            hidden=16,
+            lr=5e-3,
+            batch_size=50,
+            train_samples=200,
+            chip="sim",
+            data_dir=str(tiny_data),
+            verify_data=False,
+            out=str(tmp_path / f"{mode}.h5"),
+            progress=False,
+            eval_batch=200,
+            program=mode,
+            verify_tolerance=0.5,
+            verify_max_pulses=8,
+        )
+        res = train(cfg)
+        with RunLog(res.log) as log:
+            ops = log.ops[()]
+            s = endurance_summary(log)
+        n_reset = int((ops["op"] == OP_CODES["RESET"]).sum())
+        n_set = int((ops["op"] == OP_CODES["SET"]).sum())
+        assert s["totals"]["reset"] == n_reset and s["totals"]["set"] == n_set
+        assert s["pulses"]["total_ops"] == n_reset + n_set  # endurance counts every pulse, retries included
+        totals[mode] = (res.programs, n_reset, n_set)
+    prog, reset, _ = totals["single-shot"]
+    assert reset == prog  # one RESET per level change
+    prog, reset, _ = totals["verify"]
+    assert reset > 1.5 * prog  # ±0.5 sigma windows need retries, and each one is in the log
