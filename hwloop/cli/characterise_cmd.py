@@ -545,6 +545,17 @@ def cycle_cmd(
             finally:
                 bar.close()
             wall = time.perf_counter() - t0
+        if int(res.failed.sum()) < 3:
+            win = (
+                f"last window: median HCS {res.g_hcs_median_us[-1]:.1f} uS, LCS {res.g_lcs_median_us[-1]:.1f} uS"
+                if res.read_cycles.size
+                else "no window read"
+            )
+            raise CalibrationError(
+                f"only {int(res.failed.sum())} of {res.devices.size} devices failed in {cycles:,} cycles ({win}): "
+                "nothing to fit, no model file written; cycle longer (--cycles)"
+                + (f". Every pulse is in the op log {log.path}" if log else "")
+            )
         fit = C.fit_cycles(res)
         model = C.model_from_fit(fit)
         save_endurance_model(
