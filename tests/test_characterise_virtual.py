@@ -137,3 +137,65 @@ def test_estimate_is_within_20_percent_of_a_measured_virtual_bench_run(tmp_path:
         est = _run("estimate", str(log), "--bench", vb.bench_path, "--json")
     err = est["time_s"] / meas["ops_wall_s"] - 1.0
     assert abs(err) < 0.20, (est["time_s"], meas["ops_wall_s"])
+
+
+def test_retention_and_cycle_run_through_the_driver_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hwloop.cli import main
+
+    def cli(*args: str) -> dict:
+        with pytest.raises(SystemExit) as ei:
+            main(list(args))
+        out, err = capsys.readouterr()
+        assert ei.value.code in (0, None), err
+        return json.loads(out)
+
+    with emulator.VirtualBench(BENCH, seed=2, sim_config=WEAR, pace=False) as vb:
+        r = cli(
+            "retention",
+            "--chip",
+            "real",
+            "--bench",
+            vb.bench_path,
+            "--devices",
+            "40",
+            "--duration",
+            "0.4",
+            "--t-first",
+            "0.1",
+            "--schedule",
+            "log:3",
+            "--out",
+            str(tmp_path / "r.h5"),
+            "--no-progress",
+            "--json",
+            "--log",
+            str(tmp_path / "r-ops.h5"),
+        )
+        assert r["wait_s"] > 0.2  # a bench waits on the wall clock
+        assert len(r["fit"]) == 9 and r["times_s"][-1] >= 0.4
+    # a fresh bench: a new host session does not know the cycles a device had before it (docs/characterise.md)
+    with emulator.VirtualBench(BENCH, seed=2, sim_config=WEAR, pace=False) as vb:
+        c = cli(
+            "cycle",
+            "--chip",
+            "real",
+            "--bench",
+            vb.bench_path,
+            "--devices",
+            "300",
+            "--cycles",
+            "40",
+            "--read-every",
+            "1",
+            "--out",
+            str(tmp_path / "e.h5"),
+            "--no-progress",
+            "--json",
+            "--log",
+            str(tmp_path / "c-ops.h5"),
+        )
+        assert c["failed"] > 250
+        # the budgets the emulated chip drew, for the devices cycled
+        dev = np.asarray(h5py.File(tmp_path / "e.h5")["devices"][()])
+        truth = np.median(vb.sim.budget[dev])
+    assert c["lognormal"]["median_cycles"] == pytest.approx(truth, rel=0.2)
