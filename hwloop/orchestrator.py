@@ -28,6 +28,7 @@ from hwloop import __version__
 from hwloop.characterise.wear import LEVEL_WORN, PROGRAM_DEFAULTS, LevelProgrammer, programmer_for
 from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Chip
 from hwloop.chip.cdf import CdfTable
+from hwloop.chip.models import load_sim_models
 from hwloop.crossbar import CrossbarMap
 from hwloop.errors import ConfigError, RunLogError
 from hwloop.runlog import RunLog, RunLogWriter
@@ -192,8 +193,9 @@ def build_chip_for_run(cfg: TrainConfig, n_tiles: int, table: CdfTable) -> tuple
 
     if cfg.chip == "none":
         return None, ["none"] * n_tiles
+    models = load_sim_models(cfg.retention_model, cfg.endurance_model)  # measured models for the sim tiles
     if cfg.chip == "sim":
-        return SimChip(n_tiles=n_tiles, table=table, seed=cfg.seed), ["sim"] * n_tiles
+        return SimChip(n_tiles=n_tiles, table=table, seed=cfg.seed, **models), ["sim"] * n_tiles
     from hwloop.chip.composite import CompositeChip
     from hwloop.chip.real import RealChip
 
@@ -203,7 +205,7 @@ def build_chip_for_run(cfg: TrainConfig, n_tiles: int, table: CdfTable) -> tuple
         sim_tiles = [t for t in range(n_tiles) if t not in set(real_tiles)]
         parts: list[tuple[str, Chip, list[int]]] = [("real", real, real_tiles)]
         if sim_tiles:
-            parts.append(("sim", SimChip(n_tiles=len(sim_tiles), table=table, seed=cfg.seed), sim_tiles))
+            parts.append(("sim", SimChip(n_tiles=len(sim_tiles), table=table, seed=cfg.seed, **models), sim_tiles))
         chip = CompositeChip(parts, n_tiles, table)
     except BaseException:
         real.close()

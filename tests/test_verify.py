@@ -158,3 +158,23 @@ def test_training_with_verify_logs_every_retry(tiny_data, tmp_path) -> None:
     assert reset == prog  # one RESET per level change
     prog, reset, _ = totals["verify"]
     assert reset > 1.5 * prog  # ±0.5 sigma windows need retries, and each one is in the log
+
+
+def test_training_sim_tiles_take_the_measured_models(tiny_data, tmp_path, capsys) -> None:
+    from hwloop.chip.default_table import default_table
+    from hwloop.chip.models import EnduranceModel, save_endurance_model
+    from hwloop.cli import main
+    from hwloop.orchestrator import TrainConfig, build_chip_for_run
+
+    p = tmp_path / "end.h5"
+    save_endurance_model(EnduranceModel(median_cycles=40.0, log_sigma=0.2, stuck_hcs_fraction=0.9), p)
+    chip, _ = build_chip_for_run(TrainConfig(endurance_model=str(p)), 2, default_table())
+    assert chip.endurance is not None and np.median(chip.budget) == pytest.approx(40.0, rel=0.05)
+    assert chip.config.stuck_hcs_fraction == 0.9
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5")
+    with pytest.raises(SystemExit) as ei:
+        main(["train", "--chip", "sim", "--retention", str(junk), "--out", str(tmp_path / "r.h5"), "--data-dir",
+              str(tiny_data), "--no-verify-data", "--hidden", "8", "--no-progress"])
+    err = capsys.readouterr().err
+    assert ei.value.code == 2 and len(err.strip().splitlines()) == 1 and "retention" in err

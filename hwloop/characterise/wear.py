@@ -114,7 +114,14 @@ class LevelProgrammer:
 #: level code of an inferred worn device in run-log snapshots (``/snapshots/level``)
 LEVEL_WORN = -3
 #: the training options of this module and their defaults (a run log written before them used these)
-PROGRAM_DEFAULTS = {"program": "single-shot", "verify_tolerance": 1.0, "verify_max_pulses": 10, "wear_strikes": 3}
+PROGRAM_DEFAULTS = {
+    "program": "single-shot",
+    "verify_tolerance": 1.0,
+    "verify_max_pulses": 10,
+    "wear_strikes": 3,
+    "retention_model": None,
+    "endurance_model": None,
+}
 
 
 def programmer_for(cfg: object, chip: Chip | None) -> LevelProgrammer | None:

@@ -188,3 +188,13 @@ def load_endurance_model(path: str | Path) -> EnduranceModel:
         raise ChipError(f"{p}: endurance model lacks {exc}; the file is damaged") from exc
     m.validate()
     return m
+
+
+def load_sim_models(retention: str | None, endurance: str | None) -> dict:
+    """Keyword arguments of ``SimChip`` for the model files named by ``--retention`` / ``--endurance-model``."""
+    out: dict = {}
+    if retention:
+        out["retention"] = load_retention_model(retention)
+    if endurance:
+        out["endurance"] = load_endurance_model(endurance)
+    return out

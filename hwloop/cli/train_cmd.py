@@ -19,7 +19,7 @@ _FIELDS = {
     "bn_mode": "bn_mode", "adam_reset": "adam_reset", "init": "init", "data_dir": "data_dir",
     "download": "download", "verify_data": "verify_data", "out": "out", "threads": "threads",
     "program": "program", "verify_tolerance": "verify_tolerance", "verify_max_pulses": "verify_max_pulses",
-    "wear_strikes": "wear_strikes",
+    "wear_strikes": "wear_strikes", "retention_model": "retention_model", "endurance_model": "endurance_model",
 }
 _D = TrainConfig()
 
@@ -73,6 +73,10 @@ _D = TrainConfig()
               show_default=True, help="Verify window: median +- this many sigma of the level (calibration).")
 @click.option("--verify-max-pulses", type=click.IntRange(1, 255), default=_D.verify_max_pulses, show_default=True,
               help="Verify budget: SET attempts (each after a RESET) per program.")
+@click.option("--retention", "retention_model", type=click.Path(dir_okay=False), default=None,
+              help="Simulated tiles replay this retention model (a file from `hwloop retention`).")
+@click.option("--endurance-model", type=click.Path(dir_okay=False), default=None,
+              help="Simulated tiles draw device budgets from this endurance model (a file from `hwloop cycle`).")
 @click.option("--wear-strikes", type=click.IntRange(min=0), default=_D.wear_strikes, show_default=True,
               help="Mark a device worn after this many programs in a row whose read-back is in the wrong state "
               "class (real chips and --program verify; 0: never).")

@@ -44,6 +44,8 @@ class TrainConfig:
     verify_tolerance: float = 1.0
     verify_max_pulses: int = 10
     wear_strikes: int = 3
+    retention_model: str | None = None  # simulated tiles replay this retention file (hwloop retention)
+    endurance_model: str | None = None  # simulated tiles draw budgets from this file (hwloop cycle)
 
     def validate(self) -> None:
         if self.chip not in CHIPS:
