@@ -25,8 +25,10 @@ import torch
 from torch.nn import functional as F
 
 from hwloop import __version__
+from hwloop.characterise.wear import LEVEL_WORN, LevelProgrammer, programmer_for
 from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Chip
 from hwloop.chip.cdf import CdfTable
+from hwloop.chip.models import load_sim_models
 from hwloop.crossbar import CrossbarMap
 from hwloop.errors import ConfigError, RunLogError
 from hwloop.intlist import parse_int_list
@@ -70,8 +72,10 @@ def _sorted_unique(a: np.ndarray) -> np.ndarray:
 class ChipWeights:
     """The network's weights as conductance pairs on a chip, with the nominal level of every device."""
 
-    def __init__(self, chip: Chip | None, cmap: CrossbarMap, levels: LevelSet, scale_us: float) -> None:
+    def __init__(self, chip: Chip | None, cmap: CrossbarMap, levels: LevelSet, scale_us: float,
+                 programmer: LevelProgrammer | None = None) -> None:
         self.chip = chip
+        self.programmer = programmer  # verify / worn-device inference (hwloop.characterise.wear)
         self.cmap = cmap
         self.levels = levels
         self.q = levels.q_np
@@ -83,6 +87,7 @@ class ChipWeights:
         self.w_flat = np.zeros(cmap.n_weights, dtype=np.float32)  # weights used in forward/backward
         self.w_torch = torch.from_numpy(self.w_flat)
         self.programs = 0
+        self.worn = np.zeros(n_used, dtype=bool)  # inferred worn out (excluded from programming)
 
     def form(self, attempts: int = 3) -> float:
         """Form every used device, retrying failures; returns the forming yield."""
@@ -112,6 +117,12 @@ class ChipWeights:
             self.w_flat[wi] = self.q[k[wi].astype(np.int64) + self.levels.n_half]
             return int(changed.size)
         dev = self.cmap.devices[changed]
+        if self.programmer is not None:
+            self.g_us[changed], worn = self.programmer(dev, tl)
+            self.usable[changed[worn]] = False
+            self.worn[changed[worn]] = True
+            self._refresh_weights(_sorted_unique(changed >> 1))
+            return int(changed.size)
         self.chip.reset_idx(dev)
         hcs = tl > 0
         if hcs.any():
@@ -139,11 +150,13 @@ class ChipWeights:
         """Nominal level of every device of the chip (-1: unused or never programmed)."""
         full = np.full(self.cmap.n_tiles * CELLS_PER_TILE, -1, dtype=np.int8)
         full[self.cmap.devices] = self.dev_level
+        full[self.cmap.devices[self.worn]] = LEVEL_WORN
         return full
 
     def state(self) -> dict:
         return {"dev_level": self.dev_level.copy(), "g_us": self.g_us.copy(), "usable": self.usable.copy(),
-                "w_flat": self.w_flat.copy(), "programs": self.programs}
+                "w_flat": self.w_flat.copy(), "programs": self.programs, "worn": self.worn.copy(),
+                "programmer": self.programmer.state() if self.programmer is not None else None}
 
     def load_state(self, st: dict) -> None:
         self.dev_level[:] = st["dev_level"]
@@ -151,6 +164,10 @@ class ChipWeights:
         self.usable[:] = st["usable"]
         self.w_flat[:] = st["w_flat"]
         self.programs = int(st["programs"])
+        if "worn" in st:
+            self.worn[:] = st["worn"]
+        if self.programmer is not None and st.get("programmer"):
+            self.programmer.load_state(st["programmer"])
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -169,8 +186,9 @@ def build_chip_for_run(cfg: TrainConfig, n_tiles: int, table: CdfTable) -> tuple
 
     if cfg.chip == "none":
         return None, ["none"] * n_tiles
+    models = load_sim_models(cfg.retention_model, cfg.endurance_model)  # measured models for the sim tiles
     if cfg.chip == "sim":
-        return SimChip(n_tiles=n_tiles, table=table, seed=cfg.seed), ["sim"] * n_tiles
+        return SimChip(n_tiles=n_tiles, table=table, seed=cfg.seed, **models), ["sim"] * n_tiles
     from hwloop.chip.composite import CompositeChip
     from hwloop.chip.real import RealChip
 
@@ -180,7 +198,7 @@ def build_chip_for_run(cfg: TrainConfig, n_tiles: int, table: CdfTable) -> tuple
         sim_tiles = [t for t in range(n_tiles) if t not in set(real_tiles)]
         parts: list[tuple[str, Chip, list[int]]] = [("real", real, real_tiles)]
         if sim_tiles:
-            parts.append(("sim", SimChip(n_tiles=len(sim_tiles), table=table, seed=cfg.seed), sim_tiles))
+            parts.append(("sim", SimChip(n_tiles=len(sim_tiles), table=table, seed=cfg.seed, **models), sim_tiles))
         chip = CompositeChip(parts, n_tiles, table)
     except BaseException:
         real.close()
@@ -299,7 +317,7 @@ class Trainer:
         out = Path(cfg.out) if cfg.out else _default_out(cfg)
         cfg.out = str(out)
         self.chip, backends = build_chip_for_run(cfg, self.cmap.n_tiles, self.table)
-        self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us)
+        self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us, programmer_for(self.cfg, self.chip))
         self._bind_weights()
         try:
             self.writer = RunLogWriter.create(
@@ -330,7 +348,7 @@ class Trainer:
             raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
         self.cfg.out = path
         self.chip, _ = build_chip_for_run(self.cfg, self.cmap.n_tiles, self.table)
-        self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us)
+        self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us, programmer_for(self.cfg, self.chip))
         self._bind_weights()
         try:
             self.writer, info, blob = RunLogWriter.reopen(path)

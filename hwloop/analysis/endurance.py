@@ -329,6 +329,19 @@ def failed_devices(log: RunLog, counts: OpCounts) -> dict:
     return out
 
 
+def inferred_worn(log: RunLog) -> dict:
+    """Devices the trainer marked worn from their reads (level LEVEL_WORN in the last snapshot)."""
+    from hwloop.characterise.wear import LEVEL_WORN
+
+    se = log.snapshot_epochs()
+    if se.size == 0:
+        return {"worn_inferred": None}
+    _, lv = log.snapshot(int(se.size) - 1)
+    worn = np.flatnonzero(lv.reshape(-1) == LEVEL_WORN)
+    return {"worn_inferred": int(worn.size), "worn_inferred_devices": worn[:1000].tolist(),
+            "worn_inferred_epoch": int(se[-1])}
+
+
 def layer_tiles(log: RunLog) -> list[dict]:
     """Parsed ``layer_tiles_json`` root attribute, or [] when absent or malformed."""
     raw = log.attrs.get("layer_tiles_json")
@@ -429,6 +442,7 @@ def endurance_summary(log: RunLog, opts: EnduranceOptions | None = None, counts:
         fail = failed_devices(log, counts)
         fail.pop("_failed_mask", None)
         summary.update(fail)
+        summary.update(inferred_worn(log))
         summary["projection"] = projected_runs(prog_used, opts.endurance_cycles, opts.budget_fraction)
         summary["per_epoch"] = per_epoch(log, counts)
         summary["per_tile"] = per_tile_stats(programs, used, counts.n_tiles)

@@ -3,7 +3,9 @@
 Schema (``docs/calibration-format.md``, section "Operation log"):
 
 - root attributes: ``format`` = "hwloop-calibration-oplog", ``format_version``, ``created_utc``,
-  ``calibration_file``, ``chip_id``, ``backend``, ``op_enum_json``, ``phase_enum_json``, ``rows``.
+  ``calibration_file``, ``chip_id``, ``backend``, ``op_enum_json``, ``phase_enum_json``, ``rows``,
+  ``command`` (the characterisation commands write the same format with their own phases,
+  ``docs/characterise.md``).
 - ``/ops``: compound table, one row per device operation, fields ``t_s`` (seconds since the start),
   ``phase`` (0 forming, 1 sweep), ``condition`` (sweep condition index, -1 while forming), ``attempt``
   (forming attempt, 0 in the sweep), ``op`` (FORM 0, SET 1, RESET 2, READ 3, as ``hwloop.chip.base.Op``),
@@ -51,7 +53,8 @@ class OpLog:
     """Buffered writer of the calibration op log. Use as a chip listener (``listener``)."""
 
     def __init__(
-        self, path: str | Path, *, chip_id: str = "", backend: str = "", calibration_file: str = ""
+        self, path: str | Path, *, chip_id: str = "", backend: str = "", calibration_file: str = "",
+        phases: dict[str, int] | None = None, command: str = "calibrate",
     ) -> None:
         self.path = Path(path)
         try:
@@ -69,7 +72,8 @@ class OpLog:
         a["chip_id"] = chip_id
         a["backend"] = backend
         a["op_enum_json"] = json.dumps({op.name: int(op) for op in Op})
-        a["phase_enum_json"] = json.dumps(PHASES)
+        a["phase_enum_json"] = json.dumps(phases or PHASES)
+        a["command"] = command  # the hwloop command that wrote it (calibrate, retention, cycle, verify)
         self._ds = self._f.create_dataset(
             "ops",
             shape=(0,),
@@ -85,6 +89,7 @@ class OpLog:
         self.condition = -1
         self.attempt = 0
         self.v_gate = float("nan")
+        self.level_v_gate: np.ndarray | None = None  # gate voltage per level index, for SETs by level
         self.rows = 0
 
     def start_clock(self, t0_s: float) -> None:
@@ -103,6 +108,9 @@ class OpLog:
         rec["row"] = (idx // COLS) % ROWS
         rec["col"] = idx % COLS
         rec["v_gate"] = self.v_gate if op == Op.SET else np.nan
+        if op == Op.SET and self.level_v_gate is not None and np.isnan(self.v_gate):  # SET at tabled levels
+            lv = np.asarray(level, dtype=np.int64)
+            rec["v_gate"] = np.where(lv >= 1, self.level_v_gate[np.clip(lv, 0, self.level_v_gate.size - 1)], np.nan)
         rec["g_us"] = g_us
         self._buf.append(rec)
 

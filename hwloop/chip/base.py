@@ -207,6 +207,13 @@ class Chip(ABC):
                 "form them before programming"
             )
 
+    def mark_failed(self, idx: object) -> None:
+        """Mark devices failed (worn out, as inferred from their reads); they stay failed."""
+        self._mark_failed(self.check_idx(idx).ravel())
+
+    def _mark_failed(self, idx: np.ndarray) -> None:
+        self.failed_mask()[idx] = True
+
     def check_v_gate(self, v_gate: object) -> None:  # noqa: B027 - no limits unless a backend has them
         """Raise ``SafetyLimitError`` if any SET gate voltage is past this chip's limits (sim: none)."""
 

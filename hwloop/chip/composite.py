@@ -60,6 +60,10 @@ class CompositeChip(Chip):
     def failed_mask(self) -> np.ndarray:
         return self._global_mask("failed_mask")
 
+    def _mark_failed(self, idx: np.ndarray) -> None:
+        for chip, _, local in self._route(idx):
+            chip.mark_failed(local)
+
     def _require_formed(self, i: np.ndarray) -> None:
         """Each part checks its own devices."""
 

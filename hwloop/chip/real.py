@@ -13,7 +13,8 @@ link, not Python, is the limit). Conditions come from the bench file's voltage t
 Any exception or Ctrl-C during an operation puts both instruments in their safe state (0 V, off).
 
 The host keeps the formed mask (from the FORM verify reads; it is part of ``snapshot`` so a resumed run
-keeps it). The failed mask stays all False: the board does not report worn-out devices.
+keeps it). The board does not report worn-out devices: the failed mask holds what the host inferred from
+reads (``mark_failed``, see ``hwloop.characterise.wear``) and is part of ``snapshot`` too.
 """
 
 from __future__ import annotations
@@ -168,12 +169,15 @@ class RealChip(Chip):
     def snapshot(self) -> dict[str, np.ndarray]:
         snap = super().snapshot()
         snap["formed"] = self._formed.copy()
+        snap["failed"] = self._failed.copy()
         return snap
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
         super().restore(state)
         if "formed" in state:
             self._formed[:] = np.asarray(state["formed"], dtype=bool)
+        if "failed" in state:
+            self._failed[:] = np.asarray(state["failed"], dtype=bool)
 
     # ------------------------------------------------------------------ lifetime and info
     def close(self) -> None:

@@ -10,6 +10,9 @@
   cycles pass the budget it fails, stuck at HCS or LCS, and stays there.
 - Optional relaxation: right after programming a device drifts by a random amount that settles with
   time constant ``relax_tau_s`` of chip time (the chip clock advances with operations and ``elapse``).
+- Measured models replace the built-in ones: ``retention=`` (a ``RetentionModel`` fitted by
+  ``hwloop retention``: per-level drift, spread and time constant) and ``endurance=`` (an
+  ``EnduranceModel`` fitted by ``hwloop cycle``: the cycles-to-failure distribution and stuck-HCS share).
 
 Everything is array code over flat indices; the same seed gives the same chip.
 """
@@ -22,6 +25,7 @@ import numpy as np
 
 from hwloop.chip.base import Chip
 from hwloop.chip.cdf import CdfTable
+from hwloop.chip.models import EnduranceModel, RetentionModel
 from hwloop.errors import ChipError
 
 LEVEL_PRISTINE = -1
@@ -68,13 +72,21 @@ class SimChip(Chip):
     """Simulated chip of any number of 128x128 tiles, deterministic for a seed."""
 
     def __init__(self, n_tiles: int = 1, table: CdfTable | None = None, config: SimConfig | None = None,
-                 seed: int | np.random.Generator = 0) -> None:
+                 seed: int | np.random.Generator = 0, retention: RetentionModel | None = None,
+                 endurance: EnduranceModel | None = None) -> None:
         if table is None:
             from hwloop.chip.default_table import default_table
 
             table = default_table()
         super().__init__(n_tiles, table)
         self.config = config or SimConfig.default()
+        if retention is not None:
+            retention.check(table.n_levels)
+        if endurance is not None:
+            endurance.validate()
+            self.config = self.config.with_(stuck_hcs_fraction=endurance.stuck_hcs_fraction)
+        self.retention = retention
+        self.endurance = endurance
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         n = self.n_devices
         c = self.config
@@ -83,7 +95,9 @@ class SimChip(Chip):
         self.formed = np.zeros(n, dtype=bool)
         self.dead = self.rng.random(n) < c.form_dead_fraction
         self.failed = np.zeros(n, dtype=bool)
-        if np.isfinite(c.endurance_median_cycles):
+        if endurance is not None:
+            self.budget = endurance.sample(self.rng, n)
+        elif np.isfinite(c.endurance_median_cycles):
             self.budget = np.exp(
                 np.log(c.endurance_median_cycles) + c.endurance_log_sigma * self.rng.standard_normal(n)
             ).astype(np.float32)
@@ -91,7 +105,12 @@ class SimChip(Chip):
             self.budget = np.full(n, np.inf, dtype=np.float32)
         self.relax_us = np.zeros(n, dtype=np.float32)
         self.t_prog_s = np.zeros(n, dtype=np.float64)
+        self.tau_s = np.full(n, c.relax_tau_s, dtype=np.float32)
         self.time_s = 0.0
+
+    @property
+    def relaxes(self) -> bool:
+        return self.config.relax_rel > 0 or self.retention is not None
 
     # ---------------------------------------------------------------- masks
     def formed_mask(self) -> np.ndarray:
@@ -129,7 +148,15 @@ class SimChip(Chip):
             level = level[live] if np.ndim(level) else level
         self.g_us[idx] = g_new
         self.level[idx] = level
-        if self.config.relax_rel > 0:
+        if self.retention is not None:
+            m = self.retention
+            lv = np.broadcast_to(np.asarray(level, dtype=np.int64), idx.shape)
+            lv = np.where(lv >= 0, lv, m.level_of(g_new)) if (lv < 0).any() else lv
+            z = self.rng.standard_normal(idx.size)
+            self.relax_us[idx] = (m.drift_us[lv] + m.sigma_us[lv] * z).astype(np.float32)
+            self.tau_s[idx] = m.tau_s[lv]
+            self.t_prog_s[idx] = self.time_s
+        elif self.config.relax_rel > 0:
             g = np.maximum(g_new, 1.0)
             sigma = self.config.relax_rel * g * np.sqrt(50.0 / np.maximum(g, 10.0))
             self.relax_us[idx] = sigma * self.rng.standard_normal(idx.size, dtype=np.float32)
@@ -172,8 +199,8 @@ class SimChip(Chip):
     def true_g_us(self, idx: np.ndarray) -> np.ndarray:
         """Conductance without read noise (includes relaxation so far). For tests and benchmarks."""
         g = self.g_us[idx]
-        if self.config.relax_rel > 0:
-            settle = 1.0 - np.exp(-(self.time_s - self.t_prog_s[idx]) / self.config.relax_tau_s)
+        if self.relaxes:
+            settle = 1.0 - np.exp(-(self.time_s - self.t_prog_s[idx]) / self.tau_s[idx])
             g = g + (self.relax_us[idx] * settle).astype(np.float32)
         return np.maximum(g, 0.0)
 
@@ -193,7 +220,7 @@ class SimChip(Chip):
         snap.update(
             g_us=self.g_us.copy(), level=self.level.copy(), formed=self.formed.copy(), dead=self.dead.copy(),
             failed=self.failed.copy(), budget=self.budget.copy(), relax_us=self.relax_us.copy(),
-            t_prog_s=self.t_prog_s.copy(), time_s=np.array(self.time_s),
+            t_prog_s=self.t_prog_s.copy(), tau_s=self.tau_s.copy(), time_s=np.array(self.time_s),
             rng_state=np.frombuffer(repr(self.rng.bit_generator.state).encode(), dtype=np.uint8),
         )
         return snap
@@ -202,6 +229,8 @@ class SimChip(Chip):
         super().restore(state)
         for key in ("g_us", "level", "formed", "dead", "failed", "budget", "relax_us", "t_prog_s"):
             getattr(self, key)[:] = np.asarray(state[key])
+        if "tau_s" in state:
+            self.tau_s[:] = np.asarray(state["tau_s"])
         self.time_s = float(np.asarray(state["time_s"]))
         if "rng_state" in state:
             import ast
@@ -214,4 +243,8 @@ class SimChip(Chip):
     def info(self) -> dict:
         d = super().info()
         d["sim_config"] = self.config.as_dict()
+        if self.retention is not None:
+            d["retention_model"] = self.retention.source
+        if self.endurance is not None:
+            d["endurance_model"] = self.endurance.as_dict()
         return d

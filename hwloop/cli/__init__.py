@@ -32,6 +32,7 @@ def _register() -> None:
         analysis_cmd,  # noqa: F401
         bench_cmd,  # noqa: F401
         calibrate_cmd,  # noqa: F401
+        characterise_cmd,  # noqa: F401
         chip_cmd,  # noqa: F401
         reproduce_cmd,  # noqa: F401
         sweep_cmd,  # noqa: F401

@@ -132,6 +132,9 @@ def _print_endurance(s: dict) -> None:
         f"totals     FORM {t['form']:,}  SET {t['set']:,}  RESET {t['reset']:,}  READ {t['read']:,}  "
         f"READ_ALL {t['read_all']:,}"
     )
+    if s.get("worn_inferred"):
+        click.echo(f"worn       {s['worn_inferred']} device(s) marked worn from their reads and excluded from "
+                   f"programming (snapshot of epoch {s['worn_inferred_epoch']})")
     if s["failed_known"]:
         click.echo(
             f"failed     {s['failed']} worn out, {s['failed_suspect']} suspect "

@@ -20,6 +20,8 @@ _FIELDS = {
     "bn_mode": "bn_mode", "adam_reset": "adam_reset", "init": "init", "data_dir": "data_dir",
     "download": "download", "verify_data": "verify_data", "out": "out", "threads": "threads",
     "model": "model", "bn_eval": "bn_eval", "lr_decay": "lr_decay", "ws_source": "ws_source", "clamp": "clamp",
+    "program": "program", "verify_tolerance": "verify_tolerance", "verify_max_pulses": "verify_max_pulses",
+    "wear_strikes": "wear_strikes", "retention_model": "retention_model", "endurance_model": "endurance_model",
 }
 _D = TrainConfig()
 
@@ -78,6 +80,20 @@ _D = TrainConfig()
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Continue a crashed or interrupted run from its last checkpoint.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
+@click.option("--program", type=click.Choice(["single-shot", "verify"]), default=_D.program, show_default=True,
+              help="Device programming: one RESET+SET (the paper's), or program-and-verify (retry until the read "
+              "is within the level's window).")
+@click.option("--verify-tolerance", type=click.FloatRange(min=0, min_open=True, max=1e6), default=_D.verify_tolerance,
+              show_default=True, help="Verify window: median +- this many sigma of the level (calibration).")
+@click.option("--verify-max-pulses", type=click.IntRange(1, 255), default=_D.verify_max_pulses, show_default=True,
+              help="Verify budget: SET attempts (each after a RESET) per program.")
+@click.option("--retention", "retention_model", type=click.Path(dir_okay=False), default=None,
+              help="Simulated tiles replay this retention model (a file from `hwloop retention`).")
+@click.option("--endurance-model", type=click.Path(dir_okay=False), default=None,
+              help="Simulated tiles draw device budgets from this endurance model (a file from `hwloop cycle`).")
+@click.option("--wear-strikes", type=click.IntRange(min=0), default=_D.wear_strikes, show_default=True,
+              help="Mark a device worn after this many programs in a row whose read-back is in the wrong state "
+              "class (real chips and --program verify; 0: never).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (final_acc per task, log, ...).")
 @click.pass_context

@@ -56,6 +56,12 @@ class TrainConfig:
     ws_source: str = "nominal"
     #: hidden weights clamped to [Q_0, Q_n] (hard), not clamped, or soft-clamped (not wired yet)
     clamp: str = "hard"
+    program: str = "single-shot"  # or "verify" (hwloop.chip.verify); see docs/characterise.md
+    verify_tolerance: float = 1.0
+    verify_max_pulses: int = 10
+    wear_strikes: int = 3
+    retention_model: str | None = None  # simulated tiles replay this retention file (hwloop retention)
+    endurance_model: str | None = None  # simulated tiles draw budgets from this file (hwloop cycle)
 
     def validate(self) -> None:
         if self.chip not in CHIPS:
@@ -97,6 +103,12 @@ class TrainConfig:
             _check_out_path(self.out)
         if self.train_samples is not None and self.train_samples < self.batch_size:
             raise ConfigError(f"--train-samples {self.train_samples} is smaller than one batch ({self.batch_size})")
+        if self.program not in ("single-shot", "verify"):
+            raise ConfigError(f"unknown --program {self.program!r}; choose single-shot or verify")
+        if not (self.verify_tolerance > 0 and self.verify_tolerance < float("inf")):
+            raise ConfigError(f"--verify-tolerance must be a finite number > 0, got {self.verify_tolerance}")
+        if not 1 <= self.verify_max_pulses <= 255 or self.wear_strikes < 0:
+            raise ConfigError("--verify-max-pulses must be 1..255 and --wear-strikes >= 0")
         if self.chip == "real" and not self.bench:
             raise ConfigError("--chip real needs --bench FILE (e.g. the bench printed by `hwloop emulate`)")
 
