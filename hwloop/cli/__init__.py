@@ -32,6 +32,7 @@ def _register() -> None:
         bench_cmd,  # noqa: F401
         calibrate_cmd,  # noqa: F401
         chip_cmd,  # noqa: F401
+        serve_cmd,  # noqa: F401
         sweep_cmd,  # noqa: F401
         train_cmd,  # noqa: F401
     )
