@@ -265,12 +265,21 @@ class Dashboard:
         return _json(rundata.compare(runs))
 
 
-def _guard(fn: Any) -> Any:
+#: HDF5 shares one file handle per file within a process, and an SWMR open and a plain open of the same
+#: file cannot coexist (the check before each open is a plain one): so requests that read logs take turns.
+#: h5py serialises its calls under one lock anyway, so this costs no parallelism.
+H5_TURN = threading.Lock()
+
+
+def _guard(fn: Any, reads_logs: bool = True) -> Any:
     """Turn refusals and log errors into JSON error responses; the server keeps serving."""
 
     def endpoint(request: Request) -> Response:
         try:
-            return fn(request)
+            if not reads_logs:
+                return fn(request)
+            with H5_TURN:
+                return fn(request)
         except Refused as exc:
             return _error(str(exc), 403)
         except FileNotFoundError as exc:
@@ -292,8 +301,8 @@ def build_app(
     d = Dashboard(roots, stall_s=stall_s)
     get = ["GET"]
     routes = [
-        Route("/", _guard(d.index), methods=get),
-        Route("/static/{name}", _guard(d.static), methods=get),
+        Route("/", _guard(d.index, reads_logs=False), methods=get),
+        Route("/static/{name}", _guard(d.static, reads_logs=False), methods=get),
         Route("/api/runs", _guard(d.runs), methods=get),
         Route("/api/run", _guard(d.run), methods=get),
         Route("/api/map", _guard(d.tile_map), methods=get),

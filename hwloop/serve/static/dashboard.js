@@ -4,9 +4,11 @@
 
 const POLL_MS = Number(document.body.dataset.pollMs) || 2000;
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"];
+const PLOT_CONFIG = { displaylogo: false, displayModeBar: "hover", responsive: false };
 const state = { selected: null, runs: [], detail: null, snapKey: null, tile: 0, compareIds: null, lastMapKey: null };
 
 function $(id) { return document.getElementById(id); }
+function draw(el, traces, layout) { return Plotly.react(el, traces, layout, PLOT_CONFIG); }
 
 async function getJSON(url) {
   const r = await fetch(url, { cache: "no-store", credentials: "same-origin" });
@@ -155,11 +157,11 @@ function renderDetail(d) {
   const gd = $("plot-acc");
   gd.dataset.points = String(points);
   gd.dataset.epochs = String(d.epoch.length);
-  const base = { margin: { l: 55, r: 15, t: 30, b: 40 }, uirevision: d.id };
-  Plotly.react(gd, accTraces, { ...base, ...mk, title: { text: "test accuracy per task", font: { size: 13 } }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "accuracy (%)" } } });
-  Plotly.react($("plot-programs"), [{ x: d.epoch, y: d.programs, type: "bar", name: "programs", marker: { color: "#888" } }],
+  const base = { margin: { l: 55, r: 15, t: 40, b: 40 }, uirevision: d.id };
+  draw(gd, accTraces, { ...base, ...mk, title: { text: "test accuracy per task", font: { size: 13 } }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "accuracy (%)" } } });
+  draw($("plot-programs"), [{ x: d.epoch, y: d.programs, type: "bar", name: "programs", marker: { color: "#888" } }],
     { ...base, ...mk, title: { text: "device programs per epoch", font: { size: 13 } }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "programs" }, type: "log" } });
-  Plotly.react($("plot-loss"), [{ x: d.epoch, y: d.train_loss, mode: "lines+markers", name: "train loss", marker: { size: 4 } }],
+  draw($("plot-loss"), [{ x: d.epoch, y: d.train_loss, mode: "lines+markers", name: "train loss", marker: { size: 4 } }],
     { ...base, ...mk, title: { text: "train loss", font: { size: 13 } }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "loss" } } });
   // snapshot selector: "latest" follows a live run
   const sel = $("snap");
@@ -187,10 +189,10 @@ async function loadMaps() {
       getJSON(`/api/map?${q({ id: d.id, snap, tile: state.tile })}`),
       getJSON(`/api/hist?${q({ id: d.id, snap })}`),
     ]);
-    const lay = { margin: { l: 45, r: 15, t: 30, b: 40 }, yaxis: { autorange: "reversed", title: { text: `row (/${m.factor})` }, scaleanchor: "x" }, xaxis: { title: { text: `column (/${m.factor})` } } };
-    Plotly.react($("plot-gmap"), [{ z: m.g_us, type: "heatmap", colorscale: "Viridis", colorbar: { title: { text: "µS" } } }],
+    const lay = { margin: { l: 45, r: 15, t: 40, b: 40 }, yaxis: { autorange: "reversed", title: { text: `row (/${m.factor})` }, scaleanchor: "x" }, xaxis: { title: { text: `column (/${m.factor})` } } };
+    draw($("plot-gmap"), [{ z: m.g_us, type: "heatmap", colorscale: "Viridis", colorbar: { title: { text: "µS" } } }],
       { ...lay, title: { text: `tile ${m.tile}: conductance, epoch ${m.epoch}`, font: { size: 13 } } });
-    Plotly.react($("plot-wear"), [{ z: m.programs, type: "heatmap", colorscale: "Hot", reversescale: true, colorbar: { title: { text: "programs" } } }],
+    draw($("plot-wear"), [{ z: m.programs, type: "heatmap", colorscale: "Hot", reversescale: true, colorbar: { title: { text: "programs" } } }],
       { ...lay, title: { text: `tile ${m.tile}: programs so far (max ${m.programs_max})`, font: { size: 13 } } });
     const e = h.bin_edges_us, mid = e.slice(0, -1).map((x, i) => (x + e[i + 1]) / 2);
     const tr = [];
@@ -199,8 +201,8 @@ async function loadMaps() {
       if (l.devices) tr.push({ x: mid, y: l.counts.map((v) => v / l.devices), type: "bar", name: `${l.name} (${l.devices})`, marker: { color: c }, opacity: 0.55, legendgroup: l.name });
       tr.push({ x: l.cdf_g_us, y: l.cdf_p, yaxis: "y2", mode: "lines", name: `${l.name} CDF`, line: { color: c, dash: "dot" }, legendgroup: l.name, showlegend: false });
     });
-    Plotly.react($("plot-hist"), tr, { barmode: "overlay", margin: { l: 55, r: 55, t: 30, b: 40 }, title: { text: `conductance per level, epoch ${h.epoch} (bars: devices; dotted: calibration CDF)`, font: { size: 13 } },
-      xaxis: { title: { text: "G (µS)" } }, yaxis: { title: { text: "fraction of the level's devices" } }, yaxis2: { overlaying: "y", side: "right", range: [0, 1], title: { text: "calibration CDF" } } });
+    draw($("plot-hist"), tr, { barmode: "overlay", margin: { l: 55, r: 55, t: 30, b: 40 }, title: { text: `conductance per level, epoch ${h.epoch} (bars: devices; dotted: calibration CDF)`, font: { size: 13 } },
+      xaxis: { title: { text: "G (µS)" } }, yaxis: { title: { text: "fraction of the level's devices" } }, yaxis2: { overlaying: "y", side: "right", range: [0, 1], tickvals: [0, 0.25, 0.5, 0.75, 1], title: { text: "calibration CDF" } } });
   } catch (err) {
     $("run-error").textContent = `maps: ${err.message}`;
   }
@@ -224,7 +226,7 @@ async function showCompare(ids, title) {
       tr.push({ x: c.epoch, y: lo, mode: "lines", line: { width: 0 }, fill: "tonexty", fillcolor: col + "33", name: `${t} ± std`, hoverinfo: "skip" });
       tr.push({ x: c.epoch, y: m, mode: "lines", line: { color: col, width: 2.5 }, name: `${t} mean (${c.runs.length} runs)` });
     });
-    Plotly.react($("plot-compare"), tr, { margin: { l: 55, r: 15, t: 20, b: 40 }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "test accuracy (%)" } } });
+    draw($("plot-compare"), tr, { margin: { l: 55, r: 15, t: 20, b: 40 }, xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: "test accuracy (%)" } } });
   } catch (err) {
     $("compare-errors").textContent = err.message;
   }
