@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import math
 import threading
+import time
 from http.cookies import SimpleCookie
 from importlib import resources
 from pathlib import Path
@@ -220,14 +221,13 @@ class Dashboard:
         return Response(body, media_type=_STATIC[name], headers={"Cache-Control": "no-cache"})
 
     def runs(self, request: Request) -> Response:
-        rows = [self._summary(root, rel, p) for root, rel, p in self.roots.run_files()]
-        present = {p for _, _, p in self.roots.run_files()}
+        files = self.roots.run_files()
+        rows = [self._summary(root, rel, p) for root, rel, p in files]
+        present = {p for _, _, p in files}
         with self._lock:
             for gone in set(self._summaries) - present:
                 del self._summaries[gone]
                 self.wear.forget(gone)
-        import time
-
         return _json(
             {
                 "folders": [str(d) for d in self.roots.dirs],
