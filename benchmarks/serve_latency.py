@@ -241,6 +241,9 @@ def latency_and_size(tmp: Path, a: argparse.Namespace) -> dict:
             raw, _ = get(base + u)
             _, wire = get(base + u, gz=True)
             timings[k] = time.monotonic() - t
+            t = time.monotonic()
+            get(base + u)
+            timings[k + "_again"] = time.monotonic() - t
             sizes[k] = {"raw": len(raw), "gzip": wire}
         data_wall = time.monotonic() - t0
         static = {}

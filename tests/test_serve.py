@@ -112,6 +112,9 @@ def test_maps_are_downsampled_and_wear_matches_endurance(served: tuple[TestClien
     g0 = np.where(lv.reshape(-1, 128, 128)[0] >= 0, g.reshape(-1, 128, 128)[0], np.nan)
     got = np.array([[np.nan if v is None else v for v in row] for row in full["g_us"]])
     np.testing.assert_allclose(got, g0, atol=0.01)
+    bad = client.get("/api/map", params={"id": "0:sub/done.h5", "tile": 999})
+    assert bad.status_code == 422 and "no tile 999" in bad.json()["error"]
+    assert client.get("/api/map", params={"id": "0:sub/done.h5", "snap": 99}).status_code == 422
     h = client.get("/api/hist", params={"id": "0:sub/done.h5", "snap": -1}).json()
     assert sum(lvl["devices"] for lvl in h["levels"]) == int((lv >= 0).sum())
     assert len(h["levels"]) == 9 and all(len(lvl["cdf_g_us"]) == len(lvl["cdf_p"]) for lvl in h["levels"])
@@ -295,3 +298,61 @@ def test_live_run_epochs_appear(tiny_data: Path, tmp_path: Path) -> None:
     assert seen == [("running", 1), ("running", 2)], seen
     assert time.monotonic() - t0 < 60
     assert client.get("/api/runs").json()["runs"][0]["status"] == "finished"
+
+
+def test_serving_leaves_the_log_byte_identical(served: tuple[TestClient, Path], finished_run: Path) -> None:
+    import hashlib
+
+    client, _ = served
+    before = hashlib.sha256(finished_run.read_bytes()).hexdigest()
+    for url in ("/api/runs", "/api/run", "/api/map", "/api/hist", "/api/compare"):
+        assert client.get(url, params={"id": "0:sub/done.h5"}).status_code == 200, url
+    assert hashlib.sha256(finished_run.read_bytes()).hexdigest() == before
+
+
+def _writer(path: Path) -> object:
+    from hwloop.chip.default_table import default_table
+    from hwloop.runlog import RunLogWriter
+
+    return RunLogWriter.create(
+        path,
+        config={"epochs_per_task": 2, "m_star": 3.0, "hidden": 8, "seed": 1},
+        table=default_table(),
+        tasks=["mnist"],
+        n_tiles=1,
+        tile_backends=["sim"],
+        chip="sim",
+        seed=1,
+    )
+
+
+def test_stalled_flag_follows_the_heartbeat(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "w.h5")
+    try:
+        w.flush()
+        time.sleep(0.3)
+        quick = TestClient(build_app(Roots.from_args([str(tmp_path)]), stall_s=0.2), base_url=LOCAL)
+        row = quick.get("/api/runs").json()["runs"][0]
+        assert row["status"] == "running" and row["stalled"] is True and row["since_flush_s"] >= 0.3
+        w.flush()  # a new heartbeat
+        patient = TestClient(build_app(Roots.from_args([str(tmp_path)]), stall_s=60), base_url=LOCAL)
+        row = patient.get("/api/runs").json()["runs"][0]
+        assert row["stalled"] is False and row["since_flush_s"] < 60
+    finally:
+        w.close()
+
+
+def test_a_dead_writer_shows_as_crashed(tmp_path: Path) -> None:
+    code = (
+        "import os, sys; sys.path.insert(0, sys.argv[2]); from pathlib import Path\n"
+        "from hwloop.chip.default_table import default_table\n"
+        "from hwloop.runlog import RunLogWriter\n"
+        "w = RunLogWriter.create(Path(sys.argv[1]), config={}, table=default_table(), tasks=['mnist'], n_tiles=1,"
+        " tile_backends=['sim'], chip='sim', seed=0)\n"
+        "w.flush(); os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "dead.h5"), str(ROOT)], check=True, timeout=60)
+    client = TestClient(build_app(Roots.from_args([str(tmp_path)])), base_url=LOCAL)
+    row = client.get("/api/runs").json()["runs"][0]
+    assert row["status"] == "crashed" and row["stalled"] is False
+    assert client.get("/api/map", params={"id": "0:dead.h5"}).status_code == 422  # no snapshot yet: one error

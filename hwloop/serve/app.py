@@ -153,6 +153,7 @@ class Dashboard:
         self.roots = roots
         self.stall_s = stall_s
         self.wear = WearCache()
+        self.snapshots = rundata.SnapshotCache()
         self._lock = threading.Lock()
         self._summaries: dict[Path, tuple[tuple[int, int, int], dict]] = {}
 
@@ -247,13 +248,13 @@ class Dashboard:
         snap = self._int(request, "snap", -1, -(1 << 20), 1 << 20)
         tile = self._int(request, "tile", 0, 0, 1 << 16)
         factor = self._int(request, "factor", DEFAULT_FACTOR, 1, MAX_FACTOR)
-        wear = self.wear.programs(p)
-        return _json(rundata.tile_map(p, snap, tile, factor, wear))
+        wear = self.wear.programs(p, tile)
+        return _json(rundata.tile_map(p, snap, tile, factor, wear, self.snapshots))
 
     def hist(self, request: Request) -> Response:
         _root, _rel, p = self._run(request)
         snap = self._int(request, "snap", -1, -(1 << 20), 1 << 20)
-        return _json(rundata.level_histogram(p, snap))
+        return _json(rundata.level_histogram(p, snap, self.snapshots))
 
     def compare(self, request: Request) -> Response:
         ids = request.query_params.getlist("id")

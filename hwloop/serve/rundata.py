@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from hwloop.analysis.endurance import layer_tiles
 from hwloop.analysis.logfile import H5_ERRORS, open_runlog
 from hwloop.analysis.runs import _as_percent
 from hwloop.chip.base import COLS, ROWS
+from hwloop.chip.cdf import CdfTable
 from hwloop.errors import HwloopError, RunLogError
 from hwloop.runlog import RunLog
 
@@ -184,45 +188,100 @@ def _snapshot_index(log: RunLog, snap: int) -> tuple[int, int]:
     return k, int(ep[k])
 
 
-def tile_map(path: Path, snap: int, tile: int, factor: int, wear: np.ndarray | None) -> dict:
-    """Conductance map of one tile from one snapshot and its program-count map, both downsampled."""
-    with open_runlog(path) as log:
-        try:
-            log.refresh()
-            if not 0 <= tile < log.n_tiles:
-                raise RunLogError(f"{path}: no tile {tile} (the run has tiles 0..{log.n_tiles - 1})")
-            k, epoch = _snapshot_index(log, snap)
-            g_us, level = log.snapshot(k)
-        except H5_ERRORS as exc:
-            raise RunLogError(f"{path}: the run log is truncated or corrupt ({exc})") from exc
-    g = np.asarray(g_us, dtype=np.float32).reshape(-1, ROWS, COLS)[tile]
-    lv = np.asarray(level).reshape(-1, ROWS, COLS)[tile]
-    g = np.where(lv >= 0, g, np.nan)  # unused devices are left blank
+@dataclass
+class Snapshot:
+    """One snapshot of a log as read through ``RunLog.snapshot(k)``, with the run's calibration table."""
+
+    key: tuple
+    k: int
+    epoch: int
+    n_tiles: int
+    g_us: np.ndarray  # (n_tiles, ROWS, COLS) float32
+    level: np.ndarray  # (n_tiles, ROWS, COLS) int8, -1 unused
+    table: CdfTable
+    derived: dict = field(default_factory=dict)  # results computed from it (the histogram)
+
+
+class SnapshotCache:
+    """The last few snapshots read, keyed by (path, inode, snapshots in the log, row): a snapshot row never
+    changes once written, so maps and histograms of it are computed once, however often the page polls.
+    (A ``--resume`` rolls the log back and writes new rows; the key changes with the row count, except in
+    the moment the count is back to the same value.)"""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._d: OrderedDict[tuple, Snapshot] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, snap: int) -> Snapshot:
+        inode = os.stat(path).st_ino
+        with open_runlog(path) as log:
+            try:
+                log.refresh()
+                k, epoch = _snapshot_index(log, snap)
+                key = (path, inode, int(log.snapshot_epochs().size), k)
+                with self._lock:
+                    hit = self._d.get(key)
+                    if hit is not None:
+                        self._d.move_to_end(key)
+                        return hit
+                g_us, level = log.snapshot(k)
+                table = log.table()
+                n_tiles = log.n_tiles
+            except H5_ERRORS as exc:
+                raise RunLogError(f"{path}: the run log is truncated or corrupt ({exc})") from exc
+        s = Snapshot(
+            key=key,
+            k=k,
+            epoch=epoch,
+            n_tiles=n_tiles,
+            g_us=np.asarray(g_us, dtype=np.float32).reshape(-1, ROWS, COLS),
+            level=np.asarray(level).reshape(-1, ROWS, COLS),
+            table=table,
+        )
+        with self._lock:
+            self._d[key] = s
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+        return s
+
+
+def tile_map(
+    path: Path, snap: int, tile: int, factor: int, wear: np.ndarray | None, cache: SnapshotCache | None = None
+) -> dict:
+    """Conductance map of one tile from one snapshot and its program-count map (``wear``: the tile's
+    programs per device, ROWS * COLS), both downsampled."""
+    s = (cache or SnapshotCache()).get(path, snap)
+    if not 0 <= tile < s.n_tiles:
+        raise RunLogError(f"{path}: no tile {tile} (the run has tiles 0..{s.n_tiles - 1})")
+    lv = s.level[tile]
+    g = np.where(lv >= 0, s.g_us[tile], np.nan)  # unused devices are left blank
     out: dict[str, Any] = {
-        "snapshot": k,
-        "epoch": epoch,
+        "snapshot": s.k,
+        "epoch": s.epoch,
         "tile": tile,
         "factor": factor,
         "g_us": [_fl(r, 2) for r in downsample(g, factor)],
     }
     if wear is not None:
-        w = wear.reshape(-1, ROWS, COLS)[tile].astype(np.float64)
+        w = wear.reshape(ROWS, COLS).astype(np.float64)
         w = np.where(lv >= 0, w, np.nan)
         out["programs"] = [_fl(r, 2) for r in downsample(w, factor)]
         out["programs_max"] = int(np.nanmax(w)) if np.isfinite(w).any() else 0
     return out
 
 
-def level_histogram(path: Path, snap: int) -> dict:
+def level_histogram(path: Path, snap: int, cache: SnapshotCache | None = None) -> dict:
     """Histogram of the read conductance per nominal level (all tiles) against the calibration's CDFs."""
-    with open_runlog(path) as log:
-        try:
-            log.refresh()
-            k, epoch = _snapshot_index(log, snap)
-            g_us, level = log.snapshot(k)
-            table = log.table()
-        except H5_ERRORS as exc:
-            raise RunLogError(f"{path}: the run log is truncated or corrupt ({exc})") from exc
+    s = (cache or SnapshotCache()).get(path, snap)
+    hit = s.derived.get("hist")
+    if hit is None:
+        hit = s.derived["hist"] = _histogram(s)
+    return hit
+
+
+def _histogram(s: Snapshot) -> dict:
+    g_us, level, table, k, epoch = s.g_us, s.level, s.table, s.k, s.epoch
     g = np.asarray(g_us, dtype=np.float64).ravel()
     lv = np.asarray(level).ravel().astype(np.int64)
     used = (lv >= 0) & np.isfinite(g)

@@ -40,8 +40,9 @@ class WearCache:
         self._lock = threading.Lock()
         self._state: dict[Path, _State] = {}
 
-    def programs(self, path: Path) -> np.ndarray:
-        """Programming operations per device so far, shape (n_tiles * 16384,)."""
+    def programs(self, path: Path, tile: int | None = None) -> np.ndarray:
+        """Programming operations per device so far: shape (n_tiles * 16384,), or (16384,) of ``tile``
+        (empty if the run has no such tile)."""
         inode = path.stat().st_ino
         with self._lock:
             st = self._state.get(path)
@@ -67,7 +68,9 @@ class WearCache:
                 except H5_ERRORS as exc:
                     raise RunLogError(f"{path}: the run log's op table is unreadable ({exc})") from exc
             self._state[path] = st
-            return st.counts.copy()
+            if tile is None:
+                return st.counts.copy()
+            return st.counts[tile * CELLS_PER_TILE : (tile + 1) * CELLS_PER_TILE].copy()
 
     def forget(self, path: Path) -> None:
         with self._lock:
