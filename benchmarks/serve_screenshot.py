@@ -28,7 +28,7 @@ FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=1200,1750",
+    "--window-size=1200,2050",
     "--hide-scrollbars",
 )
 

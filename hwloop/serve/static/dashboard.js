@@ -4,7 +4,7 @@
 
 const POLL_MS = Number(document.body.dataset.pollMs) || 2000;
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"];
-const PLOT_CONFIG = { displaylogo: false, displayModeBar: "hover", responsive: false };
+const PLOT_CONFIG = { displaylogo: false, displayModeBar: false, responsive: false };
 const state = { selected: null, runs: [], detail: null, snapKey: null, tile: 0, compareIds: null, lastMapKey: null };
 
 function $(id) { return document.getElementById(id); }
