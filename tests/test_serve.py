@@ -356,3 +356,27 @@ def test_a_dead_writer_shows_as_crashed(tmp_path: Path) -> None:
     row = client.get("/api/runs").json()["runs"][0]
     assert row["status"] == "crashed" and row["stalled"] is False
     assert client.get("/api/map", params={"id": "0:dead.h5"}).status_code == 422  # no snapshot yet: one error
+
+
+def test_sweep_groups_are_listed_and_compared(finished_run: Path, tmp_path: Path) -> None:
+    """A sweep folder (manifest written by hwloop.sweep.plan): its group of seeds, compared mean ± std."""
+    from hwloop.sweep import plan
+
+    folder = tmp_path / "served"
+    sweep_dir = folder / "grid"
+    man = plan(sweep_dir, {"m_star": [3.0], "hidden": [16], "seed": [0, 1]}, {"tasks": "mnist,fashion-mnist"})
+    sweep_dir.mkdir(parents=True)
+    for p in man.points:
+        os.link(finished_run, man.log_path(p))
+        p.status = "finished"
+    man.save()
+    client = TestClient(build_app(Roots.from_args([str(folder)])), base_url=LOCAL)
+    sw = client.get("/api/runs").json()["sweeps"]
+    assert len(sw) == 1 and sw[0]["rel"] == "grid" and "error" not in sw[0], sw
+    (group,) = sw[0]["groups"]
+    assert group["params"] == {"m_star": 3.0, "hidden": 16} and len(group["runs"]) == 2
+    c = client.get("/api/compare", params=[("id", r) for r in group["runs"]]).json()
+    assert c["n"]["mnist"] == [2, 2, 2, 2] and c["errors"] == []
+    (folder / "grid" / "sweep.json").write_text("{not json")
+    sw = client.get("/api/runs").json()["sweeps"]
+    assert "unreadable" in sw[0]["error"]

@@ -28,16 +28,28 @@ ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("starlette", reason="hwloop serve needs the serve extra: pip install -e '.[serve]'")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is missing (pip install -e '.[test]')")
 if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver; "
-                ".ci/run installs them)", allow_module_level=True)
+    pytest.skip(
+        "needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver; "
+        ".ci/run installs them)",
+        allow_module_level=True,
+    )
 
 from selenium.webdriver.common.by import By  # noqa: E402
 
 from hwloop.runlog import RunLog  # noqa: E402
 
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1400,1800")
+CHROME_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1800",
+)
 
 
 def _env() -> dict:
@@ -62,9 +74,25 @@ def _finished_run(folder: Path, data: Path) -> Path:
     from hwloop.orchestrator import TrainConfig, train
 
     out = folder / "done.h5"
-    train(TrainConfig(tasks="mnist,fashion-mnist", epochs_per_task=2, warmup=1, m_star=3.0, hidden=16, lr=5e-3,
-                      batch_size=50, train_samples=200, chip="sim", data_dir=str(data), verify_data=False,
-                      out=str(out), progress=False, eval_batch=200, threads=1))
+    train(
+        TrainConfig(
+            tasks="mnist,fashion-mnist",
+            epochs_per_task=2,
+            warmup=1,
+            m_star=3.0,
+            hidden=16,
+            lr=5e-3,
+            batch_size=50,
+            train_samples=200,
+            chip="sim",
+            data_dir=str(data),
+            verify_data=False,
+            out=str(out),
+            progress=False,
+            eval_batch=200,
+            threads=1,
+        )
+    )
     return out
 
 
@@ -75,10 +103,34 @@ def bench_folder(tiny_data: Path, tmp_path: Path) -> Iterator[tuple[Path, Path, 
     done = _finished_run(folder, tiny_data)
     live = folder / "live.h5"
     train = subprocess.Popen(
-        [sys.executable, "-m", "hwloop", "train", "--chip", "sim", "--tasks", "mnist", "--epochs-per-task", "60",
-         "--warmup", "0", "--hidden", "16", "--batch-size", "2", "--data-dir", str(tiny_data), "--no-verify-data",
-         "--threads", "1", "--out", str(live)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(),
+        [
+            sys.executable,
+            "-m",
+            "hwloop",
+            "train",
+            "--chip",
+            "sim",
+            "--tasks",
+            "mnist",
+            "--epochs-per-task",
+            "200",
+            "--warmup",
+            "0",
+            "--hidden",
+            "16",
+            "--batch-size",
+            "2",
+            "--data-dir",
+            str(tiny_data),
+            "--no-verify-data",
+            "--threads",
+            "1",
+            "--out",
+            str(live),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=_env(),
     )
     try:
         yield folder, done, live, train
@@ -95,8 +147,13 @@ def bench_folder(tiny_data: Path, tmp_path: Path) -> Iterator[tuple[Path, Path, 
 @pytest.fixture
 def server(bench_folder: tuple[Path, Path, Path, subprocess.Popen]) -> Iterator[str]:
     folder = bench_folder[0]
-    p = subprocess.Popen([sys.executable, "-m", "hwloop", "serve", str(folder), "--port", "0"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    p = subprocess.Popen(
+        [sys.executable, "-m", "hwloop", "serve", str(folder), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     try:
         line = p.stdout.readline() if p.stdout else ""
         assert line.startswith("hwloop serve: http://127.0.0.1:"), (line, p.stderr.read() if p.poll() else "")
@@ -132,9 +189,12 @@ def _epochs_in_log(path: Path) -> int:
 
 def _plot_points(drv: object, div: str) -> int:
     """Points (x values; rows of a heatmap) Plotly holds in the plot's traces (not our own bookkeeping)."""
-    return int(drv.execute_script(  # type: ignore[attr-defined]
-        f"const g = document.getElementById('{div}'); return g && g.data ? "
-        "g.data.reduce((n, t) => n + (t.x ? t.x.length : t.z ? t.z.length : 0), 0) : -1;"))
+    return int(
+        drv.execute_script(  # type: ignore[attr-defined]
+            f"const g = document.getElementById('{div}'); return g && g.data ? "
+            "g.data.reduce((n, t) => n + (t.x ? t.x.length : t.z ? t.z.length : 0), 0) : -1;"
+        )
+    )
 
 
 def test_dashboard_in_headless_chromium(bench_folder: tuple, server: str, browser: object) -> None:
@@ -145,8 +205,10 @@ def test_dashboard_in_headless_chromium(bench_folder: tuple, server: str, browse
     drv.get(server)  # type: ignore[attr-defined]
 
     def rows() -> dict[str, str]:
-        return {tr.get_attribute("data-id"): tr.get_attribute("data-status")
-                for tr in drv.find_elements(By.CSS_SELECTOR, "#runs tr.run")}  # type: ignore[attr-defined]
+        return {
+            tr.get_attribute("data-id"): tr.get_attribute("data-status")
+            for tr in drv.find_elements(By.CSS_SELECTOR, "#runs tr.run")
+        }  # type: ignore[attr-defined]
 
     got = wait_for(lambda: rows() if len(rows()) == 2 else None, 20, "both runs in the run list")
     assert got == {"0:done.h5": "finished", "0:live.h5": "running"}, got
@@ -162,11 +224,21 @@ def test_dashboard_in_headless_chromium(bench_folder: tuple, server: str, browse
     # the live run: a new epoch appears without a reload
     drv.execute_script("window.__noReload = 42;")  # type: ignore[attr-defined]
     drv.find_element(By.CSS_SELECTOR, "tr[data-id='0:live.h5']").click()  # type: ignore[attr-defined]
-    first = int(wait_for(lambda: _plot_points(drv, "plot-acc") > 0 and _plot_points(drv, "plot-acc"), 20,
-                         "the live run's accuracy plot"))
+    first = int(
+        wait_for(
+            lambda: _plot_points(drv, "plot-acc") > 0 and _plot_points(drv, "plot-acc"),
+            20,
+            "the live run's accuracy plot",
+        )
+    )
     assert train.poll() is None, "the background training ended before the page could watch it"
-    later = int(wait_for(lambda: _plot_points(drv, "plot-acc") > first and _plot_points(drv, "plot-acc"), 20,
-                         "a new epoch of the live run on the page"))
+    later = int(
+        wait_for(
+            lambda: _plot_points(drv, "plot-acc") > first and _plot_points(drv, "plot-acc"),
+            20,
+            "a new epoch of the live run on the page",
+        )
+    )
     assert later > first
     assert drv.execute_script("return window.__noReload;") == 42  # type: ignore[attr-defined]
     assert later <= _epochs_in_log(live)  # nothing on the page that the log does not hold
