@@ -380,3 +380,22 @@ def test_sweep_groups_are_listed_and_compared(finished_run: Path, tmp_path: Path
     (folder / "grid" / "sweep.json").write_text("{not json")
     sw = client.get("/api/runs").json()["sweeps"]
     assert "unreadable" in sw[0]["error"]
+
+
+def test_a_log_with_unexpected_content_is_one_error(finished_run: Path, tmp_path: Path) -> None:
+    import h5py
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    odd = folder / "odd.h5"
+    odd.write_bytes(finished_run.read_bytes())
+    with h5py.File(odd, "r+") as f:  # an epoch table without the accuracy column
+        del f["epochs"]
+        f.create_dataset("epochs", data=np.zeros(3, dtype=[("epoch", "<u4")]))
+    client = TestClient(build_app(Roots.from_args([str(folder)])), base_url=LOCAL)
+    r = client.get("/api/runs")
+    assert r.status_code == 200
+    row = r.json()["runs"][0]
+    assert row["status"] == "error" and "unexpected run log content" in row["error"] and "acc" in row["error"]
+    r = client.get("/api/run", params={"id": "0:odd.h5"})
+    assert r.status_code == 422 and "acc" in r.json()["error"]

@@ -290,6 +290,8 @@ def _guard(fn: Any, reads_logs: bool = True) -> Any:
             return _error(msg, 404 if "does not exist" in msg else 422)
         except OSError as exc:
             return _error(f"cannot read the file ({exc})", 422)
+        except (KeyError, ValueError, TypeError, IndexError) as exc:  # a log with unexpected content
+            return _error(f"unexpected run log content ({type(exc).__name__}: {exc})", 422)
 
     return endpoint
 

@@ -75,9 +75,15 @@ def summary(path: Path, rel: str, root: int, stall_s: float = DEFAULT_STALL_S) -
         with open_runlog(path) as log:
             log.refresh()
             row.update(_progress(log, stall_s))
-    except (HwloopError, OSError, *H5_ERRORS) as exc:
+    except HwloopError as exc:
         row["status"] = "error"
         row["error"] = str(exc)
+    except FileNotFoundError:
+        row["status"] = "error"
+        row["error"] = f"{path} vanished while it was being read"
+    except (OSError, *H5_ERRORS, KeyError, ValueError, TypeError, IndexError) as exc:
+        row["status"] = "error"
+        row["error"] = f"{path}: damaged or unexpected run log content ({type(exc).__name__}: {exc})"
     return row
 
 
