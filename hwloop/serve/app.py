@@ -297,7 +297,12 @@ def _guard(fn: Any, reads_logs: bool = True) -> Any:
 
 
 def build_app(
-    roots: Roots, *, token: str | None = None, loopback: bool = True, stall_s: float = rundata.DEFAULT_STALL_S
+    roots: Roots,
+    *,
+    token: str | None = None,
+    loopback: bool = True,
+    stall_s: float = rundata.DEFAULT_STALL_S,
+    bound_host: str | None = None,
 ) -> Starlette:
     """The ASGI app serving ``roots``. With ``token`` every request must carry it; on a loopback bind
     only Host headers naming the loopback are accepted (no DNS rebinding from a web page)."""
@@ -314,7 +319,8 @@ def build_app(
     ]
     middleware = [Middleware(SecurityHeaders)]
     if loopback:
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS))
+        hosts = [*LOOPBACK_HOSTS, *([bound_host] if bound_host and bound_host not in LOOPBACK_HOSTS else [])]
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=hosts))
     if token:
         middleware.append(Middleware(TokenGate, token=token))
     middleware.append(Middleware(GZipMiddleware, minimum_size=1024))

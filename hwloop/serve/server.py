@@ -13,12 +13,16 @@ from hwloop.serve.roots import Roots
 
 
 def is_loopback(host: str) -> bool:
+    """An IPv4 loopback address or ``localhost``: served without a token, with the Host header checked.
+    (IPv6 ``::1`` counts as any other address and needs a token: Starlette's Host check cannot parse
+    ``[::1]:port``.)"""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return ip.version == 4 and ip.is_loopback
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -62,7 +66,7 @@ def serve(
     roots = Roots.from_args(folders)
     tok = resolve_token(host, token)
     loop = is_loopback(host)
-    app = build_app(roots, token=tok, loopback=loop and tok is None, stall_s=stall_s)
+    app = build_app(roots, token=tok, loopback=loop and tok is None, stall_s=stall_s, bound_host=host)
     sock = bind(host, port)
     real_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
