@@ -13,7 +13,8 @@ polling dashboard costs the writer.
 2. **Writer slowdown**: real ``hwloop train --chip sim`` runs, alternately without and with a client
    polling the dashboard every second for that run (run list, run detail, tile map, histogram: more than
    the page asks for), ``--reps`` pairs. Ratio = median epoch time with / median epoch time without
-   (epoch ``wall_s`` from the logs), in this one run.
+   (epoch ``wall_s`` from the logs), in this one run. Also the CPU time the server process used while
+   polled, as a fraction of one core (what it takes from a writer that shares its core).
 
 Prints one JSON line.
 
@@ -275,7 +276,15 @@ def latency_and_size(tmp: Path, a: argparse.Namespace) -> dict:
 
 
 # ---------------------------------------------------------------------------- part 2
-def train_once(tmp: Path, name: str, a: argparse.Namespace, with_dashboard: bool, ddir: str | None) -> list[float]:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def train_once(
+    tmp: Path, name: str, a: argparse.Namespace, with_dashboard: bool, ddir: str | None, cpu: dict
+) -> list[float]:
     from hwloop.runlog import RunLog
 
     folder = tmp / name
@@ -329,13 +338,16 @@ def train_once(tmp: Path, name: str, a: argparse.Namespace, with_dashboard: bool
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
+    t0 = time.monotonic()
     try:
         subprocess.run(cmd, check=True, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finally:
         stop_flag.set()
         if poller is not None:
             poller.join(30)
+        wall = time.monotonic() - t0
         if srv is not None:
+            cpu[name] = {"server_cpu_s": cpu_s(srv.pid), "train_wall_s": wall}
             stop(srv)
     if with_dashboard and polls[0] == 0:
         raise SystemExit("the dashboard was never polled successfully")
@@ -365,9 +377,12 @@ def synthetic_data(tmp: Path) -> str | None:
 def writer_slowdown(tmp: Path, a: argparse.Namespace) -> dict:
     ddir = synthetic_data(tmp)
     times: dict[str, list[float]] = {"without": [], "with": []}
+    cpu: dict[str, dict[str, float]] = {}
     for rep in range(a.reps):  # interleaved: without, with, without, with ...
         for mode in ("without", "with"):
-            times[mode] += train_once(tmp, f"{mode}{rep}", a, mode == "with", ddir)
+            times[mode] += train_once(tmp, f"{mode}{rep}", a, mode == "with", ddir, cpu)
+    srv_cpu = sum(v["server_cpu_s"] for v in cpu.values())
+    srv_wall = sum(v["train_wall_s"] for v in cpu.values())
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "epoch_s_without": med["without"],
@@ -375,6 +390,8 @@ def writer_slowdown(tmp: Path, a: argparse.Namespace) -> dict:
         "ratio": med["with"] / med["without"],
         "epochs_each": {k: len(v) for k, v in times.items()},
         "all_epoch_s": times,
+        "server_cpu_s": srv_cpu,
+        "server_cpu_fraction_of_a_core": srv_cpu / srv_wall if srv_wall else None,
         "data": "synthetic" if ddir else "MNIST",
         "hidden": a.hidden,
         "train_samples": a.train_samples,
