@@ -217,13 +217,21 @@ def test_dashboard_in_headless_chromium(bench_folder: tuple, server: str, browse
     with RunLog(done) as log:
         expected = int(np.isfinite(log.epochs()["acc"]).sum())
     assert expected == 6  # mnist in its 4 epochs, fashion-mnist in its 2
-    drv.find_element(By.CSS_SELECTOR, "tr[data-id='0:done.h5']").click()  # type: ignore[attr-defined]
+    wait_for(
+        lambda: drv.find_element(By.CSS_SELECTOR, "tr[data-id='0:done.h5']").click() is None,
+        10,  # type: ignore[attr-defined]
+        "a click on the finished run",
+    )
     wait_for(lambda: _plot_points(drv, "plot-acc") == expected, 20, f"{expected} points in the accuracy plot")
     wait_for(lambda: _plot_points(drv, "plot-gmap") > 0, 20, "the conductance map")
 
     # the live run: a new epoch appears without a reload
     drv.execute_script("window.__noReload = 42;")  # type: ignore[attr-defined]
-    drv.find_element(By.CSS_SELECTOR, "tr[data-id='0:live.h5']").click()  # type: ignore[attr-defined]
+    wait_for(
+        lambda: drv.find_element(By.CSS_SELECTOR, "tr[data-id='0:live.h5']").click() is None,
+        10,  # type: ignore[attr-defined]
+        "a click on the live run",
+    )
     first = int(
         wait_for(
             lambda: _plot_points(drv, "plot-acc") > 0 and _plot_points(drv, "plot-acc"),
@@ -244,6 +252,20 @@ def test_dashboard_in_headless_chromium(bench_folder: tuple, server: str, browse
     assert later <= _epochs_in_log(live)  # nothing on the page that the log does not hold
     status = drv.find_element(By.CSS_SELECTOR, "#run-stats span[data-key='status']").text  # type: ignore[attr-defined]
     assert "running" in status
+
+    # compare the two runs: each run's curves plus mean, and the ± std band, per task
+    def tick(rid: str) -> bool:  # the list is redrawn every poll: retry on a stale element
+        box = drv.find_element(By.CSS_SELECTOR, f"#runs input[value='{rid}']")  # type: ignore[attr-defined]
+        if not box.is_selected():
+            box.click()
+        return drv.find_element(By.CSS_SELECTOR, f"#runs input[value='{rid}']").is_selected()  # type: ignore[attr-defined]
+
+    for rid in ("0:done.h5", "0:live.h5"):
+        wait_for(lambda rid=rid: tick(rid), 10, f"ticking {rid}")
+    drv.find_element(By.ID, "compare-selected").click()  # type: ignore[attr-defined]
+    n_traces = "const g = document.getElementById('plot-compare'); return g && g.data ? g.data.length : 0;"
+    # per task: 2 runs + upper + lower band + mean = 5 traces; the two runs have 2 tasks between them
+    wait_for(lambda: drv.execute_script(n_traces) == 10, 20, "the comparison plot")  # type: ignore[attr-defined]
 
     # the served JSON says the same as the page, and the page never asked for anything but GETs
     with urllib.request.urlopen(server + "api/runs", timeout=10) as r:
