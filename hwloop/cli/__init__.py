@@ -35,6 +35,7 @@ def _register() -> None:
         characterise_cmd,  # noqa: F401
         chip_cmd,  # noqa: F401
         reproduce_cmd,  # noqa: F401
+        serve_cmd,  # noqa: F401
         sweep_cmd,  # noqa: F401
         train_cmd,  # noqa: F401
     )
