@@ -604,10 +604,13 @@ class RunLog:
             self.f.close()
 
     def refresh(self) -> None:
-        for name in ("ops", "epochs", "status", "heartbeat"):
-            self.f[name].refresh()
-        for k in ("epoch", "g_us", "level"):
-            self.f["snapshots"][k].refresh()
+        try:
+            for name in ("ops", "epochs", "status", "heartbeat"):
+                self.f[name].refresh()
+            for k in ("epoch", "g_us", "level"):
+                self.f["snapshots"][k].refresh()
+        except H5_ERRORS as exc:
+            raise self._damaged("its tables", exc) from exc
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -671,15 +674,31 @@ class RunLog:
         ds = self.f["ops"]
         n = ds.shape[0]
         for start in range(0, n, chunk_rows):
-            block = ds[start : min(n, start + chunk_rows)]
+            try:
+                block = ds[start : min(n, start + chunk_rows)]
+            except H5_ERRORS as exc:
+                raise self._damaged(f"/ops rows {start:,}..", exc) from exc
             yield block if fields is None else block[fields]
 
+    def _damaged(self, what: str, exc: BaseException) -> RunLogError:
+        return RunLogError(f"{self.path}: {what} cannot be read ({first_line(exc)}); the run log is damaged: "
+                           "copy it again from its source")
+
     def epochs(self) -> np.ndarray:
-        return self.f["epochs"][()]
+        try:
+            return self.f["epochs"][()]
+        except H5_ERRORS as exc:
+            raise self._damaged("/epochs", exc) from exc
 
     def snapshot_epochs(self) -> np.ndarray:
-        return self.f["snapshots"]["epoch"][()]
+        try:
+            return self.f["snapshots"]["epoch"][()]
+        except H5_ERRORS as exc:
+            raise self._damaged("/snapshots/epoch", exc) from exc
 
     def snapshot(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         sg = self.f["snapshots"]
-        return sg["g_us"][k], sg["level"][k]
+        try:
+            return sg["g_us"][k], sg["level"][k]
+        except H5_ERRORS as exc:
+            raise self._damaged(f"snapshot {k}", exc) from exc
