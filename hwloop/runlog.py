@@ -140,6 +140,30 @@ def disk_error(path: Path, exc: BaseException, doing: str) -> RunLogError:
     )
 
 
+#: free space (bytes) kept in reserve on the log's file system: a write that would leave less is refused
+#: before HDF5 sees a full disk (HDF5 cannot recover from a failed write: its close fails too, and the
+#: process can crash at exit), and the reserve lets the writer still mark the status and close cleanly
+SPACE_RESERVE_BYTES = 1 << 20
+
+
+class DiskSpaceError(RunLogError):
+    """Not enough free space to write safely; nothing was written, the file is intact."""
+
+
+def check_space(path: Path, need_bytes: int, doing: str = "cannot write") -> None:
+    """Raise ``DiskSpaceError`` unless ``need_bytes`` plus the reserve are free where ``path`` lives."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return
+    if not free >= need_bytes + SPACE_RESERVE_BYTES:
+        raise DiskSpaceError(
+            f"{doing} {path}: the disk holding {path.parent} is full ({free / 1e6:.1f} MB free, "
+            f"{(need_bytes + SPACE_RESERVE_BYTES) / 1e6:.1f} MB needed). The log keeps every step flushed "
+            f"before this; free some space, then continue with: hwloop train --resume {path}"
+        )
+
+
 def _refuse_live_writer(p: Path) -> None:
     """The backup to the lock (another host, or a writer without the lock): a fresh heartbeat from a writer
     that is still alive refuses the resume."""
@@ -425,6 +449,7 @@ class RunLogWriter:
             raise self._broken from exc
 
     def _flush(self) -> None:
+        check_space(self.path, self._buf_rows * OPS_DTYPE.itemsize + 4096)
         if self._buf:
             rows = np.concatenate(self._buf)
             ds = self.f["ops"]
@@ -451,6 +476,7 @@ class RunLogWriter:
 
     @_disk_guard
     def append_snapshot(self, epoch: int, g_us: np.ndarray, level: np.ndarray) -> None:
+        check_space(self.path, self.n_tiles * ROWS * COLS * 5 + self._buf_rows * OPS_DTYPE.itemsize)
         sg = self.f["snapshots"]
         n = sg["epoch"].shape[0]
         for k in ("epoch", "g_us", "level"):
@@ -464,6 +490,7 @@ class RunLogWriter:
     def save_checkpoint(self, blob: bytes, epoch: int) -> None:
         """Write a checkpoint into the slot not holding the current one, then switch the index to it."""
         self.flush()
+        check_space(self.path, len(blob))
         cg = self.f["checkpoint"]
         idx = cg["index"][()]
         slot = 1 if int(idx[0]) == 0 else 0
@@ -490,18 +517,21 @@ class RunLogWriter:
         try:
             try:
                 if self._broken is None:  # after a failed write, only close: that error was raised already
-                    self.flush()
+                    try:
+                        self.flush()
+                    except DiskSpaceError as exc:  # nothing written: the reserve still holds the status
+                        err, status = exc, "failed"
                     self.f["status"][0] = STATUS_CODES[status]
                     self.f.flush()
             except RunLogError as exc:
-                err = exc
+                err = err or exc
             except OSError as exc:
                 err = self._broken = disk_error(self.path, exc, "cannot write")
             finally:
                 with contextlib.suppress(*H5_ERRORS):  # after a full disk the close itself can fail
                     self.f.close()
-            if compact and self._broken is None:
-                with contextlib.suppress(*H5_ERRORS):
+            if compact and self._broken is None and err is None:
+                with contextlib.suppress(*H5_ERRORS, RunLogError):
                     _rebuild(self.path)
         finally:
             if self.lock is not None:
@@ -527,6 +557,7 @@ def _open_for_append(p: Path) -> h5py.File:
 def _rebuild(p: Path) -> None:
     """Copy every object of a run log into a fresh file and swap it in (drops unused space, clears the
     status flags a crashed SWMR writer leaves). Chunks are copied as they are, without recompression."""
+    check_space(p, p.stat().st_size, "not enough space to rewrite")
     fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=p.parent)
     os.close(fd)
     try:
