@@ -10,7 +10,10 @@ Schema (``docs/calibration-format.md``, section "Operation log"):
   ``tile``, ``row``, ``col``, ``v_gate`` (SET gate voltage, NaN otherwise), ``g_us`` (read conductance,
   NaN for other ops). Chunked, gzip-compressed, appended in blocks (never a Python loop per cell).
 
-SWMR is not used: the log is flushed after every sweep condition and closed at the end.
+SWMR is not used: the log is flushed after every sweep condition, at least every ``FLUSH_EVERY_S`` while
+operations arrive, and closed at the end (also on Ctrl-C / SIGTERM). A real bench reports its operations
+per acknowledged board frame, so an interrupted forming or sweep keeps the rows of every acknowledged
+frame; a kill -9 loses at most the last ``FLUSH_EVERY_S`` of them.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ OPLOG_DTYPE = np.dtype(
     ]
 )
 CHUNK_ROWS = 1 << 16
+#: longest time (s) rows stay buffered while operations keep arriving
+FLUSH_EVERY_S = 0.5
 
 
 class OpLog:
@@ -86,6 +91,7 @@ class OpLog:
         self.attempt = 0
         self.v_gate = float("nan")
         self.rows = 0
+        self._last_flush = time.monotonic()
 
     def start_clock(self, t0_s: float) -> None:
         self._t0 = t0_s
@@ -105,8 +111,11 @@ class OpLog:
         rec["v_gate"] = self.v_gate if op == Op.SET else np.nan
         rec["g_us"] = g_us
         self._buf.append(rec)
+        if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
+            self.flush()
 
     def flush(self) -> None:
+        self._last_flush = time.monotonic()
         if not self._buf:
             return
         block = np.concatenate(self._buf)
