@@ -12,6 +12,12 @@ Schema (documented in ``docs/runlog-schema.md``):
   device, once before training (epoch 0) and after each epoch; gzip-compressed, chunked per tile.
 - ``/checkpoint/{blob_a,blob_b,index}``: two alternating checkpoint slots for ``--resume``.
 - ``/status``, ``/heartbeat``: run status code and the time of the last flush.
+- ``/resumes`` (optional): ``/ops`` ranges kept by a ``--resume`` on real tiles (pulses after the
+  checkpoint that really happened, not followed by training).
+
+One writer at a time: it holds ``fcntl.flock`` on the sidecar ``<log>.lock`` (``hwloop.runlock``), so a
+live run cannot be resumed or appended to. Readers open with a bounded number of SWMR metadata read
+attempts (``hwloop.h5check.open_reader``); a write refused for lack of space is one ``RunLogError``.
 - ``/calibration``: the CDF table (or calibration) the run used, copied in.
 
 A killed writer loses at most the rows buffered since the last ``flush`` (the orchestrator flushes every

@@ -28,10 +28,13 @@ def _env() -> dict:
 
 
 def _progress(log: Path) -> tuple[int, int]:
-    """(checkpoint epoch, checkpoint ops_rows) and the current /ops length, or -1s."""
+    """(checkpoint epoch, RESET rows on the real tile 0 after the checkpoint), or -1s."""
     try:
         with h5py.File(log, "r", libver="latest", swmr=True) as f:
-            return int(f["checkpoint"]["index"][2]), int(f["ops"].shape[0]) - int(f["checkpoint"]["index"][3])
+            ck_rows = int(f["checkpoint"]["index"][3])
+            post = f["ops"][ck_rows:] if ck_rows >= 0 else f["ops"][:0]
+            n = int(np.count_nonzero((post["tile"] == 0) & (post["op"] == OP_CODES["RESET"])))
+            return int(f["checkpoint"]["index"][2]), n
     except (OSError, KeyError):
         return -1, -1
 
