@@ -16,7 +16,8 @@ Operations are reported to the chip's listeners (the run log, the calibration op
 as each frame is acknowledged**, not once per array call: a SIGTERM or an error in the middle of forming
 or of a long array call leaves in the log the rows of every frame the board acknowledged. FORM rows: one
 per device per ``form`` call, as the first ramp step's frame holding it is acknowledged (the verify reads
-of the ramp are not logged, as before).
+of the ramp are not logged, as before). A SIGTERM during an array call is taken when the call ends
+(``hwloop.signals.stop_point``), so no frame the board executed is left out of the log.
 
 The host keeps the formed mask (from the FORM verify reads; it is part of ``snapshot`` so a resumed run
 keeps it). The failed mask stays all False: the board does not report worn-out devices.
@@ -38,6 +39,7 @@ from hwloop.errors import ConfigError, SafetyLimitError
 from hwloop.instruments.bench import BenchConfig, BoardOp, Condition, load_bench
 from hwloop.instruments.fpga import FpgaBoard
 from hwloop.instruments.smu import Smu, open_smu
+from hwloop.signals import stop_point
 
 
 class RealChip(Chip):
@@ -136,7 +138,7 @@ class RealChip(Chip):
                 g = (i_read_a * scale).astype(np.float32) if report == Op.READ else np.float32(np.nan)
                 self._emit(report, idx[a:b], lv[a:b], g)
 
-        with self._guard():
+        with self._guard(), stop_point():  # a SIGTERM stops after the call: no frame left unlogged
             return self.board.batch(t, r, c, int(op), cond, conds, on_ack=on_ack)
 
     def _emit_done(self, op: Op, idx: np.ndarray, level: np.ndarray | int, g_us: np.ndarray | float) -> None:
