@@ -12,11 +12,11 @@ over its normal run time, and sends SIGKILL or SIGTERM (chosen at random, half e
 - ``ops_missing``: train and sweep on the simulated chip are deterministic, so after the resume the log
   must hold exactly as many ``/ops`` rows as an uninterrupted reference run (missing or doubled rows
   both count). Calibrate runs on the virtual bench (emulated board in this process): the board's own
-  SET/RESET pulse counts per device against the op log's rows. After a SIGTERM, the board may have
-  executed the frames still in flight (``window`` = 2 frames, never acknowledged to the host):
-  ``acked_missing`` counts pulses missing beyond those frames and must be 0. After a SIGKILL the rows
-  buffered since the last flush (``FLUSH_EVERY_S`` = 0.5 s) are lost by design: reported as
-  ``lost_unflushed_max``.
+  SET/RESET pulse counts per device against the op log's rows. A SIGTERM is taken when the array call
+  in progress ends (``hwloop.signals.stop_point``), when every frame the board executed has been
+  acknowledged and logged: after a SIGTERM every pulse the board executed must be in the log
+  (``ops_missing`` counts those missing, must be 0). After a SIGKILL the rows buffered since the last
+  flush (``FLUSH_EVERY_S`` = 0.5 s) are lost by design: reported apart as ``lost_unflushed_max``.
 
 Usage: ``python benchmarks/kill_writers.py [--kills 20] [--writers train,calibrate,sweep] [--seed 0]``
 """
@@ -273,7 +273,6 @@ class SweepWriter:
 # ---------------------------------------------------------------------------- calibrate
 class CalibrateWriter:
     name = "calibrate"
-    window_frames = 2
 
     def __init__(self, data: Path, work: Path) -> None:
         from hwloop.emulator import VirtualBench
@@ -344,7 +343,7 @@ class CalibrateWriter:
                 missing += int(np.maximum(sim - logged, 0).sum())
         res["ops_missing"] = missing
         if sig == signal.SIGTERM:
-            res["acked_missing"] = max(0, missing - self.window_frames * self.frame)
+            res["acked_missing"] = missing
         else:
             res["lost_unflushed"] = missing
         with VirtualBench(str(ROOT / "instruments/virtual.toml"), seed=k, pace=False) as vb:
@@ -382,7 +381,6 @@ def run(kills: int, writers: list[str], seed: int, work: Path) -> dict:
             "ref_run_s": round(w.run_s, 2),
         }
         if name == "calibrate":
-            summ["in_flight_unacked_max"] = max((r["ops_missing"] for r in rs if r["signal"] == "SIGTERM"), default=0)
             summ["lost_unflushed_max"] = max((r["lost_unflushed"] for r in rs), default=0)
             summ["frame_entries"] = w.frame
         errs = [
