@@ -140,7 +140,7 @@ def _cli(*args: str, **kw: object) -> subprocess.Popen:
 
 def test_a_live_run_cannot_be_resumed_and_still_finishes(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "live.h5"
-    live = _cli(*_COMMON, "--epochs-per-task", "40", "--warmup", "1", "--data-dir", str(tiny_data), "--out", str(out))
+    live = _cli(*_COMMON, "--epochs-per-task", "200", "--warmup", "1", "--data-dir", str(tiny_data), "--out", str(out))
     try:
         _wait_checkpoint(out, 1)
         r = subprocess.run(
@@ -168,7 +168,7 @@ def test_a_live_run_cannot_be_resumed_and_still_finishes(tiny_data: Path, tmp_pa
 
 def test_two_simultaneous_resumes_one_wins_the_other_names_the_holder(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "crashed.h5"
-    run = _cli(*_COMMON, "--epochs-per-task", "30", "--warmup", "1", "--data-dir", str(tiny_data), "--out", str(out))
+    run = _cli(*_COMMON, "--epochs-per-task", "200", "--warmup", "1", "--data-dir", str(tiny_data), "--out", str(out))
     _wait_checkpoint(out, 1)
     run.send_signal(signal.SIGKILL)
     run.communicate()
@@ -176,7 +176,7 @@ def test_two_simultaneous_resumes_one_wins_the_other_names_the_holder(tiny_data:
         assert log.status == "crashed"
     procs = [_cli("train", "--resume", str(out), "--data-dir", str(tiny_data), "--json") for _ in range(2)]
     try:
-        # the winner holds the log until it ends; stop it once the loser has answered
+        # the winner holds the log until it ends (200 epochs: long after the loser); stop it once the loser answered
         deadline = time.monotonic() + 180
         while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
             time.sleep(0.1)
