@@ -89,3 +89,73 @@ def check_metadata(path: Path) -> None:
             f.visititems(visit)
     except H5_ERRORS as exc:
         raise RunLogError(f"{path}: the run log is corrupt ({exc}); it cannot be read") from exc
+
+
+# ---------------------------------------------------------------------------- bounded SWMR opens
+#: metadata read attempts per object of an SWMR open. HDF5's default is 100, with a back-off that makes
+#: one damaged object stall a reader for many minutes; 25 attempts bound it to about 0.05 s per damaged
+#: object (measured: 25 -> 0.04 s, 28 -> 0.27 s, 30 -> 1.1 s, 40 -> over a minute) while still riding over
+#: a live writer's flush in progress
+SWMR_READ_ATTEMPTS = 25
+
+_set_attempts = None  # ctypes H5Pset_metadata_read_attempts of the libhdf5 that h5py uses, once found
+
+
+def _hdf5_set_read_attempts():  # type: ignore[no-untyped-def]
+    """``H5Pset_metadata_read_attempts`` from the very libhdf5 h5py has loaded (h5py does not wrap it)."""
+    global _set_attempts
+    if _set_attempts is not None:
+        return _set_attempts or None
+    import ctypes
+
+    fn = False
+    try:
+        with open("/proc/self/maps") as fh:
+            libs = sorted({ln.split()[-1] for ln in fh if "libhdf5" in ln and "_hl" not in ln and ".so" in ln})
+        for lib in libs:
+            cfn = getattr(ctypes.CDLL(lib), "H5Pset_metadata_read_attempts", None)
+            if cfn is not None:
+                cfn.argtypes = [ctypes.c_int64, ctypes.c_uint]
+                cfn.restype = ctypes.c_int
+                fn = cfn
+                break
+    except OSError:
+        fn = False
+    _set_attempts = fn
+    return fn or None
+
+
+def open_swmr_bounded(path: Path, attempts: int = SWMR_READ_ATTEMPTS) -> h5py.File:
+    """Open ``path`` read-only in SWMR mode with at most ``attempts`` metadata read attempts per object, so
+    damaged metadata fails in bounded time instead of in HDF5's SWMR retry loop (which SIGTERM cannot
+    stop, as it never returns to Python). Falls back to a plain SWMR open where libhdf5 cannot be reached."""
+    fn = _hdf5_set_read_attempts()
+    if fn is None:
+        return h5py.File(path, "r", libver="latest", swmr=True)
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    if fn(fapl.id, max(1, int(attempts))) < 0:
+        return h5py.File(path, "r", libver="latest", swmr=True)
+    fid = h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
+    return h5py.File(fid)
+
+
+def open_reader(path: Path) -> h5py.File:
+    """The one way hwloop opens a run log for reading: truncation and metadata checks, then an SWMR open
+    bounded to ``SWMR_READ_ATTEMPTS`` metadata read attempts per object (for the whole time the file stays
+    open). Raises ``RunLogError`` (one line) on any damage."""
+    check_not_truncated(path)
+    check_metadata(path)
+    try:
+        return open_swmr_bounded(path)
+    except H5_ERRORS as exc:
+        raise RunLogError(
+            f"{path} is not a readable HDF5 run log ({first_line(exc)}); it may be damaged: copy it again "
+            "from its source, or re-run the training"
+        ) from exc
+
+
+def first_line(exc: BaseException) -> str:
+    s = str(exc).strip().splitlines()
+    return s[0] if s else type(exc).__name__

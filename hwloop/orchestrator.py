@@ -33,6 +33,14 @@ from hwloop.crossbar import CrossbarMap
 from hwloop.errors import ConfigError, RunLogError
 from hwloop.intlist import parse_int_list
 from hwloop.progress import NoBar
+from hwloop.resume_real import (
+    apply_kept_ops,
+    check_real_tiles_match,
+    lcs_hcs_threshold_us,
+    real_tiles,
+    touched_devices,
+)
+from hwloop.runlock import RunLock, refuse_if_held
 from hwloop.runlog import RunLog, RunLogWriter
 from hwloop.signals import check_stop, cooperative
 from hwloop.training.config import RESUME_FREE, TrainConfig
@@ -337,22 +345,30 @@ class Trainer:
         self._snapshot_and_flush(epoch=0)
 
     def _resume(self, path: str) -> None:
-        with RunLog(path) as log:
-            stored = log.config
-        mine = self.cfg.experiment()
-        # a key missing from an older log had its default's behaviour then
-        theirs = {k: v for k, v in {**asdict(TrainConfig()), **stored}.items() if k not in RESUME_FREE}
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if diff:
-            detail = ", ".join(f"{k}: log {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:4])
-            raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
-        self.cfg.out = path
-        self.chip, _ = build_chip_for_run(self.cfg, self.cmap.n_tiles, self.table)
+        lock = RunLock.acquire(path)  # held from here on: a second resume of the same log is refused at once
+        try:
+            with RunLog(path) as log:
+                stored = log.config
+                backends = log.tile_backends
+            mine = self.cfg.experiment()
+            # a key missing from an older log had its default's behaviour then
+            theirs = {k: v for k, v in {**asdict(TrainConfig()), **stored}.items() if k not in RESUME_FREE}
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            if diff:
+                detail = ", ".join(f"{k}: log {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:4])
+                raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
+            self.cfg.out = path
+            self.chip, _ = build_chip_for_run(self.cfg, self.cmap.n_tiles, self.table)
+        except BaseException:
+            lock.release()
+            raise
         self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us, programmer_for(self.cfg, self.chip))
         self._bind_weights()
+        on_real = real_tiles(backends) if self.chip is not None else []
         try:
-            self.writer, info, blob = RunLogWriter.reopen(path)
+            self.writer, info, blob = RunLogWriter.reopen(path, lock=lock, keep_tiles=on_real)
         except BaseException:
+            lock.release()
             if self.chip is not None:
                 self.chip.close()
             raise
@@ -362,6 +378,9 @@ class Trainer:
         if self.chip is not None:
             self.chip.restore(ck["chip"])
             self.chip.add_listener(self.writer.listener)
+            if on_real:
+                self.writer.step = int(ck["step"])
+                self._resync_real_tiles(path, on_real, info.ops_rows)
         self.step, self.epoch = int(ck["step"]), int(ck["epoch"])
         self.acc_after_task = ck.get("acc_after_task", {})
         self.form_yield = float(ck.get("form_yield", 1.0))
@@ -371,6 +390,23 @@ class Trainer:
         self.writer.step = self.step
         if info.epoch != self.epoch:
             raise RunLogError(f"{path}: checkpoint index says epoch {info.epoch} but its content says {self.epoch}")
+
+    def _resync_real_tiles(self, path: str, tiles: list[int], ops_start: int) -> None:
+        """Real tiles after a resume: replay the kept post-checkpoint rows on the host, read every used
+        device of the real tiles again, refuse a chip that does not match (``hwloop.resume_real``)."""
+        assert self.writer is not None and self.chip is not None
+        kept = self.writer.f["ops"][ops_start : ops_start + self.writer.kept_rows]
+        devices = self.cmap.devices
+        apply_kept_ops(self.chip, devices, self.hw.dev_level, kept)
+        on_real = np.isin(devices // CELLS_PER_TILE, np.asarray(tiles)) & self.hw.usable
+        g_old = self.hw.g_us[on_real].copy()
+        g_new = self.chip.read_idx(devices[on_real])
+        self.writer.flush()
+        untouched = ~np.isin(devices[on_real], touched_devices(kept))
+        check_real_tiles_match(path, g_old[untouched], g_new[untouched],
+                               lcs_hcs_threshold_us(self.table.medians_us), len(tiles))
+        self.hw.g_us[on_real] = g_new
+        self.hw._refresh_weights()
 
     # ------------------------------------------------------------------ loop
     def run(self, resume: str | None = None) -> TrainResult:
@@ -525,8 +561,13 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def config_from_log(path: str) -> dict:
-    with RunLog(path) as log:
-        return log.config
+    refuse_if_held(path)  # a live run: say so, rather than what a half-written file looks like
+    try:
+        with RunLog(path) as log:
+            return log.config
+    except RunLogError:
+        refuse_if_held(path)  # another resume may have taken the log meanwhile
+        raise
 
 
 def train(cfg: TrainConfig, resume: str | None = None, on_epoch: Callable[[dict], None] | None = None) -> TrainResult:

@@ -12,6 +12,12 @@ Schema (documented in ``docs/runlog-schema.md``):
   device, once before training (epoch 0) and after each epoch; gzip-compressed, chunked per tile.
 - ``/checkpoint/{blob_a,blob_b,index}``: two alternating checkpoint slots for ``--resume``.
 - ``/status``, ``/heartbeat``: run status code and the time of the last flush.
+- ``/resumes`` (optional): ``/ops`` ranges kept by a ``--resume`` on real tiles (pulses after the
+  checkpoint that really happened, not followed by training).
+
+One writer at a time: it holds ``fcntl.flock`` on the sidecar ``<log>.lock`` (``hwloop.runlock``), so a
+live run cannot be resumed or appended to. Readers open with a bounded number of SWMR metadata read
+attempts (``hwloop.h5check.open_reader``); a write refused for lack of space is one ``RunLogError``.
 - ``/calibration``: the CDF table (or calibration) the run used, copied in.
 
 A killed writer loses at most the rows buffered since the last ``flush`` (the orchestrator flushes every
@@ -40,7 +46,15 @@ from hwloop import __version__
 from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Op
 from hwloop.chip.cdf import CdfTable, read_h5_group
 from hwloop.errors import CdfTableError, RunLogError
-from hwloop.h5check import H5_ERRORS, check_metadata, check_not_truncated
+from hwloop.h5check import (
+    H5_ERRORS,
+    check_metadata,
+    check_not_truncated,
+    first_line,
+    open_reader,
+    open_swmr_bounded,
+)
+from hwloop.runlock import RunLock, writer_seems_live
 
 FORMAT_NAME = "hwloop-runlog"
 FORMAT_VERSION = 1
@@ -107,12 +121,154 @@ def _h5_open_error(path: Path, exc: Exception) -> RunLogError:
     )
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """True for a write that failed for lack of space (h5py reports HDF5's errno only in the message)."""
+    import errno
+
+    text = str(exc)
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or (
+        "errno = 28" in text) or "Disk quota exceeded" in text
+
+
+def disk_error(path: Path, exc: BaseException, doing: str) -> RunLogError:
+    """One line for a write that failed (disk full, quota, I/O error), saying what is kept and what to do."""
+    import errno
+
+    err = getattr(exc, "errno", None)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if is_disk_full(exc):
+        why = f"the disk holding {path.parent} is full"
+    elif err == errno.EFBIG or "File too large" in text:
+        why = "the file size limit was reached"
+    else:
+        why = f"a write failed ({text})"
+    return RunLogError(
+        f"{doing} {path}: {why}. The log keeps every step flushed before this; free some space, then "
+        f"continue with: hwloop train --resume {path}"
+    )
+
+
+#: free space (bytes) kept in reserve on the log's file system: a write that would leave less is refused
+#: before HDF5 sees a full disk (HDF5 cannot recover from a failed write: its close fails too, and the
+#: process can crash at exit), and the reserve lets the writer still mark the status and close cleanly
+SPACE_RESERVE_BYTES = 1 << 20
+
+
+class DiskSpaceError(RunLogError):
+    """Not enough free space to write safely; nothing was written, the file is intact."""
+
+
+def check_space(path: Path, need_bytes: int, doing: str = "cannot write") -> None:
+    """Raise ``DiskSpaceError`` unless ``need_bytes`` plus the reserve are free where ``path`` lives."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return
+    if not free >= need_bytes + SPACE_RESERVE_BYTES:
+        raise DiskSpaceError(
+            f"{doing} {path}: the disk holding {path.parent} is full ({free / 1e6:.1f} MB free, "
+            f"{(need_bytes + SPACE_RESERVE_BYTES) / 1e6:.1f} MB needed). The log keeps every step flushed "
+            f"before this; free some space, then continue with: hwloop train --resume {path}"
+        )
+
+
+def _refuse_live_writer(p: Path) -> None:
+    """The backup to the lock (another host, or a writer without the lock): a fresh heartbeat from a writer
+    that is still alive refuses the resume."""
+    try:
+        with open_swmr_bounded(p) as f:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            status = int(f["status"][0]) if "status" in f else -1
+            hb = float(f["heartbeat"][0]) if "heartbeat" in f else None
+    except H5_ERRORS:
+        return  # unreadable: the open for append that follows reports it
+    if status != STATUS_CODES["running"]:
+        return
+    who = writer_seems_live(attrs, hb)
+    if who is not None:
+        raise RunLogError(
+            f"{p} is being written by {who}: a live run cannot be resumed or appended to. Wait for it to "
+            "end, or stop it first, then resume"
+        )
+
+
+#: ``/resumes`` rows: one per ``--resume`` that kept operations after the checkpoint (real tiles)
+RESUMES_DTYPE = np.dtype(
+    [
+        ("ops_start", "<u8"),  # first kept /ops row
+        ("ops_stop", "<u8"),  # one past the last kept row; rows [ops_start, ops_stop) were not followed by training
+        ("epoch", "<u4"),  # the checkpoint's epoch the run went back to
+        ("step", "<u4"),  # the checkpoint's global step
+        ("t_utc", "<f8"),  # Unix time of the resume
+    ]
+)
+
+
+def keep_post_checkpoint_ops(f: h5py.File, info: CheckpointInfo, keep_tiles: list[int]) -> int:
+    """Move the rows after the checkpoint that belong to ``keep_tiles`` (real hardware: those pulses really
+    happened) to just after the checkpoint's rows, drop the rest (simulated tiles roll back, READ_ALL rows
+    belong to snapshots that are rolled back), and record the kept range in ``/resumes``. Returns the
+    number of rows kept. Done in blocks: no Python loop per row."""
+    ds = f["ops"]
+    n = int(ds.shape[0])
+    if not keep_tiles or n <= info.ops_rows:
+        return 0
+    keep = np.zeros(max(int(f.attrs["n_tiles"]), max(keep_tiles) + 1), dtype=bool)
+    keep[np.asarray(keep_tiles, dtype=np.int64)] = True
+    kept = 0
+    block = 1 << 20
+    write_at = info.ops_rows
+    for start in range(info.ops_rows, n, block):  # the write position never overtakes the read position
+        rows = ds[start : min(n, start + block)]
+        m = keep[rows["tile"].astype(np.int64)] & (rows["op"] != OP_READ_ALL)
+        sel = rows[m]
+        if sel.size:
+            ds[write_at : write_at + sel.size] = sel
+            write_at += sel.size
+            kept += int(sel.size)
+    if kept:
+        if "resumes" not in f:
+            r = f.create_dataset("resumes", shape=(0,), maxshape=(None,), dtype=RESUMES_DTYPE, chunks=(64,))
+            r.attrs["description"] = (
+                "/ops rows [ops_start, ops_stop) happened on real tiles after the checkpoint a --resume went "
+                "back to: real pulses, counted in endurance, but not followed by training"
+            )
+        r = f["resumes"]
+        k = r.shape[0]
+        if not (k and int(r[k - 1]["ops_start"]) == info.ops_rows):  # a resume of the same checkpoint again
+            r.resize((k + 1,))  # (after a refused one) widens its entry instead of adding a second
+        else:
+            k -= 1
+        step = int(ds[info.ops_rows - 1]["step"]) if info.ops_rows else 0
+        r[k] = np.array((info.ops_rows, info.ops_rows + kept, info.epoch, step, time.time()), dtype=RESUMES_DTYPE)
+    return kept
+
+
+def _disk_guard(fn):  # type: ignore[no-untyped-def]
+    """A failed write (disk full) in a writer method becomes one ``RunLogError`` and marks the writer broken."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self: RunLogWriter, *a: object, **kw: object) -> None:
+        if self._broken is not None:
+            raise self._broken
+        try:
+            fn(self, *a, **kw)
+        except OSError as exc:
+            self._broken = disk_error(self.path, exc, "cannot write")
+            raise self._broken from exc
+
+    return wrapper
+
+
 class RunLogWriter:
     """Buffered SWMR writer. Attach ``listener`` to a chip with ``chip.add_listener``."""
 
-    def __init__(self, f: h5py.File, path: Path, n_tasks: int, n_tiles: int, t0_offset_s: float = 0.0) -> None:
+    def __init__(self, f: h5py.File, path: Path, n_tasks: int, n_tiles: int, t0_offset_s: float = 0.0,
+                 lock: RunLock | None = None) -> None:
         self.f = f
         self.path = path
+        self.lock = lock  # the single-writer lock (hwloop.runlock), released by close()
         self.n_tasks = n_tasks
         self.n_tiles = n_tiles
         self.step = 0
@@ -121,6 +277,8 @@ class RunLogWriter:
         self._buf_rows = 0
         self._full_read = False
         self.counts = {"sets": 0, "resets": 0, "reads": 0, "forms": 0}
+        self.kept_rows = 0  # rows kept after the checkpoint by the resume that opened this writer
+        self._broken: RunLogError | None = None  # set by a failed write; later writes are refused
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -131,10 +289,27 @@ class RunLogWriter:
         if p.exists() and not overwrite:
             raise RunLogError(f"{p} already exists: choose another --out, or continue it with --resume {p}")
         p.parent.mkdir(parents=True, exist_ok=True)
+        lock = RunLock.acquire(p)
         try:
             f = h5py.File(p, "w", libver="latest")
         except OSError as exc:
+            lock.release()
             raise RunLogError(f"cannot create run log {p}: {exc}") from exc
+        try:
+            return cls._init_file(f, p, config=config, table=table, tasks=tasks, n_tiles=n_tiles,
+                                  tile_backends=tile_backends, chip=chip, seed=seed, layer_tiles=layer_tiles,
+                                  lock=lock)
+        except BaseException as exc:
+            f.close()
+            lock.release()
+            if isinstance(exc, OSError):
+                raise disk_error(p, exc, "cannot create") from exc
+            raise
+
+    @classmethod
+    def _init_file(cls, f: h5py.File, p: Path, *, config: dict, table: CdfTable, tasks: list[str], n_tiles: int,
+                   tile_backends: list[str], chip: str, seed: int, layer_tiles: list[dict] | None,
+                   lock: RunLock) -> RunLogWriter:
         f.attrs["format"] = FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["hwloop_version"] = __version__
@@ -177,35 +352,59 @@ class RunLogWriter:
         f.create_dataset("status", data=np.array([STATUS_CODES["running"]], dtype="i1"))
         f.create_dataset("heartbeat", data=np.array([time.time()], dtype="<f8"))
         f.swmr_mode = True
-        return cls(f, p, len(tasks), n_tiles)
+        return cls(f, p, len(tasks), n_tiles, lock=lock)
 
     @classmethod
-    def reopen(cls, path: str | Path) -> tuple[RunLogWriter, CheckpointInfo, bytes]:
-        """Reopen a run log for ``--resume``: roll it back to its last checkpoint and return that checkpoint."""
+    def reopen(cls, path: str | Path, lock: RunLock | None = None,
+               keep_tiles: list[int] | None = None) -> tuple[RunLogWriter, CheckpointInfo, bytes]:
+        """Reopen a run log for ``--resume``: roll it back to its last checkpoint and return that checkpoint.
+
+        Takes the single-writer lock (or uses ``lock``, already taken); a log whose writer lives is refused.
+        ``keep_tiles``: tiles on real hardware, whose operations after the checkpoint really happened: their
+        rows are kept (and listed in ``/resumes``) instead of being rolled back (``keep_post_checkpoint_ops``)."""
         p = Path(path)
         if not p.exists():
             raise RunLogError(f"cannot resume: {p} does not exist")
-        check_not_truncated(p)
-        check_metadata(p)
-        f = _open_for_append(p)
+        lock = lock if lock is not None else RunLock.acquire(p)
+        try:
+            check_not_truncated(p)
+            check_metadata(p)
+            _refuse_live_writer(p)
+            f = _open_for_append(p)
+        except BaseException as exc:
+            lock.release()
+            if isinstance(exc, OSError) and is_disk_full(exc):
+                raise disk_error(p, exc, "cannot resume") from exc
+            if isinstance(exc, H5_ERRORS):
+                raise RunLogError(f"{p}: the run log is damaged ({first_line(exc)}); it cannot be resumed. "
+                                  "Copy it again from its source, or start the run again") from exc
+            raise
         try:
             _check_format(f, p)
             info, blob = _read_checkpoint(f, p)
-            f["ops"].resize((info.ops_rows,))
+            kept = keep_post_checkpoint_ops(f, info, keep_tiles or [])
+            f["ops"].resize((info.ops_rows + kept,))
             f["epochs"].resize((info.epochs_rows,))
             for k in ("epoch", "g_us", "level"):
                 f["snapshots"][k].resize((info.snapshots_rows, *f["snapshots"][k].shape[1:]))
             f["status"][0] = STATUS_CODES["running"]
             f.attrs["writer_pid"] = os.getpid()
             f.attrs["writer_host"] = socket.gethostname()
-            t_last = float(f["ops"][info.ops_rows - 1]["t_s"]) if info.ops_rows else 0.0
+            n_ops = info.ops_rows + kept
+            t_last = float(f["ops"][n_ops - 1]["t_s"]) if n_ops else 0.0
             n_tasks = len(json.loads(f.attrs["tasks_json"]))
             n_tiles = int(f.attrs["n_tiles"])
             f.swmr_mode = True
-        except BaseException:
+        except BaseException as exc:
             f.close()
+            lock.release()
+            if isinstance(exc, OSError) and is_disk_full(exc):
+                raise disk_error(p, exc, "cannot resume") from exc
+            if isinstance(exc, H5_ERRORS):
+                raise RunLogError(f"{p}: the run log is corrupt ({exc}); it cannot be resumed") from exc
             raise
-        w = cls(f, p, n_tasks, n_tiles, t0_offset_s=t_last)
+        w = cls(f, p, n_tasks, n_tiles, t0_offset_s=t_last, lock=lock)
+        w.kept_rows = kept
         return w, info, blob
 
     # ------------------------------------------------------------------ op logging
@@ -247,19 +446,31 @@ class RunLogWriter:
         return int(self.f["ops"].shape[0]) + self._buf_rows
 
     def flush(self) -> None:
-        """Write buffered rows and make them visible to SWMR readers."""
+        """Write buffered rows and make them visible to SWMR readers. A failed write (disk full) raises one
+        ``RunLogError``; the rows stay buffered, and the file keeps what earlier flushes wrote."""
+        if self._broken is not None:
+            raise self._broken
+        try:
+            self._flush()
+        except OSError as exc:
+            self._broken = disk_error(self.path, exc, "cannot write")
+            raise self._broken from exc
+
+    def _flush(self) -> None:
+        check_space(self.path, self._buf_rows * OPS_DTYPE.itemsize + 4096)
         if self._buf:
             rows = np.concatenate(self._buf)
-            self._buf.clear()
-            self._buf_rows = 0
             ds = self.f["ops"]
             n = ds.shape[0]
             ds.resize((n + rows.size,))
             ds[n:] = rows
+            self._buf.clear()
+            self._buf_rows = 0
         self.f["heartbeat"][0] = time.time()
         self.f.flush()
 
     # ------------------------------------------------------------------ epochs, snapshots, checkpoints
+    @_disk_guard
     def append_epoch(self, record: dict) -> None:
         ds = self.f["epochs"]
         row = np.zeros(1, dtype=ds.dtype)
@@ -271,7 +482,9 @@ class RunLogWriter:
         ds[n] = row[0]
         self.flush()
 
+    @_disk_guard
     def append_snapshot(self, epoch: int, g_us: np.ndarray, level: np.ndarray) -> None:
+        check_space(self.path, self.n_tiles * ROWS * COLS * 5 + self._buf_rows * OPS_DTYPE.itemsize)
         sg = self.f["snapshots"]
         n = sg["epoch"].shape[0]
         for k in ("epoch", "g_us", "level"):
@@ -281,9 +494,11 @@ class RunLogWriter:
         sg["level"][n] = np.asarray(level, dtype=np.int8).reshape(self.n_tiles, ROWS, COLS)
         self.flush()
 
+    @_disk_guard
     def save_checkpoint(self, blob: bytes, epoch: int) -> None:
         """Write a checkpoint into the slot not holding the current one, then switch the index to it."""
         self.flush()
+        check_space(self.path, len(blob))
         cg = self.f["checkpoint"]
         idx = cg["index"][()]
         slot = 1 if int(idx[0]) == 0 else 0
@@ -303,16 +518,34 @@ class RunLogWriter:
         """Write the final status and close. With ``compact``, rewrite the file without the space that SWMR
         appends leave behind (a SWMR writer never reuses freed chunk space)."""
         if not self.f.id.valid:
+            if self.lock is not None:
+                self.lock.release()
             return
+        err: RunLogError | None = None
         try:
-            self.flush()
-            self.f["status"][0] = STATUS_CODES[status]
-            self.f.flush()
+            try:
+                if self._broken is None:  # after a failed write, only close: that error was raised already
+                    try:
+                        self.flush()
+                    except DiskSpaceError as exc:  # nothing written: the reserve still holds the status
+                        err, status = exc, "failed"
+                    self.f["status"][0] = STATUS_CODES[status]
+                    self.f.flush()
+            except RunLogError as exc:
+                err = err or exc
+            except OSError as exc:
+                err = self._broken = disk_error(self.path, exc, "cannot write")
+            finally:
+                with contextlib.suppress(*H5_ERRORS):  # after a full disk the close itself can fail
+                    self.f.close()
+            if compact and self._broken is None and err is None:
+                with contextlib.suppress(*H5_ERRORS, RunLogError):
+                    _rebuild(self.path)
         finally:
-            self.f.close()
-        if compact:
-            with contextlib.suppress(*H5_ERRORS):
-                _rebuild(self.path)
+            if self.lock is not None:
+                self.lock.release()
+        if err is not None:
+            raise err
 
 
 def _open_for_append(p: Path) -> h5py.File:
@@ -321,7 +554,7 @@ def _open_for_append(p: Path) -> h5py.File:
         return h5py.File(p, "r+", libver="latest")
     except H5_ERRORS as first:
         try:
-            src = h5py.File(p, "r", libver="latest", swmr=True)
+            src = open_swmr_bounded(p)
         except H5_ERRORS as exc:
             raise _h5_open_error(p, exc) from first
         src.close()
@@ -332,10 +565,11 @@ def _open_for_append(p: Path) -> h5py.File:
 def _rebuild(p: Path) -> None:
     """Copy every object of a run log into a fresh file and swap it in (drops unused space, clears the
     status flags a crashed SWMR writer leaves). Chunks are copied as they are, without recompression."""
+    check_space(p, p.stat().st_size, "not enough space to rewrite")
     fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=p.parent)
     os.close(fd)
     try:
-        with h5py.File(p, "r", libver="latest", swmr=True) as src, h5py.File(tmp, "w", libver="latest") as dst:
+        with open_swmr_bounded(p) as src, h5py.File(tmp, "w", libver="latest") as dst:
             for k, v in src.attrs.items():
                 dst.attrs[k] = v
             for name in src:
@@ -389,12 +623,9 @@ class RunLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        check_not_truncated(self.path)  # an SWMR open of a damaged file can hang in HDF5's retry loop
-        check_metadata(self.path)
-        try:
-            self.f = h5py.File(self.path, "r", libver="latest", swmr=True)
-        except H5_ERRORS as exc:
-            raise _h5_open_error(self.path, exc) from exc
+        # checks first, then an SWMR open with bounded metadata read attempts: a damaged file fails at once
+        # instead of stalling in HDF5's SWMR retry loop
+        self.f = open_reader(self.path)
         try:
             _check_format(self.f, self.path)
         except BaseException:
@@ -412,10 +643,13 @@ class RunLog:
             self.f.close()
 
     def refresh(self) -> None:
-        for name in ("ops", "epochs", "status", "heartbeat"):
-            self.f[name].refresh()
-        for k in ("epoch", "g_us", "level"):
-            self.f["snapshots"][k].refresh()
+        try:
+            for name in ("ops", "epochs", "status", "heartbeat"):
+                self.f[name].refresh()
+            for k in ("epoch", "g_us", "level"):
+                self.f["snapshots"][k].refresh()
+        except H5_ERRORS as exc:
+            raise self._damaged("its tables", exc) from exc
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -479,15 +713,31 @@ class RunLog:
         ds = self.f["ops"]
         n = ds.shape[0]
         for start in range(0, n, chunk_rows):
-            block = ds[start : min(n, start + chunk_rows)]
+            try:
+                block = ds[start : min(n, start + chunk_rows)]
+            except H5_ERRORS as exc:
+                raise self._damaged(f"/ops rows {start:,}..", exc) from exc
             yield block if fields is None else block[fields]
 
+    def _damaged(self, what: str, exc: BaseException) -> RunLogError:
+        return RunLogError(f"{self.path}: {what} cannot be read ({first_line(exc)}); the run log is damaged: "
+                           "copy it again from its source")
+
     def epochs(self) -> np.ndarray:
-        return self.f["epochs"][()]
+        try:
+            return self.f["epochs"][()]
+        except H5_ERRORS as exc:
+            raise self._damaged("/epochs", exc) from exc
 
     def snapshot_epochs(self) -> np.ndarray:
-        return self.f["snapshots"]["epoch"][()]
+        try:
+            return self.f["snapshots"]["epoch"][()]
+        except H5_ERRORS as exc:
+            raise self._damaged("/snapshots/epoch", exc) from exc
 
     def snapshot(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         sg = self.f["snapshots"]
-        return sg["g_us"][k], sg["level"][k]
+        try:
+            return sg["g_us"][k], sg["level"][k]
+        except H5_ERRORS as exc:
+            raise self._damaged(f"snapshot {k}", exc) from exc

@@ -60,3 +60,20 @@ def handling(handler: Handler, *signums: int) -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def stop_point() -> Iterator[None]:
+    """A block that a SIGTERM may not cut in two: inside it the handler only flags, and the stop is taken
+    when the block ends (``KeyboardInterrupt``). Nested in a loop that already checks at its own safe
+    points (``cooperative`` set), it leaves the stop to that loop. Used around real-bench array calls, so
+    that every frame the board executed has been acknowledged and logged before the process stops."""
+    if cooperative.is_set():
+        yield
+        return
+    cooperative.set()
+    try:
+        yield
+    finally:
+        cooperative.clear()
+    check_stop()

@@ -7,12 +7,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from hwloop.analysis.logfile import H5_ERRORS, check_metadata, check_not_truncated, open_runlog
+from hwloop.analysis.logfile import H5_ERRORS, open_runlog
 from hwloop.chip.cdf import CdfTable
 from hwloop.errors import HwloopError, RunLogError
+from hwloop.h5check import open_reader
 from hwloop.runlog import FORMAT_NAME
 
 #: configuration keys that do not make two runs different experiments (repetitions differ in these)
@@ -216,10 +216,8 @@ def _root_attrs(path: Path, keys: tuple[str, ...]) -> dict:
     """Root attributes ``keys`` of an HDF5 file (bytes decoded, missing ones None), after the truncation and
     metadata checks, so a damaged file fails at once instead of stalling in HDF5's SWMR retry loop.
     Raises ``RunLogError`` with the reason if the file cannot be read."""
-    check_not_truncated(path)
-    check_metadata(path)
     try:
-        with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        with open_reader(path) as f:  # truncation and metadata checks, then a bounded SWMR open
             raw = {k: f.attrs.get(k, None) for k in keys}
     except H5_ERRORS as exc:
         raise RunLogError(f"not a readable HDF5 file ({exc})") from exc

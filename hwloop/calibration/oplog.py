@@ -12,7 +12,12 @@ Schema (``docs/calibration-format.md``, section "Operation log"):
   ``tile``, ``row``, ``col``, ``v_gate`` (SET gate voltage, NaN otherwise), ``g_us`` (read conductance,
   NaN for other ops). Chunked, gzip-compressed, appended in blocks (never a Python loop per cell).
 
-SWMR is not used: the log is flushed after every sweep condition and closed at the end.
+The file is written in SWMR mode (``libver="latest"``), as the run log is, so a killed calibration
+leaves a file that opens: it is switched to SWMR right after its header is written, and is flushed after
+every sweep condition, at least every ``FLUSH_EVERY_S`` while
+operations arrive, and closed at the end (also on Ctrl-C / SIGTERM). A real bench reports its operations
+per acknowledged board frame, so an interrupted forming or sweep keeps the rows of every acknowledged
+frame; a kill -9 loses at most the last ``FLUSH_EVERY_S`` of them.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import h5py
 import numpy as np
 
 from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Op
-from hwloop.errors import CalibrationError
+from hwloop.errors import CalibrationError, RunLogError
+from hwloop.h5check import open_reader
 
 FORMAT_NAME = "hwloop-calibration-oplog"
 FORMAT_VERSION = 1
@@ -47,6 +53,8 @@ OPLOG_DTYPE = np.dtype(
     ]
 )
 CHUNK_ROWS = 1 << 16
+#: longest time (s) rows stay buffered while operations keep arriving
+FLUSH_EVERY_S = 0.5
 
 
 class OpLog:
@@ -59,7 +67,7 @@ class OpLog:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = h5py.File(self.path, "w")
+            self._f = h5py.File(self.path, "w", libver="latest")
         except OSError as exc:
             raise CalibrationError(
                 f"cannot write the operation log {self.path} ({exc}); give another --log path"
@@ -83,6 +91,9 @@ class OpLog:
             compression="gzip",
             compression_opts=4,
         )
+        a["rows"] = 0
+        self._f.flush()
+        self._f.swmr_mode = True  # from here on the file on disk is always readable, even after a kill
         self._buf: list[np.ndarray] = []
         self._t0: float | None = None
         self.phase = PHASES["forming"]
@@ -91,6 +102,7 @@ class OpLog:
         self.v_gate = float("nan")
         self.level_v_gate: np.ndarray | None = None  # gate voltage per level index, for SETs by level
         self.rows = 0
+        self._last_flush = time.monotonic()
 
     def start_clock(self, t0_s: float) -> None:
         self._t0 = t0_s
@@ -113,8 +125,11 @@ class OpLog:
             rec["v_gate"] = np.where(lv >= 1, self.level_v_gate[np.clip(lv, 0, self.level_v_gate.size - 1)], np.nan)
         rec["g_us"] = g_us
         self._buf.append(rec)
+        if time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
+            self.flush()
 
     def flush(self) -> None:
+        self._last_flush = time.monotonic()
         if not self._buf:
             return
         block = np.concatenate(self._buf)
@@ -123,24 +138,28 @@ class OpLog:
         self._ds.resize((n0 + block.size,))
         self._ds[n0:] = block
         self.rows = n0 + block.size
-        self._f.attrs["rows"] = self.rows
         self._f.flush()
 
     def close(self) -> None:
         if self._f.id.valid:
             self.flush()
             self._f.close()
+            try:  # the row count as an attribute (an SWMR writer cannot add or grow attributes)
+                with h5py.File(self.path, "r+", libver="latest") as f:
+                    f.attrs["rows"] = self.rows
+            except OSError:
+                pass
 
 
 def read_oplog(path: str | Path) -> np.ndarray:
     """All rows of an op log (for tests and analysis)."""
     p = Path(path)
     try:
-        with h5py.File(p, "r") as f:
+        with open_reader(p) as f:  # SWMR: also the log of a calibration still running, or killed
             if f.attrs.get("format") != FORMAT_NAME:
                 raise CalibrationError(
                     f"{p} is not a calibration operation log (format {f.attrs.get('format')!r})"
                 )
             return f["ops"][()]
-    except OSError as exc:
+    except (OSError, RunLogError) as exc:
         raise CalibrationError(f"{p} is not a readable HDF5 operation log ({exc})") from exc

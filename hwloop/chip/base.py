@@ -121,6 +121,11 @@ class Chip(ABC):
         for fn in self._listeners:
             fn(op, idx, lv, g)
 
+    def _emit_done(self, op: Op, idx: np.ndarray, level: np.ndarray | int, g_us: np.ndarray | float) -> None:
+        """Report a finished array operation to the listeners. A backend that reports its operations itself,
+        as the hardware acknowledges them (``RealChip``: per board frame), overrides this."""
+        self._emit(op, idx, level, g_us)
+
     # ------------------------------------------------------------------ public API (addresses)
     def form(self, tile: object, row: object, col: object) -> np.ndarray:
         """Form the devices; returns a bool array, True where the device is now formed."""
@@ -147,7 +152,7 @@ class Chip(ABC):
         i = i.ravel()
         ok = self._form(i)
         self.form_count[i] += 1
-        self._emit(Op.FORM, i, -1, np.nan)
+        self._emit_done(Op.FORM, i, -1, np.nan)
         return ok.reshape(shape)
 
     def set_idx(self, idx: object, *, level: object = None, v_gate: object = None) -> None:
@@ -169,28 +174,28 @@ class Chip(ABC):
             lv = lv.astype(np.intp, copy=False)
             self._set_level(i, lv)
             self.set_count[i] += 1
-            self._emit(Op.SET, i, lv, np.nan)
+            self._emit_done(Op.SET, i, lv, np.nan)
         else:
             vg = np.broadcast_to(np.asarray(v_gate, dtype=np.float64), shape).ravel()
             if vg.size and not np.all(np.isfinite(vg)):
                 raise ChipError("SET gate voltage must be a finite number of volts")
             self._set_vgate(i, vg)
             self.set_count[i] += 1
-            self._emit(Op.SET, i, -1, np.nan)
+            self._emit_done(Op.SET, i, -1, np.nan)
 
     def reset_idx(self, idx: object) -> None:
         i = self.check_idx(idx).ravel()
         self._require_formed(i)
         self._reset(i)
         self.reset_count[i] += 1
-        self._emit(Op.RESET, i, 0, np.nan)
+        self._emit_done(Op.RESET, i, 0, np.nan)
 
     def read_idx(self, idx: object) -> np.ndarray:
         i = self.check_idx(idx)
         shape = i.shape
         i = i.ravel()
         g = self._read(i)
-        self._emit(Op.READ, i, -1, g)
+        self._emit_done(Op.READ, i, -1, g)
         return g.reshape(shape)
 
     def read_all(self) -> np.ndarray:

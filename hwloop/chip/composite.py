@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwloop.chip.base import CELLS_PER_TILE, Chip
+from hwloop.chip.base import CELLS_PER_TILE, Chip, Op
 from hwloop.chip.cdf import CdfTable
 from hwloop.errors import ChipError
 
@@ -31,6 +31,28 @@ class CompositeChip(Chip):
                 self.local_tile[t] = j
         if (self.owner < 0).any():
             raise ChipError(f"tiles {np.flatnonzero(self.owner < 0).tolist()} are placed on no chip")
+        # parts that report their operations per acknowledged frame (RealChip) are heard directly, so their
+        # rows reach this chip's listeners as they happen; the rest are reported when the call returns
+        self._self_reporting = np.array([bool(getattr(c, "reports_per_frame", False)) for _, c, _ in parts])
+        for p, (_, chip, tiles) in enumerate(parts):
+            if self._self_reporting[p]:
+                chip.add_listener(self._forwarder(np.asarray(tiles, dtype=np.int64)))
+
+    def _forwarder(self, tiles: np.ndarray):  # type: ignore[no-untyped-def]
+        def forward(op: Op, idx: np.ndarray, level: np.ndarray, g_us: np.ndarray) -> None:
+            self._emit(op, tiles[idx // CELLS_PER_TILE] * CELLS_PER_TILE + idx % CELLS_PER_TILE, level, g_us)
+
+        return forward
+
+    def _emit_done(self, op: Op, idx: np.ndarray, level: np.ndarray | int, g_us: np.ndarray | float) -> None:
+        if not self._self_reporting.any():
+            self._emit(op, idx, level, g_us)
+            return
+        m = ~self._self_reporting[self.owner[idx // CELLS_PER_TILE]]
+        if m.any():
+            lv = np.broadcast_to(np.asarray(level), idx.shape)[m]
+            g = np.broadcast_to(np.asarray(g_us, dtype=np.float32), idx.shape)[m]
+            self._emit(op, idx[m], lv, g)
 
     def tile_labels(self) -> list[str]:
         return [self.parts[int(p)][0] for p in self.owner]

@@ -12,6 +12,13 @@ link, not Python, is the limit). Conditions come from the bench file's voltage t
 
 Any exception or Ctrl-C during an operation puts both instruments in their safe state (0 V, off).
 
+Operations are reported to the chip's listeners (the run log, the calibration op log) **per board frame,
+as each frame is acknowledged**, not once per array call: a SIGTERM or an error in the middle of forming
+or of a long array call leaves in the log the rows of every frame the board acknowledged. FORM rows: one
+per device per ``form`` call, as the first ramp step's frame holding it is acknowledged (the verify reads
+of the ramp are not logged, as before). A SIGTERM during an array call is taken when the call ends
+(``hwloop.signals.stop_point``), so no frame the board executed is left out of the log.
+
 The host keeps the formed mask (from the FORM verify reads; it is part of ``snapshot`` so a resumed run
 keeps it). The board does not report worn-out devices: the failed mask holds what the host inferred from
 reads (``mark_failed``, see ``hwloop.characterise.wear``) and is part of ``snapshot`` too.
@@ -27,16 +34,20 @@ from typing import Any
 
 import numpy as np
 
-from hwloop.chip.base import Chip
+from hwloop.chip.base import Chip, Op
 from hwloop.chip.cdf import CdfTable
 from hwloop.errors import ConfigError, SafetyLimitError
 from hwloop.instruments.bench import BenchConfig, BoardOp, Condition, load_bench
 from hwloop.instruments.fpga import FpgaBoard
 from hwloop.instruments.smu import Smu, open_smu
+from hwloop.signals import stop_point
 
 
 class RealChip(Chip):
     """A 1T1R chip on a bench described by a bench file."""
+
+    #: listeners hear of operations per acknowledged board frame (``_emit_done`` does nothing)
+    reports_per_frame = True
 
     def __init__(self, bench: BenchConfig, table: CdfTable | None = None, *, board: FpgaBoard | None = None,
                  smu: Smu | None = None, use_smu: bool = True) -> None:
@@ -110,42 +121,63 @@ class RealChip(Chip):
         return self._failed
 
     # ------------------------------------------------------------------ operations
-    def _batch(self, idx: np.ndarray, op: BoardOp, cond: np.ndarray | int,
-               conds: list[Condition]) -> np.ndarray:
+    def _batch(self, idx: np.ndarray, op: BoardOp, cond: np.ndarray | int, conds: list[Condition],
+               report: Op | None = None, level: np.ndarray | int = -1) -> np.ndarray:
+        """One array operation through the board. With ``report``, each acknowledged frame is reported to
+        the listeners at once (as ``report`` with ``level``; READ with its conductances)."""
         assert self.board is not None
         t, r, c = self.unflat(idx)
-        with self._guard():
-            return self.board.batch(t, r, c, int(op), cond, conds)
+        on_ack = None
+        if report is not None and self._listeners:
+            lv = np.broadcast_to(np.asarray(level, dtype=np.int8), idx.shape)
+            scale = 0.0
+            if report == Op.READ:
+                rc = self.bench.read_condition()
+                scale = 1e6 / (rc.v_bl - rc.v_sl)
+
+            def on_ack(a: int, b: int, i_read_a: np.ndarray) -> None:
+                g = (i_read_a * scale).astype(np.float32) if report == Op.READ else np.float32(np.nan)
+                self._emit(report, idx[a:b], lv[a:b], g)
+
+        with self._guard(), stop_point():  # a SIGTERM stops after the call: no frame left unlogged
+            return self.board.batch(t, r, c, int(op), cond, conds, on_ack=on_ack)
+
+    def _emit_done(self, op: Op, idx: np.ndarray, level: np.ndarray | int, g_us: np.ndarray | float) -> None:
+        """Already reported frame by frame (``_batch``)."""
 
     def _form(self, idx: np.ndarray) -> np.ndarray:
         todo = np.unique(idx[~self._formed[idx]])
         verify = self.bench.form.verify_g_us
-        for cond in self.bench.form_conditions():
+        # one FORM row per device of the call (as Chip.form_idx logs it), reported with the first ramp step
+        already = np.setdiff1d(idx, todo)
+        if already.size:
+            self._emit(Op.FORM, already, -1, np.nan)
+        for k, cond in enumerate(self.bench.form_conditions()):
             if todo.size == 0:
                 break
-            self._batch(todo, BoardOp.FORM, 0, [cond])
-            g = self._read(todo)
+            self._batch(todo, BoardOp.FORM, 0, [cond], report=Op.FORM if k == 0 else None)
+            g = self._read(todo, report=False)
             ok = g >= verify
             self._formed[todo[ok]] = True
             todo = todo[~ok]
         return self._formed[idx].copy()
 
     def _set_level(self, idx: np.ndarray, level: np.ndarray) -> None:
-        self._batch(idx, BoardOp.SET, np.asarray(level) - 1, self._set_conds)
+        self._batch(idx, BoardOp.SET, np.asarray(level) - 1, self._set_conds, report=Op.SET, level=level)
 
     def _set_vgate(self, idx: np.ndarray, v_gate: np.ndarray) -> None:
         self.check_v_gate(v_gate)
         mv = np.round(np.asarray(v_gate, dtype=np.float64) * 1000.0).astype(np.int64)
         uniq, inv = np.unique(mv, return_inverse=True)
         conds = [self.bench.set_condition(u / 1000.0) for u in uniq]
-        self._batch(idx, BoardOp.SET, inv.reshape(-1), conds)
+        self._batch(idx, BoardOp.SET, inv.reshape(-1), conds, report=Op.SET)
 
     def _reset(self, idx: np.ndarray) -> None:
-        self._batch(idx, BoardOp.RESET, 0, [self.bench.reset_condition()])
+        self._batch(idx, BoardOp.RESET, 0, [self.bench.reset_condition()], report=Op.RESET, level=0)
 
-    def _read(self, idx: np.ndarray) -> np.ndarray:
+    def _read(self, idx: np.ndarray, report: bool = True) -> np.ndarray:
         cond = self.bench.read_condition()
-        i_a = self._batch(idx, BoardOp.READ, 0, [cond])
+        i_a = self._batch(idx, BoardOp.READ, 0, [cond], report=Op.READ if report else None)
         return (i_a / (cond.v_bl - cond.v_sl) * 1e6).astype(np.float32)
 
     def read_smu(self, idx: object) -> np.ndarray:

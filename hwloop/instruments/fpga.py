@@ -142,17 +142,18 @@ class FpgaBoard:
         self.stats.bytes_tx += len(frame)
 
     def exchange_many(self, cmd: Cmd, payloads: Sequence[bytes], timeouts_s: Sequence[float],
-                      window: int = 1) -> list[bytes]:
+                      window: int = 1, on_answer: Callable[[int, bytes], None] | None = None) -> list[bytes]:
         """Several requests of one command, up to ``window`` of them in flight (the link is full duplex).
 
         With ``window=2`` the next request travels while the board executes the previous one and sends
         its answer back. Answers are matched by sequence number; the board keeps its last answers, so a
         retransmitted request is answered from its cache and never executed twice. The caller allows a
         window > 1 only when the requests commute (e.g. batches on distinct cells), because a request lost
-        on the way is executed after the ones behind it.
+        on the way is executed after the ones behind it. ``on_answer(k, payload)`` sees each answer, in
+        request order, as soon as it is checked.
         """
         try:
-            return self._exchange_many(cmd, payloads, timeouts_s, window)
+            return self._exchange_many(cmd, payloads, timeouts_s, window, on_answer)
         except BaseException:
             # The board may have executed a request whose answer was lost: its DAC levels are unknown now.
             # Nothing is pulsed until the host has sent SAFE and set the DACs again (``set_dac``).
@@ -173,7 +174,7 @@ class FpgaBoard:
             self._recovering = False
 
     def _exchange_many(self, cmd: Cmd, payloads: Sequence[bytes], timeouts_s: Sequence[float],
-                       window: int = 1) -> list[bytes]:
+                       window: int = 1, on_answer: Callable[[int, bytes], None] | None = None) -> list[bytes]:
         n = len(payloads)
         seqs = [self._next_seq() for _ in range(n)]
         frames = [encode_frame(q, cmd, p) for q, p in zip(seqs, payloads, strict=True)]
@@ -216,6 +217,8 @@ class FpgaBoard:
                 self._retransmit(cmd, frames, attempts, k, problem)
                 deadline = time.monotonic() + timeouts_s[k]
             out.append(self._check_answer(cmd, answers.pop(seqs[k])))
+            if on_answer is not None:
+                on_answer(k, out[-1])
         return out
 
     def _retransmit(self, cmd: Cmd, frames: list[bytes], attempts: list[int], k: int, problem: str) -> None:
@@ -322,12 +325,14 @@ class FpgaBoard:
             raise ProtocolError(f"FPGA board: address outside {n_tiles} tile(s) of {ROW_CELLS}x{ROW_CELLS}")
 
     def batch(self, tile: np.ndarray, row: np.ndarray, col: np.ndarray, op: np.ndarray | int,
-              cond: np.ndarray | int, conditions: Sequence[Condition]) -> np.ndarray:
+              cond: np.ndarray | int, conditions: Sequence[Condition],
+              on_ack: Callable[[int, int, np.ndarray], None] | None = None) -> np.ndarray:
         """Apply ``(address, op, conditions[cond])`` entries in as few frames as possible.
 
         Every entry is checked against the limits on its own (op, condition values) before the first frame
-        is sent.
-        Returns the ADC currents (A) of the READ entries, in entry order.
+        is sent. Returns the ADC currents (A) of the READ entries, in entry order. ``on_ack(start, stop,
+        i_read_a)`` is called as each frame is acknowledged, with its entry range and the currents of its
+        READ entries (the run and calibration logs record real operations per frame, not per array call).
         """
         tile, row, col = (np.asarray(a, dtype=np.int64).ravel() for a in (tile, row, col))
         n = tile.size
@@ -381,8 +386,10 @@ class FpgaBoard:
         flat = (tile * ROW_CELLS + row) * ROW_CELLS + col
         commute = bool(np.all(op_a == BoardOp.READ)) or np.unique(flat).size == n
         window = self.pipeline_window if commute else 1
-        for data, (n_ent, n_read) in zip(self.exchange_many(Cmd.BATCH, payloads, timeouts, window), sizes,
-                                         strict=True):
+        firsts = np.concatenate([[0], np.cumsum([sz[0] for sz in sizes])]).astype(int)
+
+        def answered(k: int, data: bytes) -> None:
+            n_ent, n_read = sizes[k]
             (n_done,) = struct.unpack_from("<H", data)
             if n_done != n_ent:
                 raise ProtocolError(f"FPGA board executed {n_done} of {n_ent} batch entries")
@@ -390,6 +397,10 @@ class FpgaBoard:
             if codes.size != n_read:
                 raise ProtocolError(f"FPGA board returned {codes.size} ADC values for {n_read} READ entries")
             out.append(codes * lsb)
+            if on_ack is not None:  # this frame is acknowledged: its operations really happened
+                on_ack(int(firsts[k]), int(firsts[k + 1]), out[-1])
+
+        self.exchange_many(Cmd.BATCH, payloads, timeouts, window, on_answer=answered)
         return np.concatenate(out)
 
     def _batch_timeout(self, n_bytes: int, ent: np.ndarray) -> float:

@@ -1,0 +1,124 @@
+"""A full disk: one line and exit code 2, a log that still opens, and a resume that finishes once there is
+space (issue 12, item 11). Needs root to mount a small tmpfs (CI runs as root); skips elsewhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hwloop.runlog import RunLog
+
+
+def _env() -> dict:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    d = tmp_path / "small"
+    d.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) for a small tmpfs")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_disk_full_gives_one_line_keeps_the_log_and_resumes_after_space_is_freed(
+    tiny_data: Path, small_fs: Path
+) -> None:
+    out = small_fs / "run.h5"
+    args = [
+        "train",
+        "--chip",
+        "sim",
+        "--tasks",
+        "mnist",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "20",
+        "--train-samples",
+        "300",
+        "--lr",
+        "5e-3",
+        "--no-verify-data",
+        "--no-progress",
+        "--threads",
+        "1",
+        "--epochs-per-task",
+        "8",
+        "--warmup",
+        "1",
+        "--data-dir",
+        str(tiny_data),
+        "--out",
+        str(out),
+    ]
+    r = subprocess.run(
+        [sys.executable, "-m", "hwloop.cli", *args], capture_output=True, text=True, env=_env(), timeout=300
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "full" in r.stderr and "--resume" in r.stderr
+    with RunLog(out) as log:  # opens, and says what happened
+        assert log.status == "failed"
+        n_before = len(log.epochs())
+        assert 1 <= n_before < 8, "the disk filled too late or too early for this test"
+    # still full: the resume is refused with one line as well, and the log is untouched
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hwloop.cli",
+            "train",
+            "--resume",
+            str(out),
+            "--data-dir",
+            str(tiny_data),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    with RunLog(out) as log:
+        assert len(log.epochs()) >= n_before
+    # space freed: the resume finishes
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_fs)], check=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hwloop.cli",
+            "train",
+            "--resume",
+            str(out),
+            "--data-dir",
+            str(tiny_data),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    with RunLog(out) as log:
+        assert log.status == "finished"
+        assert log.epochs()["epoch"].tolist() == list(range(1, 9))
