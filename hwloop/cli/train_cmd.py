@@ -18,6 +18,7 @@ _FIELDS = {
     "chip": "chip", "calibration": "calibration", "bench": "bench", "real_tiles": "real_tiles",
     "bn_mode": "bn_mode", "adam_reset": "adam_reset", "init": "init", "data_dir": "data_dir",
     "download": "download", "verify_data": "verify_data", "out": "out", "threads": "threads",
+    "device": "device", "flush_s": "flush_s",
 }
 _D = TrainConfig()
 
@@ -64,6 +65,12 @@ _D = TrainConfig()
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Continue a crashed or interrupted run from its last checkpoint.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_D.device, show_default=True,
+              help="Torch device of the model and optimizer (auto: cuda when a GPU is visible). The chip stays on "
+                   "the host; only changed weights cross.")
+@click.option("--flush-s", type=click.FloatRange(min=0, max=3600), default=_D.flush_s, show_default=True,
+              help="Group commit: flush the run log at most every this many seconds (and at every epoch end, "
+                   "checkpoint and stop). A killed run loses at most this much of its operation log.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (final_acc per task, log, ...).")
 @click.pass_context

@@ -9,8 +9,9 @@ from hwloop.errors import ConfigError
 BN_MODES = ("per-task", "shared")
 CHIPS = ("sim", "real", "none")
 INIT_MODES = ("midpoints", "center", "uniform")
+DEVICES = ("auto", "cpu", "cuda")
 #: configuration keys that may differ when resuming (they don't change the experiment)
-RESUME_FREE = {"out", "resume", "progress", "data_dir", "download", "threads", "bench"}
+RESUME_FREE = {"out", "resume", "progress", "data_dir", "download", "threads", "bench", "device", "flush_s"}
 
 
 @dataclass
@@ -39,6 +40,8 @@ class TrainConfig:
     verify_data: bool = True
     out: str | None = None
     threads: int | None = None
+    device: str = "auto"  # torch device of the model and optimizer (the chip stays on the host)
+    flush_s: float = 1.0  # group commit: the run log is flushed at most this often (and at every epoch end)
     progress: bool = True
 
     def validate(self) -> None:
@@ -55,6 +58,10 @@ class TrainConfig:
             raise ConfigError("--warmup and --m-star must be >= 0 and --lr > 0")
         if self.train_samples is not None and self.train_samples < self.batch_size:
             raise ConfigError(f"--train-samples {self.train_samples} is smaller than one batch ({self.batch_size})")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown --device {self.device!r}; choose auto, cpu or cuda")
+        if not (0 <= self.flush_s <= 3600):  # also refuses NaN
+            raise ConfigError(f"--flush-s {self.flush_s} must be a number of seconds between 0 and 3600")
         if self.chip == "real" and not self.bench:
             raise ConfigError("--chip real needs --bench FILE (e.g. the bench printed by `hwloop emulate`)")
 

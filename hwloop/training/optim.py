@@ -48,7 +48,7 @@ def _work(state: dict, p: torch.Tensor) -> dict[str, torch.Tensor]:
         def b() -> torch.Tensor:
             return torch.empty(p.shape, dtype=torch.bool, device=p.device)
 
-        wk = {"u": f(), "d": f(), "f": f(), "i": i(), "b1": b(), "b2": b()}
+        wk = {"u": f(), "d": f(), "f": f(), "a": f(), "i": i(), "b1": b(), "b2": b()}
         state["work"] = wk
     return wk
 
@@ -62,12 +62,12 @@ class MetaplasticAdam(torch.optim.Optimizer):
         self.levels = levels
         self.m_star = float(m_star)
         self.clamp = clamp
-        self._attenuated: list[torch.Tensor] = []
+        self._away: list[torch.Tensor] = []
 
     @property
     def attenuated(self) -> int:
-        """Weights attenuated in the last step (diagnostic; reading it synchronises the device)."""
-        return int(sum(int(a) for a in self._attenuated))
+        """Weights attenuated in the last step (diagnostic, counted when read; it synchronises the device)."""
+        return int(sum(int(torch.count_nonzero(a)) for a in self._away))
 
     def level_index(self, p: torch.Tensor) -> torch.Tensor:
         """Nearest-level index (int32 tensor on ``p``'s device) of hidden weight ``p`` after the last step."""
@@ -80,7 +80,7 @@ class MetaplasticAdam(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None
-        self._attenuated = []
+        self._away = []
         lv, m_star = self.levels, self.m_star
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
@@ -115,15 +115,18 @@ class MetaplasticAdam(torch.optim.Optimizer):
                     # W_S (nearest level) and d = W_H - W_S
                     torch.index_select(tab["q"], 0, idx.view(-1), out=d.view(-1))
                     torch.sub(w, d, out=d)
-                    toward = torch.ge(torch.mul(u, d, out=f), 0, out=wk["b1"])  # U * d >= 0: no attenuation
                     # I: the interval holding W_H (above W_S where d >= 0, else below): width_side[2 idx + side]
                     code = torch.add(idx, idx, out=wk["i"]).add_(torch.ge(d, 0, out=wk["b2"]))
                     torch.index_select(tab["width_side"], 0, code.view(-1), out=f.view(-1))
-                    # M = 1 - tanh^2(2 m* / I * |d| - m*), applied only where the step moves W_H away from W_S
-                    f.reciprocal_().mul_(2.0 * m_star).mul_(d.abs_()).sub_(m_star).tanh_()
-                    f.mul_(f).neg_().add_(1.0).masked_fill_(toward, 1.0)
+                    # away = 1 where U * d < 0 (the step moves W_H away from W_S), else 0
+                    away = torch.mul(u, d, out=wk["a"]).sign_().clamp_(max=0).neg_()
+                    # M = 1 - tanh^2(y) = 4 s (1 - s) with s = sigmoid(2 y), y = 2 m* / I * |d| - m*
+                    f.reciprocal_().mul_(4.0 * m_star).mul_(d.abs_()).sub_(2.0 * m_star).sigmoid_()
+                    f.addcmul_(f, f, value=-1.0).mul_(4.0)
+                    # U <- U * M where away, U elsewhere: U * (1 - away * (1 - M))
+                    f.sub_(1.0).mul_(away).add_(1.0)
                     u.mul_(f)
-                    self._attenuated.append(toward.numel() - toward.sum())
+                    self._away.append(away)
                 w.add_(u, alpha=-lr)
                 if self.clamp:
                     w.clamp_(lv.lo, lv.hi)
@@ -133,9 +136,10 @@ class MetaplasticAdam(torch.optim.Optimizer):
 
     def state_dict(self) -> dict:
         sd = super().state_dict()
-        for st in sd["state"].values():
-            for k in ("level_index", "work"):  # derived or scratch; rebuilt after loading
-                st.pop(k, None)
+        # the level index is derived from the weights and the work buffers are scratch: both are rebuilt
+        # after loading (new dicts: torch's state_dict shares the live per-parameter state dicts)
+        sd["state"] = {k: {n: v for n, v in st.items() if n not in ("level_index", "work")}
+                       for k, st in sd["state"].items()}
         return sd
 
 
