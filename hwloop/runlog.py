@@ -421,7 +421,7 @@ class RunLogWriter:
         try:
             try:
                 self.drain()  # snapshots and checkpoints already submitted are data already logged
-            except Exception as exc:  # noqa: BLE001 - reported below, once the log is closed cleanly
+            except Exception as exc:
                 late = exc
                 self._pending.clear()
             finally:
