@@ -85,9 +85,8 @@ def encode_g_us(g_us: np.ndarray) -> np.ndarray:
     g = np.asarray(g_us, dtype=np.float32)
     code = np.rint((g - np.float32(G_OFFSET_US)) * np.float32(1 / G_LSB_US))
     np.clip(code, 0, G_CODE_MAX, out=code)
-    out = code.astype(np.uint16)
-    out[np.isnan(g)] = G_CODE_NAN
-    return out
+    np.nan_to_num(code, copy=False, nan=G_CODE_NAN)
+    return code.astype(np.uint16)
 
 
 def decode_g_us(code: np.ndarray) -> np.ndarray:
