@@ -42,14 +42,19 @@ from hwloop.orchestrator import TrainConfig, train
 from hwloop.training.data import load_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_overhead import data_dir  # noqa: E402  (same data, or the same synthetic stand-in)
+from train_overhead import data_dir
 
 
 class PlainMLP(nn.Module):
     def __init__(self, hidden: int = 512) -> None:
         super().__init__()
-        self.fc = nn.ModuleList([nn.Linear(784, hidden, bias=False), nn.Linear(hidden, hidden, bias=False),
-                                 nn.Linear(hidden, 10, bias=False)])
+        self.fc = nn.ModuleList(
+            [
+                nn.Linear(784, hidden, bias=False),
+                nn.Linear(hidden, hidden, bias=False),
+                nn.Linear(hidden, 10, bias=False),
+            ]
+        )
         self.bn = nn.ModuleList(nn.BatchNorm1d(n, track_running_stats=False) for n in (hidden, hidden, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,17 +79,29 @@ def torch_epoch(model: nn.Module, opt: torch.optim.Optimizer, task, epoch: int, 
     model.eval()
     with torch.no_grad():
         xt, yt = torch.from_numpy(task.x_test), torch.from_numpy(task.y_test)
-        correct = sum(int((model(xt[s : s + 1000]).argmax(1) == yt[s : s + 1000]).sum())
-                      for s in range(0, len(yt), 1000))
+        correct = sum(
+            int((model(xt[s : s + 1000]).argmax(1) == yt[s : s + 1000]).sum()) for s in range(0, len(yt), 1000)
+        )
     assert correct > 0
     return time.perf_counter() - t0
 
 
 def hwloop_epoch(chip: str, tmp: Path, ddir: str | None, verify: bool, threads: int) -> tuple[float, Path]:
     out = tmp / f"{chip}.h5"
-    cfg = TrainConfig(tasks="mnist", epochs_per_task=2, warmup=1, m_star=3.0, hidden=512, chip=chip,
-                      data_dir=ddir, verify_data=verify, out=str(out), progress=False, threads=threads,
-                      device="cpu")
+    cfg = TrainConfig(
+        tasks="mnist",
+        epochs_per_task=2,
+        warmup=1,
+        m_star=3.0,
+        hidden=512,
+        chip=chip,
+        data_dir=ddir,
+        verify_data=verify,
+        out=str(out),
+        progress=False,
+        threads=threads,
+        device="cpu",
+    )
     train(cfg)
     with h5py.File(out, "r") as f:
         return float(f["epochs"]["wall_s"][1]), out
@@ -117,9 +134,14 @@ def extrapolate_log_mb(sim_log: Path, protocol_log: Path | None, epochs: int = 1
     meta = float(np.mean(meta_rows)) if meta_rows.size else warm_rows
     ops_bytes = bytes_per_row * (warmup * warm_rows + (epochs - warmup) * meta)
     total = fixed + ck_bytes + (epochs + 1) * snap_bytes + ops_bytes
-    return {"log_mb_full_protocol": round(total / 1e6, 1), "log_mb_extrapolated_from": source,
-            "snapshot_mb": round(snap_bytes / 1e6, 3), "checkpoints_mb": round(ck_bytes / 1e6, 2),
-            "ops_bytes_per_row": round(bytes_per_row, 3), "ops_mb_full_protocol": round(ops_bytes / 1e6, 1)}
+    return {
+        "log_mb_full_protocol": round(total / 1e6, 1),
+        "log_mb_extrapolated_from": source,
+        "snapshot_mb": round(snap_bytes / 1e6, 3),
+        "checkpoints_mb": round(ck_bytes / 1e6, 2),
+        "ops_bytes_per_row": round(bytes_per_row, 3),
+        "ops_mb_full_protocol": round(ops_bytes / 1e6, 1),
+    }
 
 
 def _datasets(g: h5py.Group) -> list[h5py.Dataset]:
@@ -132,8 +154,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--torch-reps", type=int, default=2)
-    ap.add_argument("--protocol-log", type=Path, default=None,
-                    help="a reduced-protocol run log whose per-epoch op counts feed log_mb_full_protocol")
+    ap.add_argument(
+        "--protocol-log",
+        type=Path,
+        default=None,
+        help="a reduced-protocol run log whose per-epoch op counts feed log_mb_full_protocol",
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp_s:
@@ -150,13 +176,25 @@ def main() -> None:
         t_torch.append(torch_epoch(model, opt, task, a.torch_reps + 1, 100))  # once more, after the loops
         sizes = extrapolate_log_mb(sim_log, a.protocol_log)
     med = statistics.median(t_torch)
-    print(json.dumps({
-        "benchmark": "epoch_vs_torch", "data": source, "threads": a.threads, "hidden": 512, "batch": 100,
-        "epoch_s_torch": round(med, 3), "epoch_s_torch_all": [round(t, 3) for t in t_torch],
-        "epoch_s_sim_mstar3": round(t_sim, 3), "epoch_s_none_mstar3": round(t_none, 3),
-        "ratio_sim_to_torch": round(t_sim / med, 3), "ratio_none_to_torch": round(t_none / med, 3),
-        "goal_ratio_sim": 1.5, **sizes,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "epoch_vs_torch",
+                "data": source,
+                "threads": a.threads,
+                "hidden": 512,
+                "batch": 100,
+                "epoch_s_torch": round(med, 3),
+                "epoch_s_torch_all": [round(t, 3) for t in t_torch],
+                "epoch_s_sim_mstar3": round(t_sim, 3),
+                "epoch_s_none_mstar3": round(t_none, 3),
+                "ratio_sim_to_torch": round(t_sim / med, 3),
+                "ratio_none_to_torch": round(t_none / med, 3),
+                "goal_ratio_sim": 1.5,
+                **sizes,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

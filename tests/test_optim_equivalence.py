@@ -27,8 +27,9 @@ Q_ODD = np.array([-1.5, -1.1, -0.35, -0.3, 0.0, 0.12, 0.6, 0.65, 1.5], dtype=np.
 class ReferenceAlgorithm1:
     """Algorithm 1 of the paper, element by element: Adam's U, W_S, M (Eq. 2), the attenuation, the clamp."""
 
-    def __init__(self, w: np.ndarray, q: np.ndarray, lr: float, m_star: float, betas=(0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self, w: np.ndarray, q: np.ndarray, lr: float, m_star: float, betas=(0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         self.w = w.astype(np.float32).copy()
         self.q = q.astype(np.float32)
         self.lr, self.m_star, self.betas, self.eps = lr, m_star, betas, eps
@@ -123,7 +124,14 @@ def test_index_matches_plain_count_on_ties_and_non_finite() -> None:
         lv = LevelSet(q)
         w = np.random.default_rng(0).uniform(q[0] - 0.5, q[-1] + 0.5, 200_000).astype(np.float32)
         m = lv.mid_np
-        extra = np.concatenate([m, np.nextafter(m, np.float32(9)), np.nextafter(m, np.float32(-9)), q,
-                                np.array([np.nan, np.inf, -np.inf, 1e30, -1e30], np.float32)])
+        extra = np.concatenate(
+            [
+                m,
+                np.nextafter(m, np.float32(9)),
+                np.nextafter(m, np.float32(-9)),
+                q,
+                np.array([np.nan, np.inf, -np.inf, 1e30, -1e30], np.float32),
+            ]
+        )
         w = np.concatenate([w, extra]).astype(np.float32)
         np.testing.assert_array_equal(lv.index(torch.from_numpy(w)).numpy(), lv.index_np(w))

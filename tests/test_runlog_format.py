@@ -8,6 +8,7 @@ chip, synthetic data. ``endurance``, ``report`` and ``runs ls`` must keep readin
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from click.testing import CliRunner
 from hwloop.chip.default_table import default_table
 from hwloop.cli import cli
 from hwloop.errors import RunLogError
-from hwloop.runlog import (FORMAT_VERSION, G_LSB_US, RunLog, RunLogWriter, decode_g_us, encode_g_us)
+from hwloop.runlog import FORMAT_VERSION, G_LSB_US, RunLog, RunLogWriter, decode_g_us, encode_g_us
 
 V1_LOG = Path(__file__).parent / "data" / "runlog-v1.h5.gz"
 
@@ -76,8 +77,16 @@ def test_snapshot_code_resolution_and_nan() -> None:
 
 
 def _writer(path: Path, n_tiles: int = 2) -> RunLogWriter:
-    return RunLogWriter.create(path, config={}, table=default_table(), tasks=["a"], n_tiles=n_tiles,
-                               tile_backends=["sim"] * n_tiles, chip="sim", seed=0)
+    return RunLogWriter.create(
+        path,
+        config={},
+        table=default_table(),
+        tasks=["a"],
+        n_tiles=n_tiles,
+        tile_backends=["sim"] * n_tiles,
+        chip="sim",
+        seed=0,
+    )
 
 
 def test_snapshots_written_off_thread_read_back_in_order(tmp_path: Path) -> None:
@@ -130,7 +139,7 @@ def test_group_commit_flushes_at_most_every_flush_s(tmp_path: Path) -> None:
         if w.maybe_flush():
             flushed.append(time.monotonic() - t0)
         time.sleep(0.01)
-    assert 2 <= len(flushed) <= 4 and all(b - a >= 0.29 for a, b in zip(flushed, flushed[1:], strict=False))
+    assert 2 <= len(flushed) <= 4 and all(b - a >= 0.29 for a, b in itertools.pairwise(flushed))
     logical = w.ops_rows
     assert logical - w.f["ops"].shape[0] > 0  # rows since the last flush are only in memory ...
     w.close()
@@ -158,8 +167,9 @@ while True:  # back-to-back flushes of 3 x 16384 rows: a kill lands inside a flu
 
 def test_kill_9_mid_flush_keeps_every_completed_flush(tmp_path: Path) -> None:
     path = tmp_path / "k.h5"
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_WRITER, str(path)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_WRITER, str(path)], stdout=subprocess.PIPE, text=True, env={**os.environ}
+    )
     assert proc.stdout is not None
     done = 0
     while done < 5:
@@ -173,6 +183,6 @@ def test_kill_9_mid_flush_keeps_every_completed_flush(tmp_path: Path) -> None:
         assert log.status == "crashed"
         rows = log.ops.shape[0]
         assert rows >= done * 3 * 16384 and rows % (3 * 16384) == 0  # whole flushes only
-        assert np.all(log.ops[-16384:]["op"] == int(3))  # the last flush is complete, down to its READs
+        assert np.all(log.ops[-16384:]["op"] == 3)  # the last flush is complete, down to its READs
     r = CliRunner().invoke(cli, ["endurance", str(path), "--json"])
     assert r.exit_code == 0, r.output
