@@ -329,6 +329,10 @@ def _default_out(cfg: TrainConfig) -> Path:
 
 # ---------------------------------------------------------------------------- the run
 class Trainer:
+    #: on CPU, the forward pass reads the host weight cache directly; False keeps a separate copy as on a
+    #: GPU (tests use it to run the device path, index copies of changed weights included, without a GPU)
+    share_host_weights = True
+
     def __init__(self, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
@@ -377,8 +381,8 @@ class Trainer:
         fills, on another device a copy that ``_push_weights`` keeps up to date. Also the device-side record
         of the level index each weight was last programmed to (``_changed_levels`` diffs against it)."""
         self.model.to(self.device)
-        on_host = self.device.type == "cpu"
-        self.w_dev = self.hw.w_torch if on_host else self.hw.w_torch.to(self.device)
+        on_host = self.device.type == "cpu" and self.share_host_weights
+        self.w_dev = self.hw.w_torch if on_host else self.hw.w_torch.to(self.device, copy=True)
         for lm, layer in zip(self.cmap.layers, self.model.layers, strict=True):
             layer.w_used = self.w_dev[lm.weight_offset : lm.weight_offset + lm.n_weights].view(lm.shape)
         self.k_prog = torch.zeros(self.cmap.n_weights, dtype=torch.int32, device=self.device)
