@@ -14,8 +14,8 @@ epoch time is the median of ``--torch-reps`` epochs after one warm-up epoch.
 
 ``log_mb_full_protocol`` is extrapolated, not measured: from the measured sizes in the sim run's log
 (bytes per /ops row, one snapshot, the two checkpoint slots, the calibration copy) and per-epoch op counts
-from the reduced-protocol log given with ``--protocol-log`` (warm-up epochs and m* epochs separately).
-Without it, the sim run's own two epochs stand for the warm-up and the m* epochs.
+from the reduced-protocol log given with ``--protocol-log`` (see ``extrapolate_log_mb``). Without it, the
+sim run's own two epochs stand for the warm-up and the m* epochs.
 
     python benchmarks/epoch_vs_torch.py [--threads 2] [--torch-reps 2] [--protocol-log runs/x.h5]
 
@@ -111,8 +111,11 @@ def storage(f: h5py.File, name: str) -> int:
     return int(f[name].id.get_storage_size())
 
 
-def extrapolate_log_mb(sim_log: Path, protocol_log: Path | None, epochs: int = 100, warmup: int = 10) -> dict:
-    """Full-protocol log size from measured parts (see the module docstring)."""
+def extrapolate_log_mb(sim_log: Path, protocol_log: Path | None, epochs_per_task: int = 50, warmup: int = 10) -> dict:
+    """Full-protocol log size from measured parts (see the module docstring): sizes from ``sim_log``; op rows
+    per epoch from ``protocol_log`` (a reduced protocol): its warm-up epochs' mean for each of the
+    ``warmup`` epochs, then per task its measured m* epochs, and its last epoch of that task for each
+    remaining epoch (an upper bound: op counts keep falling within a task)."""
     with h5py.File(sim_log, "r") as f:
         ops_rows = int(f["ops"].shape[0])
         bytes_per_row = storage(f, "ops") / max(ops_rows, 1)
@@ -121,25 +124,32 @@ def extrapolate_log_mb(sim_log: Path, protocol_log: Path | None, epochs: int = 1
         snap_bytes = sum(storage(sg, k) for k in sg) / n_snap
         ck_bytes = sum(storage(f["checkpoint"], k) for k in f["checkpoint"])
         fixed = sum(o.id.get_storage_size() for o in _datasets(f["calibration"]))
-        rows_by_epoch = np.diff(np.concatenate([[0], f["epochs"]["ops_rows"]])).astype(float)
-        m_by_epoch = f["epochs"]["m_star"][()]
-        source = str(sim_log.name)
-    if protocol_log is not None:
-        with h5py.File(protocol_log, "r") as f:
-            rows_by_epoch = np.diff(np.concatenate([[0], f["epochs"]["ops_rows"]])).astype(float)
-            m_by_epoch = f["epochs"]["m_star"][()]
-            source = str(protocol_log)
-    warm_rows = float(np.mean(rows_by_epoch[m_by_epoch == 0])) if (m_by_epoch == 0).any() else 0.0
-    meta_rows = rows_by_epoch[m_by_epoch > 0]
-    meta = float(np.mean(meta_rows)) if meta_rows.size else warm_rows
-    ops_bytes = bytes_per_row * (warmup * warm_rows + (epochs - warmup) * meta)
+    src = protocol_log or sim_log
+    with h5py.File(src, "r") as f:
+        ep = f["epochs"][()]
+    rows = np.diff(np.concatenate([[0], ep["ops_rows"]])).astype(float)
+    warm = ep["m_star"] == 0
+    total_rows = warmup * (float(rows[warm].mean()) if warm.any() else 0.0)
+    tasks = np.unique(ep["task"])
+    for t in tasks:
+        meta = rows[(ep["task"] == t) & ~warm]
+        if meta.size == 0:
+            continue
+        left = epochs_per_task - (warmup if t == tasks[0] else 0) - meta.size
+        total_rows += float(meta.sum()) + max(left, 0) * float(meta[-1])
+    total_rows *= 2 / max(tasks.size, 1) if tasks.size != 2 else 1.0  # the full protocol has two tasks
+    ops_bytes = bytes_per_row * total_rows
+    epochs = 2 * epochs_per_task
     total = fixed + ck_bytes + (epochs + 1) * snap_bytes + ops_bytes
     return {
         "log_mb_full_protocol": round(total / 1e6, 1),
-        "log_mb_extrapolated_from": source,
+        "log_mb_is": "extrapolated",
+        "log_mb_extrapolated_from": str(src),
         "snapshot_mb": round(snap_bytes / 1e6, 3),
+        "snapshots_mb_full_protocol": round((epochs + 1) * snap_bytes / 1e6, 1),
         "checkpoints_mb": round(ck_bytes / 1e6, 2),
         "ops_bytes_per_row": round(bytes_per_row, 3),
+        "ops_rows_full_protocol": int(total_rows),
         "ops_mb_full_protocol": round(ops_bytes / 1e6, 1),
     }
 
