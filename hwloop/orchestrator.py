@@ -186,11 +186,11 @@ class ChipWeights:
 
     def _ideal_weights(self, wi: np.ndarray | None = None) -> None:
         """``--chip none``: the weight is the ideal level of its device pair (k = pos level - neg level)."""
-        dl = self.dev_level.astype(np.int64)
+        dl, n = self.dev_level, self.levels.n_half
         if wi is None:
-            self.w_flat[:] = self.q[dl[0::2] - dl[1::2] + self.levels.n_half]
-        else:
-            self.w_flat[wi] = self.q[dl[2 * wi] - dl[2 * wi + 1] + self.levels.n_half]
+            self.w_flat[:] = self.q[dl[0::2].astype(np.int64) - dl[1::2] + n]
+        else:  # only the weights asked for: no pass over the whole crossbar
+            self.w_flat[wi] = self.q[dl[2 * wi].astype(np.int64) - dl[2 * wi + 1] + n]
 
     def _refresh_weights(self, wi: np.ndarray | None = None) -> None:
         if wi is None:
