@@ -19,7 +19,7 @@ import torch
 
 from hwloop import __version__
 from hwloop.errors import RunLogError
-from hwloop.orchestrator import Trainer, _default_out
+from hwloop.orchestrator import Trainer, _default_out, resolve_device
 from hwloop.runlog import RunLog, RunLogWriter
 from hwloop.training.bnn import AdamMeta, BinaryMLP
 from hwloop.training.config import RESUME_FREE, TrainConfig
@@ -53,7 +53,8 @@ class BnnTrainer(Trainer):
         self.table = self._load_table()
         n_in = self.tasks[0].x_train.shape[1]
         n_out = max(10, int(max(t.y_train.max() for t in self.tasks)) + 1)
-        self.model = BinaryMLP(cfg.hidden, n_in=n_in, n_out=n_out, n_tasks=len(self.tasks))
+        self.device = resolve_device(cfg.device)
+        self.model = BinaryMLP(cfg.hidden, n_in=n_in, n_out=n_out, n_tasks=len(self.tasks)).to(self.device)
         self.chip = None
         self.hw = _NoDevices()
         self.writer: RunLogWriter | None = None
@@ -97,7 +98,7 @@ class BnnTrainer(Trainer):
             raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
         self.cfg.out = path
         self.writer, info, blob = RunLogWriter.reopen(path)
-        ck = torch.load(io.BytesIO(blob), weights_only=False)
+        ck = torch.load(io.BytesIO(blob), weights_only=False, map_location=self.device)
         self.model.load_state_dict(ck["model"])
         self.step, self.epoch = int(ck["step"]), int(ck["epoch"])
         self.acc_after_task = ck.get("acc_after_task", {})

@@ -6,9 +6,15 @@ Each training step:
   3. quantise W_H to the nearest level of Q, diff against the programmed levels, and program only the
      devices whose level changed: RESET, then SET at the level's I_CC if the target is HCS (single shot,
      no verify), then READ them back into the weight cache
-  4. flush the run log (a killed run loses at most this step)
+  4. group-commit the run log: flush at most every ``--flush-s`` seconds (a killed run loses at most that)
 At the end of each epoch every device is read, and every task seen so far is evaluated with those reads.
+The snapshot of those reads and the checkpoint are compressed and serialised off the training thread from
+copies taken at the epoch's end, while the next epoch trains, and written in order at a later flush.
 ``--chip none`` runs the same loop with ideal levels and no device.
+
+The model and optimizer live on ``--device`` (cpu or cuda); the chip and its weight cache stay on the host.
+Each step only the weights whose level changed cross from the device (their indices and new levels), and
+only the weights read back for them cross to the device.
 """
 
 from __future__ import annotations
@@ -77,6 +83,50 @@ def _sorted_unique(a: np.ndarray) -> np.ndarray:
     return a[keep]
 
 
+def compact_state(d: dict) -> dict:
+    """A state dict with every constant array (all elements equal, e.g. a relaxation clock that never ran)
+    replaced by a small marker; ``expand_state`` restores it exactly."""
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, np.ndarray) and v.size > 1 and v.dtype.kind in "biuf" and (v == v.flat[0]).all():
+            out[k] = {"__constant__": v.flat[0].item(), "shape": v.shape, "dtype": v.dtype.str}
+        else:
+            out[k] = v
+    return out
+
+
+def expand_state(d: dict | None) -> dict | None:
+    if d is None:
+        return None
+    return {k: (np.full(v["shape"], v["__constant__"], dtype=np.dtype(v["dtype"]))
+                if isinstance(v, dict) and "__constant__" in v else v) for k, v in d.items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: auto picks cuda when torch sees a GPU; cuda without one is a configuration error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
+                          "use --device cpu or --device auto")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown --device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _host_copy(obj: object) -> object:
+    """A deep copy on the host of tensors/arrays in nested dicts and lists (for off-thread checkpointing)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if isinstance(obj, dict):
+        return {k: _host_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_host_copy(v) for v in obj)
+    return obj
+
+
 class ChipWeights:
     """The network's weights as conductance pairs on a chip, with the nominal level of every device."""
 
@@ -96,6 +146,7 @@ class ChipWeights:
         self.w_torch = torch.from_numpy(self.w_flat)
         self.programs = 0
         self.worn = np.zeros(n_used, dtype=bool)  # inferred worn out (excluded from programming)
+        self.last_changed = np.zeros(0, dtype=np.int64)  # weights whose w_flat entry the last program changed
 
     def form(self, attempts: int = 3) -> float:
         """Form every used device, retrying failures; returns the forming yield."""
@@ -112,17 +163,32 @@ class ChipWeights:
         return float(formed.mean())
 
     def program(self, k: np.ndarray) -> int:
-        """Program the signed weight levels ``k``; only devices whose level changes are touched."""
+        """Program the signed weight levels ``k`` of every weight; only devices whose level changes are touched."""
         target = CrossbarMap.pair_levels(k)
         changed = np.flatnonzero((target != self.dev_level) & self.usable)
+        return self._apply(changed, target[changed])
+
+    def program_weights(self, wi: np.ndarray, k: np.ndarray) -> int:
+        """Program only the weights ``wi`` (sorted flat indices) to signed levels ``k``: the same devices as
+        ``program`` would touch when no other weight's level changed, without a pass over the whole chip."""
+        dev_i = np.empty(2 * wi.size, dtype=np.int64)
+        dev_i[0::2] = 2 * wi
+        dev_i[1::2] = 2 * wi + 1
+        target = CrossbarMap.pair_levels(k)
+        sel = (target != self.dev_level[dev_i]) & self.usable[dev_i]
+        return self._apply(dev_i[sel], target[sel])
+
+    def _apply(self, changed: np.ndarray, tl: np.ndarray) -> int:
+        """RESET, SET (HCS targets) and READ the used devices ``changed`` (sorted) to levels ``tl``."""
         if changed.size == 0:
+            self.last_changed = changed
             return 0
-        tl = target[changed]
         self.dev_level[changed] = tl
         self.programs += int(changed.size)
+        wi = _sorted_unique(changed >> 1)
+        self.last_changed = wi
         if self.chip is None:
-            wi = _sorted_unique(changed >> 1)
-            self.w_flat[wi] = self.q[k[wi].astype(np.int64) + self.levels.n_half]
+            self._ideal_weights(wi)
             return int(changed.size)
         dev = self.cmap.devices[changed]
         if self.programmer is not None:
@@ -136,8 +202,16 @@ class ChipWeights:
         if hcs.any():
             self.chip.set_idx(dev[hcs], level=tl[hcs])
         self.g_us[changed] = self.chip.read_idx(dev)
-        self._refresh_weights(_sorted_unique(changed >> 1))
+        self._refresh_weights(wi)
         return int(changed.size)
+
+    def _ideal_weights(self, wi: np.ndarray | None = None) -> None:
+        """``--chip none``: the weight is the ideal level of its device pair (k = pos level - neg level)."""
+        dl, n = self.dev_level, self.levels.n_half
+        if wi is None:
+            self.w_flat[:] = self.q[dl[0::2].astype(np.int64) - dl[1::2] + n]
+        else:  # only the weights asked for: no pass over the whole crossbar
+            self.w_flat[wi] = self.q[dl[2 * wi].astype(np.int64) - dl[2 * wi + 1] + n]
 
     def _refresh_weights(self, wi: np.ndarray | None = None) -> None:
         if wi is None:
@@ -161,16 +235,25 @@ class ChipWeights:
         full[self.cmap.devices[self.worn]] = LEVEL_WORN
         return full
 
-    def state(self) -> dict:
-        return {"dev_level": self.dev_level.copy(), "g_us": self.g_us.copy(), "usable": self.usable.copy(),
-                "w_flat": self.w_flat.copy(), "programs": self.programs, "worn": self.worn.copy(),
-                "programmer": self.programmer.state() if self.programmer is not None else None}
+    def state(self, weights: bool = True) -> dict:
+        """Copies of the state; ``weights=False`` leaves out ``w_flat``, which ``load_state`` can rebuild."""
+        st = {"dev_level": self.dev_level.copy(), "g_us": self.g_us.copy(), "usable": self.usable.copy(),
+              "programs": self.programs, "worn": self.worn.copy(),
+              "programmer": self.programmer.state() if self.programmer is not None else None}
+        if weights:
+            st["w_flat"] = self.w_flat.copy()
+        return st
 
     def load_state(self, st: dict) -> None:
         self.dev_level[:] = st["dev_level"]
         self.g_us[:] = st["g_us"]
         self.usable[:] = st["usable"]
-        self.w_flat[:] = st["w_flat"]
+        if "w_flat" in st:
+            self.w_flat[:] = st["w_flat"]
+        elif self.chip is None:
+            self._ideal_weights()
+        else:  # every weight was refreshed from these reads at the epoch end the checkpoint was taken at
+            self._refresh_weights()
         self.programs = int(st["programs"])
         if "worn" in st:
             self.worn[:] = st["worn"]
@@ -236,12 +319,12 @@ def _init_hidden(model: QMLP, levels: LevelSet, mode: str, gen: torch.Generator)
 
 
 def _hidden_levels(model: QMLP, levels: LevelSet, opt: MetaplasticAdam | None = None) -> np.ndarray:
-    """Signed nearest level (int8, -n..n) of every hidden weight, in crossbar order."""
+    """Signed nearest level (int8, -n..n) of every hidden weight, in crossbar order (on the host)."""
     parts = [
-        (opt.level_index(p) if opt is not None else levels.index_np(p.detach().numpy())).reshape(-1)
+        (opt.level_index(p) if opt is not None else levels.index(p.detach())).reshape(-1).cpu().numpy()
         for p in model.hidden_weights()
     ]
-    k = np.concatenate(parts)
+    k = np.concatenate(parts).astype(np.int8)
     k -= np.int8(levels.n_half)
     return k
 
@@ -249,12 +332,13 @@ def _hidden_levels(model: QMLP, levels: LevelSet, opt: MetaplasticAdam | None = 
 @torch.no_grad()
 def evaluate(model: QMLP, task_index: int, task: Task, batch: int) -> float:
     model.set_task(task_index)
-    x = torch.from_numpy(task.x_test)
-    y = torch.from_numpy(task.y_test)
-    correct = 0
+    dev = next(model.parameters()).device
+    x = torch.from_numpy(task.x_test).to(dev)
+    y = torch.from_numpy(task.y_test).to(dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
     for s in range(0, len(y), batch):
-        correct += int((model(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum())
-    return correct / len(y)
+        correct += (model(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum()
+    return int(correct) / len(y)
 
 
 def _default_out(cfg: TrainConfig) -> Path:
@@ -264,6 +348,10 @@ def _default_out(cfg: TrainConfig) -> Path:
 
 # ---------------------------------------------------------------------------- the run
 class Trainer:
+    #: on CPU, the forward pass reads the host weight cache directly; False keeps a separate copy as on a
+    #: GPU (tests use it to run the device path, index copies of changed weights included, without a GPU)
+    share_host_weights = True
+
     def __init__(self, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
@@ -283,6 +371,7 @@ class Trainer:
         n_in = self.tasks[0].x_train.shape[1]
         n_out = int(max(t.y_train.max() for t in self.tasks)) + 1
         n_out = max(n_out, 10)
+        self.device = resolve_device(cfg.device)
         self.model = QMLP(cfg.hidden, n_in=n_in, n_out=n_out, n_tasks=len(self.tasks), bn_mode=cfg.bn_mode,
                           bn_eval=cfg.bn_eval)
         self.cmap = CrossbarMap(
@@ -308,10 +397,53 @@ class Trainer:
         return table
 
     def _bind_weights(self) -> None:
-        """Make every layer's ``w_used`` a view of the flat weight vector the chip fills."""
+        """Make every layer's ``w_used`` a view of one flat weight vector: on CPU the very vector the chip
+        fills, on another device a copy that ``_push_weights`` keeps up to date. Also the device-side record
+        of the level index each weight was last programmed to (``_changed_levels`` diffs against it)."""
+        self.model.to(self.device)
+        on_host = self.device.type == "cpu" and self.share_host_weights
+        self.w_dev = self.hw.w_torch if on_host else self.hw.w_torch.to(self.device, copy=True)
         for lm, layer in zip(self.cmap.layers, self.model.layers, strict=True):
-            view = self.hw.w_torch[lm.weight_offset : lm.weight_offset + lm.n_weights].view(lm.shape)
-            layer.w_used = view
+            layer.w_used = self.w_dev[lm.weight_offset : lm.weight_offset + lm.n_weights].view(lm.shape)
+        self.k_prog = torch.zeros(self.cmap.n_weights, dtype=torch.int32, device=self.device)
+        self._ne = torch.zeros(self.cmap.n_weights, dtype=torch.bool, device=self.device)
+
+    def _push_weights(self, wi: np.ndarray | None = None) -> None:
+        """Copy the weights ``wi`` (all if None) of the host cache to the device (nothing to do on CPU)."""
+        if self.w_dev is self.hw.w_torch:
+            return
+        if wi is None:
+            self.w_dev.copy_(self.hw.w_torch)
+        elif wi.size:
+            i = torch.from_numpy(wi).to(self.device)
+            self.w_dev.index_copy_(0, i, torch.from_numpy(self.hw.w_flat[wi]).to(self.device))
+
+    def _record_programmed(self) -> None:
+        """Set the programmed-level record to the current level index of every hidden weight."""
+        for lm, p in zip(self.cmap.layers, self.model.hidden_weights(), strict=True):
+            idx = self.opt.level_index(p) if self.opt is not None else self.levels.index(p.detach())
+            self.k_prog[lm.weight_offset : lm.weight_offset + lm.n_weights].copy_(idx.reshape(-1))
+
+    def _changed_levels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Weights whose level index differs from the one last programmed: (flat indices, signed levels), on
+        the host; the record is updated to the new levels."""
+        assert self.opt is not None
+        wis, ks = [], []
+        for lm, p in zip(self.cmap.layers, self.model.hidden_weights(), strict=True):
+            sl = slice(lm.weight_offset, lm.weight_offset + lm.n_weights)
+            idx = self.opt.level_index(p).reshape(-1)
+            kp = self.k_prog[sl]
+            nz = torch.ne(idx, kp, out=self._ne[sl]).nonzero().view(-1)
+            if nz.numel():
+                new = idx.index_select(0, nz)
+                kp.index_copy_(0, nz, new)
+                wis.append(nz.cpu().numpy() + lm.weight_offset)
+                ks.append(new.cpu().numpy())
+        if not wis:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int8)
+        k = np.concatenate(ks).astype(np.int8)
+        k -= np.int8(self.levels.n_half)
+        return np.concatenate(wis).astype(np.int64), k
 
     def _new_optimizer(self) -> MetaplasticAdam:
         return MetaplasticAdam(self.model.parameters(), self.levels, lr=self.cfg.lr, m_star=0.0)
@@ -336,12 +468,17 @@ class Trainer:
             if self.chip is not None:
                 self.chip.close()
             raise
+        self.writer.flush_s = cfg.flush_s
         if self.chip is not None:
             self.chip.add_listener(self.writer.listener)
         gen = torch.Generator().manual_seed(cfg.seed)
+        self.model.to("cpu")  # the initial draw is made on the host, the same on every device
         _init_hidden(self.model, self.levels, cfg.init, gen)
+        self.model.to(self.device)
         self.form_yield = self.hw.form()
         self.hw.program(_hidden_levels(self.model, self.levels))
+        self._push_weights()
+        self._record_programmed()
         self._snapshot_and_flush(epoch=0)
 
     def _resume(self, path: str) -> None:
@@ -372,11 +509,16 @@ class Trainer:
             if self.chip is not None:
                 self.chip.close()
             raise
-        ck = torch.load(io.BytesIO(blob), weights_only=False)
-        self.model.load_state_dict(ck["model"])
-        self.hw.load_state(ck["hw"])
+        self.writer.flush_s = self.cfg.flush_s
+        ck = torch.load(io.BytesIO(blob), weights_only=False, map_location="cpu")
+        missing, unexpected = self.model.load_state_dict(ck["model"], strict=False)
+        if unexpected or any(not k.endswith("w_used") for k in missing):
+            raise RunLogError(f"{path}: checkpoint does not fit this model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}); resume with the hwloop version that wrote it")
+        self.hw.load_state(expand_state(ck["hw"]))
+        self._push_weights()
         if self.chip is not None:
-            self.chip.restore(ck["chip"])
+            self.chip.restore(expand_state(ck["chip"]))
             self.chip.add_listener(self.writer.listener)
             if on_real:
                 self.writer.step = int(ck["step"])
@@ -387,6 +529,7 @@ class Trainer:
         self.opt = self._new_optimizer()
         if ck.get("opt") is not None:
             self.opt.load_state_dict(ck["opt"])
+        self._record_programmed()
         self.writer.step = self.step
         if info.epoch != self.epoch:
             raise RunLogError(f"{path}: checkpoint index says epoch {info.epoch} but its content says {self.epoch}")
@@ -470,11 +613,16 @@ class Trainer:
         p0 = self.hw.programs
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(task.y_train))
         n_batches = len(order) // cfg.batch_size
-        loss_sum, correct, seen = 0.0, 0, 0
+        x_all, y_all = self._task_tensors(t_idx)
+        order_t = torch.from_numpy(order).to(self.device)
+        dev = self.device
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        seen = 0
         for b in range(n_batches):
-            sel = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            x = torch.from_numpy(task.x_train[sel])
-            y = torch.from_numpy(task.y_train[sel])
+            sel = order_t[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            x = x_all.index_select(0, sel)
+            y = y_all.index_select(0, sel)
             check_stop()
             self.step += 1
             self.writer.step = self.step
@@ -484,17 +632,18 @@ class Trainer:
             loss.backward()
             self.opt.step()
             self._program_step()
-            self.writer.flush()
-            loss_sum += loss.item() * len(y)
-            correct += int((out.argmax(1) == y).sum())
+            self.writer.maybe_flush()
+            loss_sum += loss.detach().double() * len(y)
+            correct += (out.argmax(1) == y).sum()
             seen += len(y)
-            if b % 20 == 0:
+            if b % 20 == 0 and cfg.progress:
                 dt = max(time.monotonic() - t0, 1e-9)
                 bar.set_postfix_str(
-                    f"{task.name} ep {epoch} step {b + 1}/{n_batches} loss {loss_sum / seen:.3f} "
-                    f"train {100 * correct / seen:.1f}% prog/s {(self.hw.programs - p0) / dt:,.0f}",
+                    f"{task.name} ep {epoch} step {b + 1}/{n_batches} loss {float(loss_sum) / seen:.3f} "
+                    f"train {100 * int(correct) / seen:.1f}% prog/s {(self.hw.programs - p0) / dt:,.0f}",
                     refresh=False,
                 )
+        loss_sum, correct = float(loss_sum), int(correct)
         # end of epoch: read every device, evaluate every task seen so far with those reads
         self._snapshot_and_flush(epoch=epoch)
         acc = np.full(len(self.tasks), np.nan, dtype=np.float32)
@@ -523,33 +672,54 @@ class Trainer:
             self.on_epoch({**rec, "acc": {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}})
 
     def _program_step(self) -> None:
-        """After the optimizer step: program the devices whose level changed."""
-        self.hw.program(_hidden_levels(self.model, self.levels, self.opt))
+        """After the optimizer step: program the devices whose level changed (only those weights cross to
+        the host and back)."""
+        wi, k = self._changed_levels()
+        if wi.size:
+            self.hw.program_weights(wi, k)
+            self._push_weights(self.hw.last_changed)
+
+    def _task_tensors(self, t_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A task's training set as tensors on the device (moved once; on CPU they share the arrays)."""
+        cache = self.__dict__.setdefault("_task_cache", {})
+        if t_idx not in cache:
+            cache.clear()  # one task on the device at a time
+            task = self.tasks[t_idx]
+            cache[t_idx] = (torch.from_numpy(task.x_train).to(self.device),
+                            torch.from_numpy(task.y_train).to(self.device))
+        return cache[t_idx]
 
     def _snapshot_and_flush(self, epoch: int) -> np.ndarray | None:
+        """Read every device (refreshing the weights used), and submit the snapshot for off-thread compression."""
         assert self.writer is not None
         with self.writer.full_read():
             g = self.hw.read_all()
+        self._push_weights()
         if g is None:
             g = np.zeros((self.cmap.n_tiles * CELLS_PER_TILE,), dtype=np.float32)
             g[self.cmap.devices[0::2]] = np.maximum(self.hw.w_flat, 0) * self.scale_us
             g[self.cmap.devices[1::2]] = np.maximum(-self.hw.w_flat, 0) * self.scale_us
-        self.writer.append_snapshot(epoch, g, self.hw.level_map())
+        self.writer.submit_snapshot(epoch, g, self.hw.level_map())
+        self.writer.flush()
         return g
 
     def _checkpoint(self) -> None:
+        """Copy the state now (host copies: the next epoch may change the originals), serialise it off thread."""
         assert self.writer is not None and self.opt is not None
-        buf = io.BytesIO()
-        torch.save(
-            {
-                "model": self.model.state_dict(), "opt": self.opt.state_dict(), "hw": self.hw.state(),
-                "chip": self.chip.snapshot() if self.chip is not None else None, "step": self.step,
-                "epoch": self.epoch, "acc_after_task": self.acc_after_task, "form_yield": self.form_yield,
-                "hwloop_version": __version__,
-            },
-            buf,
-        )
-        self.writer.save_checkpoint(buf.getvalue(), self.epoch)
+        model_sd = {k: v for k, v in self.model.state_dict().items() if not k.endswith("w_used")}  # = hw weights
+        payload = _host_copy({
+            "model": model_sd, "opt": self.opt.state_dict(), "hw": compact_state(self.hw.state(weights=False)),
+            "chip": compact_state(self.chip.snapshot()) if self.chip is not None else None, "step": self.step,
+            "epoch": self.epoch, "acc_after_task": self.acc_after_task, "form_yield": self.form_yield,
+            "hwloop_version": __version__,
+        })
+
+        def serialise() -> bytes:
+            buf = io.BytesIO()
+            torch.save(payload, buf)
+            return buf.getvalue()
+
+        self.writer.submit_checkpoint(serialise, self.epoch)
 
 
 def _progress(total: int, initial: int, enabled: bool):

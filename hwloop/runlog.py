@@ -8,8 +8,10 @@ Schema (documented in ``docs/runlog-schema.md``):
 - ``/ops``: append-only compound table, one row per device operation (see ``OPS_DTYPE``). A whole-array
   read is one ``READ_ALL`` row; its conductances are the matching row of ``/snapshots``.
 - ``/epochs``: one row per finished epoch (``epoch_dtype``).
-- ``/snapshots/{epoch,g_us,level}``: dense conductances (µS, float32) and nominal device levels of every
-  device, once before training (epoch 0) and after each epoch; gzip-compressed, chunked per tile.
+- ``/snapshots/{epoch,g_code,level}``: dense conductances and nominal device levels of every device, once
+  before training (epoch 0) and after each epoch; chunked per tile, shuffled and gzip-compressed off the
+  training thread. ``g_code`` is uint16: g_us = G_OFFSET_US + G_LSB_US * code (0.01 µS steps from -20 µS),
+  65535 = NaN. Format version 1 stored ``g_us`` as float32; ``RunLog.snapshot`` reads both.
 - ``/checkpoint/{blob_a,blob_b,index}``: two alternating checkpoint slots for ``--resume``.
 - ``/status``, ``/heartbeat``: run status code and the time of the last flush.
 - ``/resumes`` (optional): ``/ops`` ranges kept by a ``--resume`` on real tiles (pulses after the
@@ -20,12 +22,14 @@ live run cannot be resumed or appended to. Readers open with a bounded number of
 attempts (``hwloop.h5check.open_reader``); a write refused for lack of space is one ``RunLogError``.
 - ``/calibration``: the CDF table (or calibration) the run used, copied in.
 
-A killed writer loses at most the rows buffered since the last ``flush`` (the orchestrator flushes every
-training step).
+A killed writer loses at most the rows buffered since the last ``flush``: the orchestrator group-commits,
+flushing at most every ``--flush-s`` seconds (default 1 s), at the end of every epoch, before a checkpoint
+and on any stop, so a killed run loses at most the last second of operations.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -34,7 +38,7 @@ import socket
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,7 +61,15 @@ from hwloop.h5check import (
 from hwloop.runlock import RunLock, writer_seems_live
 
 FORMAT_NAME = "hwloop-runlog"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this code reads (it writes and resumes only FORMAT_VERSION)
+READ_VERSIONS = (1, 2)
+#: snapshot conductance code (format 2): g_us = G_OFFSET_US + G_LSB_US * code; G_CODE_NAN stands for NaN
+G_LSB_US = 0.01
+G_OFFSET_US = -20.0
+G_CODE_NAN = 65535
+G_CODE_MAX = 65534
+SNAPSHOT_GZIP_LEVEL = 4
 
 #: op codes in /ops; READ_ALL is one row standing for a full-array read stored in /snapshots
 OP_READ_ALL = 4
@@ -82,6 +94,33 @@ OPS_DTYPE = np.dtype(
 STATUS_CODES = {"running": 0, "finished": 1, "interrupted": 2, "failed": 3}
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
 OPS_CHUNK = 1 << 12
+
+
+def encode_g_us(g_us: np.ndarray) -> np.ndarray:
+    """Conductances (µS) to the snapshot code (uint16, 0.01 µS steps; out-of-range values saturate)."""
+    g = np.asarray(g_us, dtype=np.float32)
+    code = np.rint((g - np.float32(G_OFFSET_US)) * np.float32(1 / G_LSB_US))
+    np.clip(code, 0, G_CODE_MAX, out=code)
+    np.nan_to_num(code, copy=False, nan=G_CODE_NAN)
+    return code.astype(np.uint16)
+
+
+def decode_g_us(code: np.ndarray) -> np.ndarray:
+    """The snapshot code back to conductances (µS, float32)."""
+    c = np.asarray(code)
+    g = np.float32(G_OFFSET_US) + np.float32(G_LSB_US) * c.astype(np.float32)
+    g[c == G_CODE_NAN] = np.nan
+    return g
+
+
+def _compress_snapshot(g_us: np.ndarray, level: np.ndarray, n_tiles: int) -> tuple[list[bytes], list[bytes]]:
+    """HDF5 chunks (shuffle + deflate for the code, deflate for levels), one per tile, ready to write raw."""
+    code = encode_g_us(np.asarray(g_us).reshape(n_tiles, ROWS * COLS))
+    lv = np.ascontiguousarray(np.asarray(level, dtype=np.int8).reshape(n_tiles, ROWS * COLS))
+    planes = code.view(np.uint8).reshape(n_tiles, ROWS * COLS, 2).transpose(0, 2, 1).copy()  # HDF5 shuffle
+    g_chunks = [zlib.compress(planes[t].tobytes(), SNAPSHOT_GZIP_LEVEL) for t in range(n_tiles)]
+    l_chunks = [zlib.compress(lv[t].tobytes(), SNAPSHOT_GZIP_LEVEL) for t in range(n_tiles)]
+    return g_chunks, l_chunks
 
 
 
@@ -279,6 +318,13 @@ class RunLogWriter:
         self.counts = {"sets": 0, "resets": 0, "reads": 0, "forms": 0}
         self.kept_rows = 0  # rows kept after the checkpoint by the resume that opened this writer
         self._broken: RunLogError | None = None  # set by a failed write; later writes are refused
+        #: group commit: ``maybe_flush`` flushes when this many seconds have passed since the last flush
+        self.flush_s = 1.0
+        self._last_flush = time.monotonic()
+        # end-of-epoch work done off the training thread, written here in submission order
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: list[tuple[str, concurrent.futures.Future, tuple]] = []
+        self._snap_rows = int(f["snapshots"]["epoch"].shape[0])  # rows written + submitted
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -336,11 +382,19 @@ class RunLogWriter:
         f.create_dataset("epochs", shape=(0,), maxshape=(None,), dtype=epoch_dtype(len(tasks)), chunks=(256,))
         sg = f.create_group("snapshots")
         sg.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype="<i4", chunks=(256,))
-        sg.create_dataset("g_us", shape=(0, n_tiles, ROWS, COLS), maxshape=(None, n_tiles, ROWS, COLS),
-                          dtype="<f4", chunks=(1, 1, ROWS, COLS), compression="gzip", compression_opts=1,
-                          shuffle=True)
+        gc = sg.create_dataset("g_code", shape=(0, n_tiles, ROWS, COLS), maxshape=(None, n_tiles, ROWS, COLS),
+                               dtype="<u2", chunks=(1, 1, ROWS, COLS), compression="gzip",
+                               compression_opts=SNAPSHOT_GZIP_LEVEL, shuffle=True)
+        gc.attrs["g_lsb_us"] = G_LSB_US
+        gc.attrs["g_offset_us"] = G_OFFSET_US
+        gc.attrs["nan_code"] = G_CODE_NAN
+        gc.attrs["description"] = (
+            "read conductance code: g_us = g_offset_us + g_lsb_us * code; nan_code = NaN; values outside "
+            "[g_offset_us, g_offset_us + 65534 g_lsb_us] saturate"
+        )
         sg.create_dataset("level", shape=(0, n_tiles, ROWS, COLS), maxshape=(None, n_tiles, ROWS, COLS),
-                          dtype="i1", chunks=(1, 1, ROWS, COLS), compression="gzip", compression_opts=1)
+                          dtype="i1", chunks=(1, 1, ROWS, COLS), compression="gzip",
+                          compression_opts=SNAPSHOT_GZIP_LEVEL)
         cg = f.create_group("checkpoint")
         for slot in ("blob_a", "blob_b"):
             # uncompressed on purpose: rewriting compressed chunks in a SWMR file allocates new space each
@@ -381,11 +435,15 @@ class RunLogWriter:
             raise
         try:
             _check_format(f, p)
+            ver = int(f.attrs["format_version"])
+            if ver != FORMAT_VERSION:
+                raise RunLogError(f"{p} was written by an older hwloop (run-log format {ver}); this version can "
+                                  f"read it but not continue it: start the run again")
             info, blob = _read_checkpoint(f, p)
             kept = keep_post_checkpoint_ops(f, info, keep_tiles or [])
             f["ops"].resize((info.ops_rows + kept,))
             f["epochs"].resize((info.epochs_rows,))
-            for k in ("epoch", "g_us", "level"):
+            for k in _snapshot_keys(f["snapshots"]):
                 f["snapshots"][k].resize((info.snapshots_rows, *f["snapshots"][k].shape[1:]))
             f["status"][0] = STATUS_CODES["running"]
             f.attrs["writer_pid"] = os.getpid()
@@ -445,6 +503,16 @@ class RunLogWriter:
     def ops_rows(self) -> int:
         return int(self.f["ops"].shape[0]) + self._buf_rows
 
+    def maybe_flush(self) -> bool:
+        """Group commit: write finished background work, and flush if ``flush_s`` has passed since the last
+        flush (or the buffer grew large). Returns whether it flushed."""
+        if self._pending and self._pending[0][1].done():
+            self._guarded_write_done()
+        if time.monotonic() - self._last_flush >= self.flush_s or self._buf_rows > (1 << 22):
+            self.flush()
+            return True
+        return False
+
     def flush(self) -> None:
         """Write buffered rows and make them visible to SWMR readers. A failed write (disk full) raises one
         ``RunLogError``; the rows stay buffered, and the file keeps what earlier flushes wrote."""
@@ -457,6 +525,7 @@ class RunLogWriter:
             raise self._broken from exc
 
     def _flush(self) -> None:
+        self._last_flush = time.monotonic()
         check_space(self.path, self._buf_rows * OPS_DTYPE.itemsize + 4096)
         if self._buf:
             rows = np.concatenate(self._buf)
@@ -484,34 +553,88 @@ class RunLogWriter:
 
     @_disk_guard
     def append_snapshot(self, epoch: int, g_us: np.ndarray, level: np.ndarray) -> None:
-        check_space(self.path, self.n_tiles * ROWS * COLS * 5 + self._buf_rows * OPS_DTYPE.itemsize)
-        sg = self.f["snapshots"]
-        n = sg["epoch"].shape[0]
-        for k in ("epoch", "g_us", "level"):
-            sg[k].resize((n + 1, *sg[k].shape[1:]))
-        sg["epoch"][n] = epoch
-        sg["g_us"][n] = np.asarray(g_us, dtype=np.float32).reshape(self.n_tiles, ROWS, COLS)
-        sg["level"][n] = np.asarray(level, dtype=np.int8).reshape(self.n_tiles, ROWS, COLS)
+        """Write the snapshot of ``epoch`` now (after any submitted earlier) and flush."""
+        self.submit_snapshot(epoch, g_us, level)
+        self.drain()
         self.flush()
 
-    @_disk_guard
+    def submit_snapshot(self, epoch: int, g_us: np.ndarray, level: np.ndarray) -> None:
+        """Compress the snapshot of ``epoch`` off this thread; it is written in order by a later
+        ``maybe_flush``, ``drain`` or ``close``. The arrays are copied: the caller may change them."""
+        g = np.array(g_us, dtype=np.float32, copy=True)
+        lv = np.array(level, dtype=np.int8, copy=True)
+        self._submit("snapshot", (epoch,), _compress_snapshot, g, lv, self.n_tiles)
+        self._snap_rows += 1
+
     def save_checkpoint(self, blob: bytes, epoch: int) -> None:
         """Write a checkpoint into the slot not holding the current one, then switch the index to it."""
+        self.submit_checkpoint(lambda: blob, epoch)
+        self.drain()
+
+    def submit_checkpoint(self, make_blob: Callable[[], bytes], epoch: int) -> None:
+        """Serialise and compress a checkpoint off this thread (``make_blob`` must only touch data the
+        training thread no longer changes); it is written after everything submitted before it. The row
+        counts it records are taken now, after a flush, so the checkpoint marks this point of the run."""
         self.flush()
-        check_space(self.path, len(blob))
+        counts = (self.f["ops"].shape[0], self.f["epochs"].shape[0], self._snap_rows)
+        self._submit("checkpoint", (epoch, *counts), lambda: zlib.compress(make_blob(), 1))
+
+    def _submit(self, kind: str, meta: tuple, fn: Callable, *args: object) -> None:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="runlog")
+        self._pending.append((kind, self._pool.submit(fn, *args), meta))
+
+    def drain(self) -> None:
+        """Wait for all background work and write it (in submission order)."""
+        while self._pending:
+            self._pending[0][1].result()
+            self._guarded_write_done()
+
+    def _guarded_write_done(self) -> None:
+        """``_write_done``; a failed write (disk full) becomes one ``RunLogError`` and marks the writer broken."""
+        if self._broken is not None:
+            raise self._broken
+        try:
+            self._write_done()
+        except OSError as exc:
+            self._broken = disk_error(self.path, exc, "cannot write")
+            raise self._broken from exc
+
+    def _write_done(self) -> None:
+        wrote = False
+        while self._pending and self._pending[0][1].done():
+            kind, fut, meta = self._pending.pop(0)
+            if kind == "snapshot":
+                self._write_snapshot(meta[0], *fut.result())
+            else:
+                self._write_checkpoint(fut.result(), *meta)
+            wrote = True
+        if wrote:
+            self.flush()
+
+    def _write_snapshot(self, epoch: int, g_chunks: list[bytes], l_chunks: list[bytes]) -> None:
+        check_space(self.path, sum(map(len, g_chunks)) + sum(map(len, l_chunks)) + self._buf_rows * OPS_DTYPE.itemsize)
+        sg = self.f["snapshots"]
+        n = sg["epoch"].shape[0]
+        for k in ("epoch", "g_code", "level"):
+            sg[k].resize((n + 1, *sg[k].shape[1:]))
+        for t in range(self.n_tiles):
+            sg["g_code"].id.write_direct_chunk((n, t, 0, 0), g_chunks[t])
+            sg["level"].id.write_direct_chunk((n, t, 0, 0), l_chunks[t])
+        sg["epoch"][n] = epoch
+
+    def _write_checkpoint(self, zblob: bytes, epoch: int, ops_rows: int, epochs_rows: int, snap_rows: int) -> None:
+        check_space(self.path, len(zblob))
         cg = self.f["checkpoint"]
         idx = cg["index"][()]
         slot = 1 if int(idx[0]) == 0 else 0
         ds = cg["blob_b" if slot else "blob_a"]
-        data = np.frombuffer(zlib.compress(blob, 1), dtype=np.uint8)
+        data = np.frombuffer(zblob, dtype=np.uint8)
         if ds.shape[0] < data.size:  # grow only: a slot keeps its chunks, later checkpoints overwrite them
             ds.resize((data.size,))
         ds[: data.size] = data
         self.f.flush()
-        cg["index"][:] = np.array(
-            [slot, data.size, epoch, self.f["ops"].shape[0], self.f["epochs"].shape[0],
-             self.f["snapshots"]["epoch"].shape[0]], dtype="<i8"
-        )
+        cg["index"][:] = np.array([slot, data.size, epoch, ops_rows, epochs_rows, snap_rows], dtype="<i8")
         self.f.flush()
 
     def close(self, status: str = "finished", compact: bool = True) -> None:
@@ -522,20 +645,33 @@ class RunLogWriter:
                 self.lock.release()
             return
         err: RunLogError | None = None
+        late: Exception | None = None
         try:
             try:
                 if self._broken is None:  # after a failed write, only close: that error was raised already
                     try:
+                        self.drain()  # snapshots and checkpoints already submitted are data already logged
+                    except RunLogError as exc:
+                        err = exc
+                    except Exception as exc:
+                        late = exc
+                        self._pending.clear()
+                if self._broken is None:
+                    try:
                         self.flush()
                     except DiskSpaceError as exc:  # nothing written: the reserve still holds the status
                         err, status = exc, "failed"
-                    self.f["status"][0] = STATUS_CODES[status]
+                    self.f["status"][0] = STATUS_CODES[status if late is None else "failed"]
                     self.f.flush()
             except RunLogError as exc:
                 err = err or exc
             except OSError as exc:
                 err = self._broken = disk_error(self.path, exc, "cannot write")
             finally:
+                self._pending.clear()
+                if self._pool is not None:
+                    self._pool.shutdown(wait=True)
+                    self._pool = None
                 with contextlib.suppress(*H5_ERRORS):  # after a full disk the close itself can fail
                     self.f.close()
             if compact and self._broken is None and err is None:
@@ -546,6 +682,9 @@ class RunLogWriter:
                 self.lock.release()
         if err is not None:
             raise err
+        if late is not None:
+            raise RunLogError(f"{self.path}: the last snapshot or checkpoint could not be written ({late}); "
+                              "the operations logged before it are kept") from late
 
 
 def _open_for_append(p: Path) -> h5py.File:
@@ -595,8 +734,9 @@ def _check_format_inner(f: h5py.File, p: Path) -> None:
     if fmt != FORMAT_NAME:
         raise RunLogError(f"{p} is an HDF5 file but not an hwloop run log (format {fmt!r})")
     ver = int(f.attrs.get("format_version", -1))
-    if ver != FORMAT_VERSION:
-        raise RunLogError(f"{p}: run log format version {ver} is not supported (this hwloop reads {FORMAT_VERSION})")
+    if ver not in READ_VERSIONS:
+        raise RunLogError(f"{p}: run log format version {ver} is not supported (this hwloop reads "
+                          f"{', '.join(map(str, READ_VERSIONS))}); use the hwloop version that wrote it")
     for name in ("ops", "epochs", "snapshots", "checkpoint", "status"):
         if name not in f:
             raise RunLogError(f"{p}: run log is missing '/{name}'; the file is incomplete or corrupt")
@@ -646,7 +786,7 @@ class RunLog:
         try:
             for name in ("ops", "epochs", "status", "heartbeat"):
                 self.f[name].refresh()
-            for k in ("epoch", "g_us", "level"):
+            for k in _snapshot_keys(self.f["snapshots"]):
                 self.f["snapshots"][k].refresh()
         except H5_ERRORS as exc:
             raise self._damaged("its tables", exc) from exc
@@ -736,8 +876,15 @@ class RunLog:
             raise self._damaged("/snapshots/epoch", exc) from exc
 
     def snapshot(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Snapshot row ``k``: read conductances (µS, float32) and nominal levels (int8), (n_tiles, 128, 128)."""
         sg = self.f["snapshots"]
         try:
-            return sg["g_us"][k], sg["level"][k]
+            if "g_code" in sg:
+                return decode_g_us(sg["g_code"][k]), sg["level"][k]
+            return sg["g_us"][k], sg["level"][k]  # format 1
         except H5_ERRORS as exc:
             raise self._damaged(f"snapshot {k}", exc) from exc
+
+
+def _snapshot_keys(sg: h5py.Group) -> tuple[str, ...]:
+    return ("epoch", "g_code" if "g_code" in sg else "g_us", "level")

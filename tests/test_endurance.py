@@ -135,7 +135,9 @@ def test_failed_devices_are_worn_out_ones(tmp_path: Path) -> None:
     assert s["failed"] > 0
     # independent: last two snapshots + RESET rows between them, straight from the file
     with h5py.File(path, "r", swmr=True) as f:
-        g1, g2 = f["snapshots/g_us"][-2].reshape(-1), f["snapshots/g_us"][-1].reshape(-1)
+        gc = f["snapshots/g_code"]  # format 2: g_us = g_offset_us + g_lsb_us * code (docs/runlog-schema.md)
+        g1, g2 = (gc.attrs["g_offset_us"] + gc.attrs["g_lsb_us"] * gc[k].reshape(-1).astype(np.float64)
+                  for k in (-2, -1))
         l1, l2 = f["snapshots/level"][-2].reshape(-1), f["snapshots/level"][-1].reshape(-1)
         ops = f["ops"][()]
         steps = f["epochs"]["step"][-2:]

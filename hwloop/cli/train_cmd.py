@@ -22,6 +22,7 @@ _FIELDS = {
     "model": "model", "bn_eval": "bn_eval", "lr_decay": "lr_decay", "ws_source": "ws_source", "clamp": "clamp",
     "program": "program", "verify_tolerance": "verify_tolerance", "verify_max_pulses": "verify_max_pulses",
     "wear_strikes": "wear_strikes", "retention_model": "retention_model", "endurance_model": "endurance_model",
+    "device": "device", "flush_s": "flush_s",
 }
 _D = TrainConfig()
 
@@ -83,7 +84,7 @@ _D = TrainConfig()
 @click.option("--program", type=click.Choice(["single-shot", "verify"]), default=_D.program, show_default=True,
               help="Device programming: one RESET+SET (the paper's), or program-and-verify (retry until the read "
               "is within the level's window).")
-@click.option("--verify-tolerance", type=click.FloatRange(min=0, min_open=True, max=1e6), default=_D.verify_tolerance,
+@click.option("--verify-tolerance", type=FiniteFloat(min=0, min_open=True, max=1e6), default=_D.verify_tolerance,
               show_default=True, help="Verify window: median +- this many sigma of the level (calibration).")
 @click.option("--verify-max-pulses", type=click.IntRange(1, 255), default=_D.verify_max_pulses, show_default=True,
               help="Verify budget: SET attempts (each after a RESET) per program.")
@@ -94,6 +95,12 @@ _D = TrainConfig()
 @click.option("--wear-strikes", type=click.IntRange(min=0), default=_D.wear_strikes, show_default=True,
               help="Mark a device worn after this many programs in a row whose read-back is in the wrong state "
               "class (real chips and --program verify; 0: never).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_D.device, show_default=True,
+              help="Torch device of the model and optimizer (auto: cuda when a GPU is visible). The chip stays on "
+                   "the host; only changed weights cross.")
+@click.option("--flush-s", type=FiniteFloat(min=0, max=3600), default=_D.flush_s, show_default=True,
+              help="Group commit: flush the run log at most every this many seconds (and at every epoch end, "
+                   "checkpoint and stop). A killed run loses at most this much of its operation log.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (final_acc per task, log, ...).")
 @click.pass_context

@@ -15,8 +15,9 @@ MODELS = ("qnn", "bnn")
 BN_EVAL_MODES = ("batch", "running")
 WS_SOURCES = ("nominal", "read")
 CLAMP_MODES = ("hard", "none", "soft")
+DEVICES = ("auto", "cpu", "cuda")
 #: configuration keys that may differ when resuming (they don't change the experiment)
-RESUME_FREE = {"out", "resume", "progress", "data_dir", "download", "threads", "bench"}
+RESUME_FREE = {"out", "resume", "progress", "data_dir", "download", "threads", "bench", "device", "flush_s"}
 
 
 @dataclass
@@ -45,6 +46,8 @@ class TrainConfig:
     verify_data: bool = True
     out: str | None = None
     threads: int | None = None
+    device: str = "auto"  # torch device of the model and optimizer (the chip stays on the host)
+    flush_s: float = 1.0  # group commit: the run log is flushed at most this often (and at every epoch end)
     progress: bool = True
     #: qnn: the paper's metaplastic QNN; bnn: Laborieux et al.'s metaplastic BNN (``--chip none`` only)
     model: str = "qnn"
@@ -109,6 +112,10 @@ class TrainConfig:
             raise ConfigError(f"--verify-tolerance must be a finite number > 0, got {self.verify_tolerance}")
         if not 1 <= self.verify_max_pulses <= 255 or self.wear_strikes < 0:
             raise ConfigError("--verify-max-pulses must be 1..255 and --wear-strikes >= 0")
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown --device {self.device!r}; choose auto, cpu or cuda")
+        if not (0 <= self.flush_s <= 3600):  # also refuses NaN
+            raise ConfigError(f"--flush-s {self.flush_s} must be a number of seconds between 0 and 3600")
         if self.chip == "real" and not self.bench:
             raise ConfigError("--chip real needs --bench FILE (e.g. the bench printed by `hwloop emulate`)")
 

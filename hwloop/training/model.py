@@ -20,6 +20,20 @@ from torch.nn import functional as F
 from hwloop.training.config import BN_EVAL_MODES, BN_MODES
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the weights read from the chip (``w_used``, as they are); backward: the gradient goes to
+    the hidden weight unchanged. No full-size temporaries, unlike ``weight + (w_used - weight).detach()``
+    (which also rounds: it is not exactly ``w_used`` in float32)."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, w_used: torch.Tensor) -> torch.Tensor:
+        return w_used.view_as(w_used)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
 class QLinear(nn.Module):
     """Linear layer whose forward uses ``w_used`` with a straight-through gradient to ``weight``."""
 
@@ -32,8 +46,7 @@ class QLinear(nn.Module):
         self.register_buffer("w_used", torch.zeros(out_features, in_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight + (self.w_used - self.weight).detach()
-        return F.linear(x, w)
+        return F.linear(x, _StraightThrough.apply(self.weight, self.w_used))
 
 
 class QMLP(nn.Module):

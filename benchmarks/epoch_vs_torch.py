@@ -1,0 +1,211 @@
+"""Epoch time of the hardware loop over a plain PyTorch loop of the same network, measured in one process.
+
+The baseline is an ordinary PyTorch training loop: the paper's 784-512-512-10 MLP (no biases, BatchNorm1d
+after every layer with batch statistics, ReLU), the same MNIST arrays, batch 100, shuffled the same way,
+``torch.optim.Adam``, and the test set evaluated at the end of the epoch as the loop does. Against it:
+
+- ``--chip sim``: m* = 3 after a 1-epoch warm-up (m* = 0), every operation logged (the run log as a
+  normal run writes it); the timed epoch is the second one, the first at m* = 3
+- ``--chip none``: the same configuration, ideal levels, no device
+
+Each hwloop epoch time is the ``wall_s`` of the run log's epoch row (training steps, programming, the
+full-array read, evaluation; the off-thread checkpoint serialisation overlaps the next epoch). The torch
+epoch time is the median of ``--torch-reps`` epochs after one warm-up epoch.
+
+``log_mb_full_protocol`` is extrapolated, not measured: from the measured sizes in the sim run's log
+(bytes per /ops row, one snapshot, the two checkpoint slots, the calibration copy) and per-epoch op counts
+from the reduced-protocol log given with ``--protocol-log`` (see ``extrapolate_log_mb``). Without it, the
+sim run's own two epochs stand for the warm-up and the m* epochs.
+
+    python benchmarks/epoch_vs_torch.py [--threads 2] [--torch-reps 2] [--protocol-log runs/x.h5]
+
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hwloop.orchestrator import TrainConfig, train
+from hwloop.training.data import load_task
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_overhead import data_dir
+
+
+class PlainMLP(nn.Module):
+    def __init__(self, hidden: int = 512) -> None:
+        super().__init__()
+        self.fc = nn.ModuleList(
+            [
+                nn.Linear(784, hidden, bias=False),
+                nn.Linear(hidden, hidden, bias=False),
+                nn.Linear(hidden, 10, bias=False),
+            ]
+        )
+        self.bn = nn.ModuleList(nn.BatchNorm1d(n, track_running_stats=False) for n in (hidden, hidden, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (fc, bn) in enumerate(zip(self.fc, self.bn, strict=True)):
+            x = bn(fc(x))
+            if i < 2:
+                x = F.relu(x)
+        return x
+
+
+def torch_epoch(model: nn.Module, opt: torch.optim.Optimizer, task, epoch: int, batch: int) -> float:
+    t0 = time.perf_counter()
+    model.train()
+    order = np.random.default_rng([0, epoch]).permutation(len(task.y_train))
+    for b in range(len(order) // batch):
+        sel = order[b * batch : (b + 1) * batch]
+        x, y = torch.from_numpy(task.x_train[sel]), torch.from_numpy(task.y_train[sel])
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        xt, yt = torch.from_numpy(task.x_test), torch.from_numpy(task.y_test)
+        correct = sum(
+            int((model(xt[s : s + 1000]).argmax(1) == yt[s : s + 1000]).sum()) for s in range(0, len(yt), 1000)
+        )
+    assert correct > 0
+    return time.perf_counter() - t0
+
+
+def hwloop_epoch(chip: str, tmp: Path, ddir: str | None, verify: bool, threads: int) -> tuple[float, Path]:
+    out = tmp / f"{chip}.h5"
+    cfg = TrainConfig(
+        tasks="mnist",
+        epochs_per_task=2,
+        warmup=1,
+        m_star=3.0,
+        hidden=512,
+        chip=chip,
+        data_dir=ddir,
+        verify_data=verify,
+        out=str(out),
+        progress=False,
+        threads=threads,
+        device="cpu",
+    )
+    train(cfg)
+    with h5py.File(out, "r") as f:
+        return float(f["epochs"]["wall_s"][1]), out
+
+
+def storage(f: h5py.File, name: str) -> int:
+    return int(f[name].id.get_storage_size())
+
+
+def extrapolate_log_mb(sim_log: Path, protocol_log: Path | None, epochs_per_task: int = 50, warmup: int = 10) -> dict:
+    """Full-protocol log size from measured parts (see the module docstring): sizes from ``sim_log``; op rows
+    per epoch from ``protocol_log`` (a reduced protocol): its warm-up epochs' mean for each of the
+    ``warmup`` epochs, then per task its measured m* epochs, and its last epoch of that task for each
+    remaining epoch (an upper bound: op counts keep falling within a task)."""
+    with h5py.File(sim_log, "r") as f:
+        ops_rows = int(f["ops"].shape[0])
+        bytes_per_row = storage(f, "ops") / max(ops_rows, 1)
+        sg = f["snapshots"]
+        n_snap = int(sg["epoch"].shape[0])
+        snap_bytes = sum(storage(sg, k) for k in sg) / n_snap
+        ck_bytes = sum(storage(f["checkpoint"], k) for k in f["checkpoint"])
+        fixed = sum(o.id.get_storage_size() for o in _datasets(f["calibration"]))
+    src = protocol_log or sim_log
+    with h5py.File(src, "r") as f:
+        ep = f["epochs"][()]
+    rows = np.diff(np.concatenate([[0], ep["ops_rows"]])).astype(float)
+    warm = ep["m_star"] == 0
+    total_rows = warmup * (float(rows[warm].mean()) if warm.any() else 0.0)
+    tasks = np.unique(ep["task"])
+    for t in tasks:
+        meta = rows[(ep["task"] == t) & ~warm]
+        if meta.size == 0:
+            continue
+        left = epochs_per_task - (warmup if t == tasks[0] else 0) - meta.size
+        total_rows += float(meta.sum()) + max(left, 0) * float(meta[-1])
+    total_rows *= 2 / max(tasks.size, 1) if tasks.size != 2 else 1.0  # the full protocol has two tasks
+    ops_bytes = bytes_per_row * total_rows
+    epochs = 2 * epochs_per_task
+    total = fixed + ck_bytes + (epochs + 1) * snap_bytes + ops_bytes
+    return {
+        "log_mb_full_protocol": round(total / 1e6, 1),
+        "log_mb_is": "extrapolated",
+        "log_mb_extrapolated_from": str(src),
+        "snapshot_mb": round(snap_bytes / 1e6, 3),
+        "snapshots_mb_full_protocol": round((epochs + 1) * snap_bytes / 1e6, 1),
+        "checkpoints_mb": round(ck_bytes / 1e6, 2),
+        "ops_bytes_per_row": round(bytes_per_row, 3),
+        "ops_rows_full_protocol": int(total_rows),
+        "ops_mb_full_protocol": round(ops_bytes / 1e6, 1),
+    }
+
+
+def _datasets(g: h5py.Group) -> list[h5py.Dataset]:
+    out: list[h5py.Dataset] = []
+    g.visititems(lambda _n, o: out.append(o) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--torch-reps", type=int, default=2)
+    ap.add_argument(
+        "--protocol-log",
+        type=Path,
+        default=None,
+        help="a reduced-protocol run log whose per-epoch op counts feed log_mb_full_protocol",
+    )
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        ddir, verify, source = data_dir(tmp)
+        task = load_task("mnist", ddir, verify=verify)
+        torch.manual_seed(0)
+        model = PlainMLP()
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        torch_epoch(model, opt, task, 0, 100)  # warm-up
+        t_torch = [torch_epoch(model, opt, task, e, 100) for e in range(1, a.torch_reps + 1)]
+        t_sim, sim_log = hwloop_epoch("sim", tmp, ddir, verify, a.threads)
+        t_none, _ = hwloop_epoch("none", tmp, ddir, verify, a.threads)
+        t_torch.append(torch_epoch(model, opt, task, a.torch_reps + 1, 100))  # once more, after the loops
+        sizes = extrapolate_log_mb(sim_log, a.protocol_log)
+    med = statistics.median(t_torch)
+    print(
+        json.dumps(
+            {
+                "benchmark": "epoch_vs_torch",
+                "data": source,
+                "threads": a.threads,
+                "hidden": 512,
+                "batch": 100,
+                "epoch_s_torch": round(med, 3),
+                "epoch_s_torch_all": [round(t, 3) for t in t_torch],
+                "epoch_s_sim_mstar3": round(t_sim, 3),
+                "epoch_s_none_mstar3": round(t_none, 3),
+                "ratio_sim_to_torch": round(t_sim / med, 3),
+                "ratio_none_to_torch": round(t_none / med, 3),
+                "goal_ratio_sim": 1.5,
+                **sizes,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

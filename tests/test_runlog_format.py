@@ -1,0 +1,190 @@
+"""Run-log format 2 (compact snapshots, off-thread compression, group commit) and reading format 1 logs.
+
+``tests/data/runlog-v1.h5.gz`` is a small run log written by hwloop at 93517e8 (format 1: float32
+snapshots), before the format changed: 784-8-8-10, MNIST then Fashion-MNIST for 1 epoch each on the sim
+chip, synthetic data. ``endurance``, ``report`` and ``runs ls`` must keep reading it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hwloop.chip.default_table import default_table
+from hwloop.cli import cli
+from hwloop.errors import RunLogError
+from hwloop.runlog import FORMAT_VERSION, G_LSB_US, RunLog, RunLogWriter, decode_g_us, encode_g_us
+
+V1_LOG = Path(__file__).parent / "data" / "runlog-v1.h5.gz"
+
+
+@pytest.fixture()
+def v1_log(tmp_path: Path) -> Path:
+    out = tmp_path / "runs" / "old.h5"
+    out.parent.mkdir()
+    out.write_bytes(gzip.decompress(V1_LOG.read_bytes()))
+    return out
+
+
+def test_v1_log_reads_through_the_api(v1_log: Path) -> None:
+    with RunLog(v1_log) as log:
+        assert int(log.attrs["format_version"]) == 1 and log.status == "finished"
+        assert log.snapshot_epochs().tolist() == [0, 1, 2]
+        g, lv = log.snapshot(2)
+        assert g.dtype == np.float32 and lv.dtype == np.int8 and g.shape == (3, 128, 128)
+        used = lv >= 0
+        assert used.sum() > 12_000 and np.all(g[lv > 0] > g[lv == 0].mean())
+        assert len(log.epochs()) == 2 and log.ops.shape[0] > 40_000
+
+
+def test_v1_log_endurance_report_and_runs_ls(v1_log: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["endurance", str(v1_log), "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output)
+    assert s["total_ops"] == 13810 and s["devices"] == 12832
+    r = CliRunner().invoke(cli, ["report", str(v1_log), "-o", str(tmp_path / "rep"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "rep" / "report.md").exists()
+    r = CliRunner().invoke(cli, ["runs", "ls", str(v1_log.parent), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "old.h5" in r.output and "finished" in r.output
+
+
+def test_v1_log_cannot_be_resumed(v1_log: Path) -> None:
+    with pytest.raises(RunLogError, match="older hwloop"):
+        RunLogWriter.reopen(v1_log)
+
+
+def test_snapshot_code_resolution_and_nan() -> None:
+    g = np.array([-25.0, -20.0, 0.0, 0.004, 3.14159, 124.1, 600.0, 700.0, np.nan], dtype=np.float32)
+    back = decode_g_us(encode_g_us(g))
+    inside = slice(1, 7)
+    np.testing.assert_allclose(back[inside], g[inside], atol=G_LSB_US / 2 + 1e-4)
+    assert back[0] == pytest.approx(-20.0) and back[7] == pytest.approx(-20 + 65534 * G_LSB_US)  # saturate
+    assert np.isnan(back[8])
+
+
+def _writer(path: Path, n_tiles: int = 2) -> RunLogWriter:
+    return RunLogWriter.create(
+        path,
+        config={},
+        table=default_table(),
+        tasks=["a"],
+        n_tiles=n_tiles,
+        tile_backends=["sim"] * n_tiles,
+        chip="sim",
+        seed=0,
+    )
+
+
+def test_snapshots_written_off_thread_read_back_in_order(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "s.h5")
+    rng = np.random.default_rng(0)
+    snaps = []
+    for e in range(4):
+        g = rng.uniform(0, 130, (2, 128, 128)).astype(np.float32)
+        lv = rng.integers(-1, 9, (2, 128, 128)).astype(np.int8)
+        snaps.append((g.copy(), lv.copy()))
+        w.submit_snapshot(e, g, lv)
+        g[:] = -1  # the writer took a copy
+    w.close()
+    with RunLog(tmp_path / "s.h5") as log:  # (HDF5 refuses a second, differently opened handle in one process)
+        assert log.snapshot_epochs().tolist() == [0, 1, 2, 3]
+        for e, (g, lv) in enumerate(snaps):
+            got_g, got_l = log.snapshot(e)
+            np.testing.assert_allclose(got_g, g, atol=G_LSB_US / 2 + 1e-4)
+            np.testing.assert_array_equal(got_l, lv)
+        tile1 = log.snapshot(0)[0][1]
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert f["snapshots"]["g_code"].dtype == np.uint16 and int(f.attrs["format_version"]) == FORMAT_VERSION
+        # the raw chunks are ordinary HDF5 (shuffle + gzip): h5py decodes them on its own
+        np.testing.assert_array_equal(f["snapshots"]["g_code"][0, 1], encode_g_us(tile1))
+
+
+def test_checkpoint_counts_are_taken_at_submission(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "c.h5", n_tiles=1)
+    from hwloop.chip.base import Op
+
+    idx = np.arange(10)
+    w.listener(Op.RESET, idx, np.zeros(10, np.int8), np.full(10, np.nan, np.float32))
+    w.submit_snapshot(0, np.zeros((1, 128, 128), np.float32), np.zeros((1, 128, 128), np.int8))
+    w.submit_checkpoint(lambda: b"state-at-10-rows", 1)
+    w.listener(Op.RESET, idx, np.zeros(10, np.int8), np.full(10, np.nan, np.float32))  # after the checkpoint
+    w.close()
+    w2, info, blob = RunLogWriter.reopen(tmp_path / "c.h5")
+    w2.close()
+    assert blob == b"state-at-10-rows" and info.ops_rows == 10 and info.snapshots_rows == 1
+
+
+def test_group_commit_flushes_at_most_every_flush_s(tmp_path: Path) -> None:
+    from hwloop.chip.base import Op
+
+    w = _writer(tmp_path / "g.h5", n_tiles=1)
+    w.flush_s = 0.3
+    idx = np.arange(5)
+    flushed = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.0:
+        w.listener(Op.RESET, idx, np.zeros(5, np.int8), np.full(5, np.nan, np.float32))
+        if w.maybe_flush():
+            flushed.append(time.monotonic() - t0)
+        time.sleep(0.01)
+    assert 2 <= len(flushed) <= 4 and all(b - a >= 0.29 for a, b in itertools.pairwise(flushed))
+    logical = w.ops_rows
+    assert logical - w.f["ops"].shape[0] > 0  # rows since the last flush are only in memory ...
+    w.close()
+    with RunLog(tmp_path / "g.h5") as log:
+        assert log.ops.shape[0] == logical  # ... and close (any stop) writes them
+
+
+_KILL_WRITER = r"""
+import sys, numpy as np
+from hwloop.chip.base import Op
+from hwloop.chip.default_table import default_table
+from hwloop.runlog import RunLogWriter
+w = RunLogWriter.create(sys.argv[1], config={}, table=default_table(), tasks=["a"], n_tiles=1,
+                        tile_backends=["sim"], chip="sim", seed=0)
+idx = np.arange(16384)
+n = 0
+while True:  # back-to-back flushes of 3 x 16384 rows: a kill lands inside a flush most of the time
+    for op in (Op.RESET, Op.SET, Op.READ):
+        w.listener(op, idx, np.ones(idx.size, np.int8), np.full(idx.size, 1.0, np.float32))
+    w.flush()
+    n += 1
+    print(n, flush=True)
+"""
+
+
+def test_kill_9_mid_flush_keeps_every_completed_flush(tmp_path: Path) -> None:
+    path = tmp_path / "k.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_WRITER, str(path)], stdout=subprocess.PIPE, text=True, env={**os.environ}
+    )
+    assert proc.stdout is not None
+    done = 0
+    while done < 5:
+        line = proc.stdout.readline()
+        assert line, "the writer died before it flushed"
+        done = int(line)
+    time.sleep(0.013)  # somewhere inside a later flush
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with RunLog(path) as log:
+        assert log.status == "crashed"
+        rows = log.ops.shape[0]
+        assert rows >= done * 3 * 16384 and rows % (3 * 16384) == 0  # whole flushes only
+        assert np.all(log.ops[-16384:]["op"] == 3)  # the last flush is complete, down to its READs
+    r = CliRunner().invoke(cli, ["endurance", str(path), "--json"])
+    assert r.exit_code == 0, r.output
