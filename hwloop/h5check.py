@@ -134,7 +134,8 @@ def open_swmr_bounded(path: Path, attempts: int = SWMR_READ_ATTEMPTS) -> h5py.Fi
         return h5py.File(path, "r", libver="latest", swmr=True)
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
-    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    # fclose degree left at HDF5's default, as h5py does: a second handle on a file this process already
+    # has open (a writer watching its own log, a dashboard in the same process) must use the same degree
     if fn(fapl.id, max(1, int(attempts))) < 0:
         return h5py.File(path, "r", libver="latest", swmr=True)
     fid = h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ, fapl=fapl)
