@@ -51,7 +51,8 @@ def make_corpus(clean: Path, crashed: Path, out: Path, seed: int = 0) -> dict[st
             fh.truncate(size - 1000)
         for off in (60, 100, 400):
             _xor(copy(f"metadata-{off}"), off, 8)
-        with h5py.File(base, "r", libver="latest", swmr=True) as f:  # the conductance dataset of the log's format (2: g_code, 1: g_us)
+        # the conductance dataset of the log's format (2: g_code, 1: g_us)
+        with h5py.File(base, "r", libver="latest", swmr=True) as f:
             g_name = "snapshots/g_code" if "g_code" in f["snapshots"] else "snapshots/g_us"
         for ds_name in ("ops", g_name, "checkpoint/blob_a"):
             off, n = _chunk_extent(base, ds_name)
