@@ -22,7 +22,7 @@ from hwloop.errors import RunLogError
 from hwloop.orchestrator import Trainer, _default_out, resolve_device
 from hwloop.runlog import RunLog, RunLogWriter
 from hwloop.training.bnn import AdamMeta, BinaryMLP
-from hwloop.training.config import RESUME_FREE, TrainConfig
+from hwloop.training.config import TrainConfig, check_same_experiment
 from hwloop.training.data import load_task, parse_tasks
 
 
@@ -90,12 +90,7 @@ class BnnTrainer(Trainer):
     def _resume(self, path: str) -> None:
         with RunLog(path) as log:
             stored = log.config
-        mine = self.cfg.experiment()
-        theirs = {k: v for k, v in {**asdict(TrainConfig()), **stored}.items() if k not in RESUME_FREE}
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if diff:
-            detail = ", ".join(f"{k}: log {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:4])
-            raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
+        check_same_experiment(path, stored, self.cfg)
         self.cfg.out = path
         self.writer, info, blob = RunLogWriter.reopen(path)
         ck = torch.load(io.BytesIO(blob), weights_only=False, map_location=self.device)

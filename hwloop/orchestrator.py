@@ -32,12 +32,13 @@ from torch.nn import functional as F
 
 from hwloop import __version__
 from hwloop.characterise.wear import LEVEL_WORN, LevelProgrammer, programmer_for
-from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Chip
+from hwloop.chip.base import CELLS_PER_TILE, Chip
 from hwloop.chip.cdf import CdfTable
+from hwloop.chip.composite import CompositeChip
+from hwloop.chip.factory import check_tile_geometry, load_table_option, open_chip
 from hwloop.chip.models import load_sim_models
 from hwloop.crossbar import CrossbarMap
 from hwloop.errors import ConfigError, RunLogError
-from hwloop.intlist import parse_int_list
 from hwloop.progress import NoBar
 from hwloop.resume_real import (
     apply_kept_ops,
@@ -49,7 +50,7 @@ from hwloop.resume_real import (
 from hwloop.runlock import RunLock, refuse_if_held
 from hwloop.runlog import RunLog, RunLogWriter
 from hwloop.signals import check_stop, cooperative
-from hwloop.training.config import RESUME_FREE, TrainConfig
+from hwloop.training.config import TrainConfig, check_same_experiment
 from hwloop.training.data import Task, load_task, parse_tasks
 from hwloop.training.levels import LevelSet
 from hwloop.training.model import QMLP
@@ -262,38 +263,16 @@ class ChipWeights:
 
 
 # ---------------------------------------------------------------------------- building blocks
-def _parse_real_tiles(spec: str | None, n_tiles: int, bench_tiles: int) -> list[int]:
-    if spec is None or spec == "":
-        return list(range(min(bench_tiles, n_tiles)))
-    tiles = parse_int_list(spec, "--real-tiles", upper=n_tiles)
-    if len(tiles) > bench_tiles:
-        raise ConfigError(f"--real-tiles asks for {len(tiles)} tiles but the bench holds {bench_tiles}")
-    return tiles
-
-
 def build_chip_for_run(cfg: TrainConfig, n_tiles: int, table: CdfTable) -> tuple[Chip | None, list[str]]:
-    """The chip for a run and the backend label of every tile."""
-    from hwloop.chip.sim import SimChip
-
+    """The chip for a run (``hwloop.chip.factory.open_chip``) and the backend label of every tile."""
     if cfg.chip == "none":
         return None, ["none"] * n_tiles
     models = load_sim_models(cfg.retention_model, cfg.endurance_model)  # measured models for the sim tiles
     if cfg.chip == "sim":
-        return SimChip(n_tiles=n_tiles, table=table, seed=cfg.seed, **models), ["sim"] * n_tiles
-    from hwloop.chip.composite import CompositeChip
-    from hwloop.chip.real import RealChip
-
-    real = RealChip.from_bench_file(cfg.bench, table=table)
-    try:
-        real_tiles = _parse_real_tiles(cfg.real_tiles, n_tiles, real.n_tiles)
-        sim_tiles = [t for t in range(n_tiles) if t not in set(real_tiles)]
-        parts: list[tuple[str, Chip, list[int]]] = [("real", real, real_tiles)]
-        if sim_tiles:
-            parts.append(("sim", SimChip(n_tiles=len(sim_tiles), table=table, seed=cfg.seed, **models), sim_tiles))
-        chip = CompositeChip(parts, n_tiles, table)
-    except BaseException:
-        real.close()
-        raise
+        return open_chip("sim", n_tiles=n_tiles, table=table, seed=cfg.seed, sim_models=models), ["sim"] * n_tiles
+    chip = open_chip("real", n_tiles=n_tiles, table=table, seed=cfg.seed, bench=cfg.bench,
+                     real_tiles=cfg.real_tiles or "", sim_models=models)
+    assert isinstance(chip, CompositeChip)
     return chip, chip.tile_labels()
 
 
@@ -385,16 +364,7 @@ class Trainer:
         self.acc_after_task: dict[str, dict[str, float]] = {}
 
     def _load_table(self) -> CdfTable:
-        from hwloop.cli.common import load_cdf_option
-
-        table = load_cdf_option(self.cfg.calibration)
-        rows, cols = table.extra.get("rows", ROWS), table.extra.get("cols", COLS)
-        if (rows, cols) != (ROWS, COLS):
-            raise ConfigError(
-                f"calibration {table.source_path} was measured on a {rows}x{cols} array, but hwloop maps weights "
-                f"onto {ROWS}x{COLS} tiles: calibrate this chip with `hwloop calibrate`"
-            )
-        return table
+        return check_tile_geometry(load_table_option(self.cfg.calibration))
 
     def _bind_weights(self) -> None:
         """Make every layer's ``w_used`` a view of one flat weight vector: on CPU the very vector the chip
@@ -487,13 +457,7 @@ class Trainer:
             with RunLog(path) as log:
                 stored = log.config
                 backends = log.tile_backends
-            mine = self.cfg.experiment()
-            # a key missing from an older log had its default's behaviour then
-            theirs = {k: v for k, v in {**asdict(TrainConfig()), **stored}.items() if k not in RESUME_FREE}
-            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            if diff:
-                detail = ", ".join(f"{k}: log {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:4])
-                raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
+            check_same_experiment(path, stored, self.cfg)
             self.cfg.out = path
             self.chip, _ = build_chip_for_run(self.cfg, self.cmap.n_tiles, self.table)
         except BaseException:

@@ -21,8 +21,9 @@ import click
 import numpy as np
 
 from hwloop.chip.base import CELLS_PER_TILE, Chip
+from hwloop.chip.factory import CHIP_KINDS, load_table_option, open_chip
 from hwloop.cli import cli
-from hwloop.cli.common import CHIP_CHOICES, echo_json, load_cdf_option
+from hwloop.cli.common import echo_json
 from hwloop.errors import CalibrationError, ConfigError
 
 
@@ -39,7 +40,7 @@ def chip_options(f: Callable) -> Callable:
         click.option(
             "--chip",
             "kind",
-            type=click.Choice(CHIP_CHOICES),
+            type=click.Choice(CHIP_KINDS),
             default="sim",
             show_default=True,
             help="Backend: the simulated chip, or the real bench (--bench; the virtual bench too).",
@@ -113,47 +114,40 @@ def _finite(name: str, v: float) -> None:
         raise ConfigError(f"--{name} must be a finite number, got {v}")
 
 
-def open_chip(kw: dict[str, Any], n_devices: int) -> tuple[Chip, str]:
-    """The chip named by the shared options, and its id."""
-    from hwloop.chip.models import load_endurance_model, load_retention_model
+def open_shared_chip(kw: dict[str, Any], n_devices: int) -> tuple[Chip, str]:
+    """The chip named by the shared options (``hwloop.chip.factory.open_chip``), and its id."""
+    from hwloop.chip.models import load_sim_models
+    from hwloop.chip.sim import SimConfig
 
-    kind, bench, seed = kw["kind"], kw["bench"], kw["seed"]
-    table = load_cdf_option(kw["cdf"])
+    kind, seed = kw["kind"], kw["seed"]
+    table = load_table_option(kw["cdf"])
     sim_only = {
         "--retention": kw["retention_model"],
         "--endurance-model": kw["endurance_model"],
         "--relax-rel": kw["relax_rel"] or None,
     }
-    if kind == "real":
-        given = [k for k, v in sim_only.items() if v]
-        if given:
-            raise ConfigError(
-                f"{', '.join(given)} set the simulated chip's models; they cannot be used with --chip real"
-            )
-        if not bench:
-            raise ConfigError(
-                "--chip real needs --bench FILE (a bench configuration, e.g. the one `hwloop emulate` prints)"
-            )
-        from hwloop.chip.real import RealChip
-
-        chip: Chip = RealChip.from_bench_file(bench, table=table)
-        cid = kw["chip_id"] or str(getattr(chip, "bench").name or "real")  # noqa: B009
-        if n_devices > chip.n_devices:
-            chip.close()
-            raise ConfigError(
-                f"{n_devices} devices do not fit on the bench's {chip.n_devices} devices: give fewer --devices"
-            )
-        return chip, cid
-    from hwloop.chip.sim import SimChip, SimConfig
-
-    ret = load_retention_model(kw["retention_model"]) if kw["retention_model"] else None
-    end = load_endurance_model(kw["endurance_model"]) if kw["endurance_model"] else None
-    cfg = SimConfig.default().with_(relax_rel=kw["relax_rel"], relax_tau_s=kw["relax_tau_s"])
+    given = [k for k, v in sim_only.items() if v]
+    if kind == "real" and given:
+        raise ConfigError(f"{', '.join(given)} set the simulated chip's models; they cannot be used with --chip real")
     n_tiles = max(1, -(-n_devices // CELLS_PER_TILE))
-    if n_tiles > 64:
+    if kind == "sim" and n_tiles > 64:
         raise ConfigError(f"{n_devices} devices need {n_tiles} tiles; give at most {64 * CELLS_PER_TILE:,} devices")
-    chip = SimChip(n_tiles=n_tiles, table=table, config=cfg, seed=seed, retention=ret, endurance=end)
-    return chip, kw["chip_id"] or f"sim-seed{seed}"
+    chip = open_chip(
+        kind,
+        n_tiles=n_tiles,
+        table=table,
+        seed=seed,
+        bench=kw["bench"],
+        sim_models=load_sim_models(kw["retention_model"], kw["endurance_model"]),
+        sim_config=SimConfig.default().with_(relax_rel=kw["relax_rel"], relax_tau_s=kw["relax_tau_s"]),
+    )
+    if n_devices > chip.n_devices:
+        chip.close()
+        raise ConfigError(
+            f"{n_devices} devices do not fit on the bench's {chip.n_devices} devices: give fewer --devices"
+        )
+    default_id = f"sim-seed{seed}" if kind == "sim" else (chip.describe()["chip_id"] or "real")
+    return chip, kw["chip_id"] or default_id
 
 
 @contextmanager
@@ -260,7 +254,7 @@ def verify_cmd(
     from hwloop.chip.verify import level_windows, program_verify
 
     _finite("tolerance", tolerance)
-    chip, cid = open_chip(kw, n_devices * 9)
+    chip, cid = open_shared_chip(kw, n_devices * 9)
     with chip:
         lv = parse_levels(levels, chip.table.n_levels)
         lo, hi = level_windows(chip.table, window, tolerance)
@@ -399,9 +393,9 @@ def retention_cmd(
     _finite("t-first", t_first_s)
     times = R.parse_schedule(schedule, duration_s, t_first_s)
     _check_out(out, force)
-    table = load_cdf_option(kw["cdf"])
+    table = load_table_option(kw["cdf"])
     lv = R.parse_levels(levels, table.n_levels)
-    chip, cid = open_chip(kw, n_devices * lv.size)
+    chip, cid = open_shared_chip(kw, n_devices * lv.size)
     with chip:
         out_path = Path(out) if out else Path("runs") / f"retention-{_safe(cid)}-{_stamp()}.h5"
         _check_out(str(out_path), force)
@@ -523,7 +517,7 @@ def cycle_cmd(
     from hwloop.chip.models import save_endurance_model
 
     _check_out(out, force)
-    chip, cid = open_chip(kw, n_devices)
+    chip, cid = open_shared_chip(kw, n_devices)
     with chip:
         out_path = Path(out) if out else Path("runs") / f"endurance-{_safe(cid)}-{_stamp()}.h5"
         _check_out(str(out_path), force)
@@ -689,7 +683,7 @@ def estimate_cmd(
     if chosen != 1:
         raise ConfigError("give exactly one plan: an op log / run log (PLAN), --calibration-sweep or --train-config")
     b = load_bench(bench)
-    table = load_cdf_option(cdf)
+    table = load_table_option(cdf)
     v_set = None
     if plan:
         if not Path(plan).is_file():

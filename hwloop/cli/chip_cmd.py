@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from hwloop.chip.factory import load_table_option, open_chip
 from hwloop.cli import cli
-from hwloop.cli.common import build_chip, cdf_option, echo_json, json_option, load_cdf_option
+from hwloop.cli.common import cdf_option, echo_json, json_option
 
 
 @cli.group()
@@ -23,8 +24,8 @@ def chip() -> None:
 @json_option
 def chip_info(kind: str, tiles: int, bench: str | None, cdf: str | None, as_json: bool) -> None:
     """Print geometry, the level table (I_CC, median and sigma per level) and where it came from."""
-    table = load_cdf_option(cdf)
-    with build_chip(kind, n_tiles=tiles, table=table, bench=bench) as c:
+    table = load_table_option(cdf)
+    with open_chip(kind, n_tiles=tiles, table=table, bench=bench) as c:
         info = c.info()
     if as_json:
         echo_json(info)
