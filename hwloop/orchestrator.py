@@ -20,7 +20,6 @@ only the weights read back for them cross to the device.
 from __future__ import annotations
 
 import io
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -540,10 +539,7 @@ class Trainer:
 
     def _final_acc(self) -> dict[str, float]:
         with RunLog(self.cfg.out) as log:
-            ep = log.epochs()
-        if ep.size == 0:
-            return {}
-        return {n: float(ep["acc"][-1][i]) for i, n in enumerate(self.task_names) if not math.isnan(ep["acc"][-1][i])}
+            return log.results()["final_acc"]
 
     def _loop(self) -> None:
         cfg = self.cfg

@@ -63,8 +63,9 @@ def plan(
     ``grid``/``base`` may be None for an existing folder (continue it as it is). For an existing folder the
     rules are: the axes must be the same; each axis may gain values (the grid grows; points already there
     keep their names, logs and results), but may not lose any; the base configuration must be the same,
-    except the fields in ``FREE_BASE`` (those that don't change the experiment: data location, bench file ...). ``explicit`` names the base
-    fields the user set; the others are taken from the existing manifest (so a bare re-run continues).
+    except the fields in ``FREE_BASE`` (those that don't change the experiment: data location, bench file,
+    device ...). ``explicit`` names the base fields the user set; the others are taken from the existing
+    manifest (so a bare re-run continues).
     """
     d = Path(sweep_dir)
     exists = (d / MANIFEST_NAME).is_file()
