@@ -12,12 +12,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _synthlogs import write_sim_log
 from click.testing import CliRunner
 
 from hwloop.analysis import plots
 from hwloop.analysis.footprint import architecture, paper_qnn_accuracy
 from hwloop.analysis.report import build_report, pm
-from hwloop.analysis.synth import write_sim_log
 from hwloop.cli import cli, main
 from hwloop.errors import RunLogError
 
@@ -162,7 +162,7 @@ def test_pm_format() -> None:
 CRASHER = textwrap.dedent(
     """
     import os, sys
-    from hwloop.analysis.synth import write_sim_log
+    from _synthlogs import write_sim_log
     write_sim_log(sys.argv[1], n_devices=128, tasks=("mnist", "fashion-mnist"), epochs_per_task=2,
                   steps_per_epoch=2, close_status=None)
     os._exit(0)  # killed: no close, status stays 'running'

@@ -8,9 +8,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _synthlogs import write_sim_log
 from click.testing import CliRunner
 
-from hwloop.analysis.synth import write_sim_log
 from hwloop.cli import cli
 
 

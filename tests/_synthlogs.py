@@ -1,4 +1,5 @@
-"""Synthetic run logs that follow the trainer's protocol, for tests, demos and benchmarks.
+"""Synthetic run logs that follow the trainer's protocol, for the tests and benchmarks (not part of hwloop:
+the analysis layer only reads logs, and the trainer's protocol lives in ``hwloop.crossbar.weights``).
 
 ``write_sim_log`` drives a real ``SimChip`` through a ``RunLogWriter`` the way the orchestrator does:
 form, initial programming, then per step RESET of the changed devices, SET of those going to an HCS level,
