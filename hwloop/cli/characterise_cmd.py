@@ -22,6 +22,7 @@ import numpy as np
 
 from hwloop.chip.base import CELLS_PER_TILE, Chip
 from hwloop.chip.factory import CHIP_KINDS, load_table_option, open_chip
+from hwloop.chip.verify import WINDOW_MODES
 from hwloop.cli import cli
 from hwloop.cli.common import echo_json
 from hwloop.errors import CalibrationError, ConfigError
@@ -217,7 +218,7 @@ def _set_phase(log: Any, phase: int, condition: int = -1, attempt: int = 0) -> N
 )
 @click.option(
     "--window",
-    type=click.Choice(["sigma", "midpoint"]),
+    type=click.Choice(list(WINDOW_MODES)),
     default="sigma",
     show_default=True,
     help="Window of a level: median +- k sigma, or the midpoints to the neighbouring levels.",

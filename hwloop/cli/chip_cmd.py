@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hwloop.chip.factory import load_table_option, open_chip
+from hwloop.chip.factory import CHIP_KINDS, load_table_option, open_chip
 from hwloop.cli import cli
 from hwloop.cli.common import cdf_option, echo_json, json_option
 
@@ -15,7 +15,7 @@ def chip() -> None:
 
 
 @chip.command("info")
-@click.option("--chip", "kind", type=click.Choice(["sim", "real"]), default="sim", show_default=True,
+@click.option("--chip", "kind", type=click.Choice(list(CHIP_KINDS)), default="sim", show_default=True,
               help="Backend: the simulated chip, or the real bench.")
 @click.option("--tiles", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of 128x128 tiles of the simulated chip.")

@@ -16,6 +16,7 @@ BN_EVAL_MODES = ("batch", "running")
 WS_SOURCES = ("nominal", "read")
 CLAMP_MODES = ("hard", "none", "soft")
 DEVICES = ("auto", "cpu", "cuda")
+PROGRAM_MODES = ("single-shot", "verify")
 #: configuration keys that do not change the experiment: where files are, whether the data are checked, how
 #: the run is shown and how fast it runs. Two runs whose other keys agree are the same experiment: a run log
 #: resumes only with the same experiment (``--resume``), and a sweep folder continues only with it.
@@ -110,8 +111,8 @@ class TrainConfig:
             _check_out_path(self.out)
         if self.train_samples is not None and self.train_samples < self.batch_size:
             raise ConfigError(f"--train-samples {self.train_samples} is smaller than one batch ({self.batch_size})")
-        if self.program not in ("single-shot", "verify"):
-            raise ConfigError(f"unknown --program {self.program!r}; choose single-shot or verify")
+        if self.program not in PROGRAM_MODES:
+            raise ConfigError(f"unknown --program {self.program!r}; choose {' or '.join(PROGRAM_MODES)}")
         if not (self.verify_tolerance > 0 and self.verify_tolerance < float("inf")):
             raise ConfigError(f"--verify-tolerance must be a finite number > 0, got {self.verify_tolerance}")
         if not 1 <= self.verify_max_pulses <= 255 or self.wear_strikes < 0:
