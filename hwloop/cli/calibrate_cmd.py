@@ -13,9 +13,8 @@ from pathlib import Path
 import click
 
 from hwloop.calibration.procedure import CalibrationConfig
-from hwloop.chip.factory import CHIP_KINDS
 from hwloop.cli import cli
-from hwloop.cli.common import echo_json
+from hwloop.cli.common import bench_option, chip_kind_option, echo_json
 from hwloop.clicktypes import FINITE_FLOAT
 from hwloop.errors import CalibrationError, ConfigError
 from hwloop.intlist import INT_LIST_HELP, parse_int_list
@@ -40,20 +39,8 @@ def _parse_span(spec: str, name: str, size: int) -> tuple[int, int]:
 
 def run_options(f: Callable) -> Callable:
     opts = [
-        click.option(
-            "--chip",
-            "kind",
-            type=click.Choice(CHIP_KINDS),
-            default="sim",
-            show_default=True,
-            help="Backend: the simulated chip, or the real bench (--bench).",
-        ),
-        click.option(
-            "--bench",
-            type=click.Path(dir_okay=False),
-            default=None,
-            help="Bench configuration for --chip real (e.g. instruments/virtual.toml).",
-        ),
+        chip_kind_option,
+        bench_option,
         click.option(
             "--tiles", default="0", show_default=True,
             help=f"Tiles of the region to calibrate, as every integer list in hwloop: {INT_LIST_HELP}.",

@@ -8,7 +8,6 @@ stderr and refuses bad input with one line and exit code 2. File formats: docs/c
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,11 +19,12 @@ from typing import Any
 import click
 import numpy as np
 
+from hwloop.calibration.session import safe_name
 from hwloop.chip.base import CELLS_PER_TILE, Chip
-from hwloop.chip.factory import CHIP_KINDS, load_table_option, open_chip
+from hwloop.chip.factory import load_table_option, open_chip
 from hwloop.chip.verify import WINDOW_MODES
 from hwloop.cli import cli
-from hwloop.cli.common import echo_json
+from hwloop.cli.common import bench_option, chip_kind_option, echo_json
 from hwloop.errors import CalibrationError, ConfigError
 
 
@@ -32,26 +32,10 @@ def _stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _safe(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "chip"
-
-
 def chip_options(f: Callable) -> Callable:
     opts = [
-        click.option(
-            "--chip",
-            "kind",
-            type=click.Choice(CHIP_KINDS),
-            default="sim",
-            show_default=True,
-            help="Backend: the simulated chip, or the real bench (--bench; the virtual bench too).",
-        ),
-        click.option(
-            "--bench",
-            type=click.Path(dir_okay=False),
-            default=None,
-            help="Bench configuration for --chip real (e.g. the file `hwloop emulate` prints).",
-        ),
+        chip_kind_option,
+        bench_option,
         click.option(
             "--cdf",
             "--calibration",
@@ -159,7 +143,7 @@ def op_logging(chip: Chip, kw: dict[str, Any], command: str, cid: str, phases: d
     if kw["no_log"]:
         yield None
         return
-    lp = Path(kw["log_path"]) if kw["log_path"] else Path("runs") / f"{command}-{_safe(cid)}-{_stamp()}-ops.h5"
+    lp = Path(kw["log_path"]) if kw["log_path"] else Path("runs") / f"{command}-{safe_name(cid)}-{_stamp()}-ops.h5"
     log = OpLog(
         lp,
         chip_id=cid,
@@ -398,7 +382,7 @@ def retention_cmd(
     lv = R.parse_levels(levels, table.n_levels)
     chip, cid = open_shared_chip(kw, n_devices * lv.size)
     with chip:
-        out_path = Path(out) if out else Path("runs") / f"retention-{_safe(cid)}-{_stamp()}.h5"
+        out_path = Path(out) if out else Path("runs") / f"retention-{safe_name(cid)}-{_stamp()}.h5"
         _check_out(str(out_path), force)
         with op_logging(chip, kw, "retention", cid, {"forming": 0, "program": 1, "read": 2}) as log:
             bar = _bar(times.size + 1, "retention", kw["no_progress"])
@@ -520,7 +504,7 @@ def cycle_cmd(
     _check_out(out, force)
     chip, cid = open_shared_chip(kw, n_devices)
     with chip:
-        out_path = Path(out) if out else Path("runs") / f"endurance-{_safe(cid)}-{_stamp()}.h5"
+        out_path = Path(out) if out else Path("runs") / f"endurance-{safe_name(cid)}-{_stamp()}.h5"
         _check_out(str(out_path), force)
         with op_logging(chip, kw, "cycle", cid, {"forming": 0, "cycling": 1}) as log:
             bar = _bar(cycles, "cycle", kw["no_progress"])
