@@ -18,7 +18,7 @@ import torch
 
 from hwloop import __version__
 from hwloop.errors import RunLogError
-from hwloop.orchestrator import Trainer, _default_out
+from hwloop.orchestrator import Trainer
 from hwloop.runlog import RunLog, RunLogWriter
 from hwloop.training.bnn import AdamMeta, BinaryMLP
 from hwloop.training.checkpoint import load_payload, serialise
@@ -39,13 +39,8 @@ class BnnTrainer(Trainer):
     def _new_optimizer(self) -> AdamMeta:  # type: ignore[override]
         return AdamMeta(self.model.parameters(), lr=self.cfg.lr, meta=0.0)
 
-    def start(self, resume: str | None = None) -> None:
+    def _begin(self, out: Path) -> None:
         cfg = self.cfg
-        if resume:
-            self._resume(resume)
-            return
-        out = Path(cfg.out) if cfg.out else _default_out(cfg)
-        cfg.out = str(out)
         self.writer = RunLogWriter.create(
             out,
             config=asdict(cfg),

@@ -199,12 +199,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def start(self, resume: str | None = None) -> None:
-        cfg = self.cfg
+        """Resume the run log ``resume``, or begin a new run in ``--out`` (default: a name under runs/)."""
         if resume:
             self._resume(resume)
             return
-        out = Path(cfg.out) if cfg.out else _default_out(cfg)
-        cfg.out = str(out)
+        out = Path(self.cfg.out) if self.cfg.out else _default_out(self.cfg)
+        self.cfg.out = str(out)
+        self._begin(out)
+
+    def _begin(self, out: Path) -> None:
+        """A new run: open the chip, create the run log, form, draw and program the initial weights."""
+        cfg = self.cfg
         self.chip, backends = build_chip_for_run(cfg, self.cmap.n_tiles, self.table)
         self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us, programmer_for(self.cfg, self.chip))
         self._bind_weights()
