@@ -128,10 +128,8 @@ class B1500Emulator(LineServer):
     def _one(self, conn: socket.socket, text: str) -> bool:
         if not text:
             return True
-        self.n_commands += 1
-        fault = self.faults.smu_fault()
-        if fault == "smu_disconnect" or 0 < self.faults.smu_disconnect_after < self.n_commands:
-            self.connected = False
+        fault = self._draw_fault()
+        if fault == "smu_disconnect":
             return False
         is_measure = text == "XE" or text.startswith("TI")
         if is_measure and self.faults.smu_answer_fault(("smu_compliance",)):

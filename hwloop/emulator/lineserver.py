@@ -12,9 +12,12 @@ import socket
 import threading
 from typing import Self
 
+from hwloop.emulator.faults import Faults
+
 
 class LineServer:
     thread_name = "hwloop-line-server"
+    faults: Faults
 
     def _listen(self, host: str) -> None:
         self.sock = socket.create_server((host, 0))
@@ -70,6 +73,16 @@ class LineServer:
                     line, buf = buf.split(b"\n", 1)
                     if not self._line(conn, line.decode("ascii", "replace")):
                         return
+
+    def _draw_fault(self) -> str | None:
+        """Count one command and draw its fault (``Faults.smu_fault``). A disconnect fault (drawn, or the
+        ``smu_disconnect_after``-th command) drops the link now: it returns ``"smu_disconnect"``."""
+        self.n_commands += 1
+        fault = self.faults.smu_fault()
+        if fault == "smu_disconnect" or 0 < self.faults.smu_disconnect_after < self.n_commands:
+            self.connected = False
+            return "smu_disconnect"
+        return fault
 
     def _line(self, conn: socket.socket, text: str) -> bool:
         raise NotImplementedError

@@ -109,10 +109,8 @@ class SmuEmulator(LineServer):
         text = text.strip()
         if not text:
             return True
-        self.n_commands += 1
-        fault = self.faults.smu_fault()
-        if fault == "smu_disconnect" or 0 < self.faults.smu_disconnect_after < self.n_commands:
-            self.connected = False
+        fault = self._draw_fault()
+        if fault == "smu_disconnect":
             return False
         answer = self.execute_chunk(text)
         if fault == "smu_error":
