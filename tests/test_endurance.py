@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from _synthlogs import write_sim_log
+from _synthlogs import script_env, write_sim_log
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -222,7 +221,7 @@ def _writer(tmp_path: Path, mode: str) -> tuple[Path, subprocess.Popen, int]:
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     proc = subprocess.Popen([sys.executable, str(script), str(path), mode], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+                            stdout=subprocess.PIPE, text=True, env=script_env(MPLBACKEND="Agg"))
     assert proc.stdout is not None
     flushed = int(proc.stdout.readline())
     return path, proc, flushed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from _synthlogs import write_sim_log
+from _synthlogs import script_env, write_sim_log
 from click.testing import CliRunner
 
 from hwloop.analysis import plots
@@ -175,7 +174,7 @@ def test_crashed_run_still_reports(tmp_path: Path) -> None:
     script.write_text(CRASHER)
     log = tmp_path / "crashed.h5"
     subprocess.run([sys.executable, str(script), str(log)], check=True, timeout=60,
-                   env={**os.environ, "MPLBACKEND": "Agg"})
+                   env=script_env(MPLBACKEND="Agg"))
     summary = build_report([str(log)], tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
     last = int(_epochs(log)["epoch"][-1])
