@@ -489,4 +489,4 @@ def lr_for_epoch(epoch_in_run: int, epochs_per_task: int, lr: float, decay: floa
     return lr * decay ** ((epoch_in_run - 1) % epochs_per_task)
 
 
-__all__ = ["ChipWeights", "TrainConfig", "TrainResult", "Trainer", "config_from_log", "evaluate", "train"]
+__all__ = ["TrainResult", "Trainer", "build_chip_for_run", "config_from_log", "lr_for_epoch", "train"]
