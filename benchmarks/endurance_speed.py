@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,9 @@ import h5py
 
 from hwloop.analysis.endurance import DEFAULT_CHUNK_ROWS, EnduranceOptions, count_ops, endurance_summary, failure_window
 from hwloop.analysis.logfile import open_runlog
-from hwloop.analysis.synth import write_bulk_log
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' synthetic-log helper
+from _synthlogs import write_bulk_log
 
 
 def read_floor(path: Path, chunk_rows: int) -> tuple[float, float]:

@@ -9,7 +9,6 @@ layout; it holds no device operations and no conductance snapshots (a BNN weight
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -19,11 +18,11 @@ import torch
 
 from hwloop import __version__
 from hwloop.errors import RunLogError
-from hwloop.orchestrator import Trainer, _default_out, resolve_device
+from hwloop.orchestrator import Trainer
 from hwloop.runlog import RunLog, RunLogWriter
 from hwloop.training.bnn import AdamMeta, BinaryMLP
-from hwloop.training.config import RESUME_FREE, TrainConfig
-from hwloop.training.data import load_task, parse_tasks
+from hwloop.training.checkpoint import load_payload, serialise
+from hwloop.training.config import TrainConfig, check_same_experiment
 
 
 class _NoDevices:
@@ -32,48 +31,16 @@ class _NoDevices:
 
 class BnnTrainer(Trainer):
     def __init__(self, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> None:
-        cfg.validate()
-        self.cfg = cfg
-        self.on_epoch = on_epoch
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.task_names = parse_tasks(cfg.tasks)
-        cache: dict = {}
-        self.tasks = [
-            load_task(
-                n,
-                cfg.data_dir,
-                train_samples=cfg.train_samples,
-                download=cfg.download,
-                cache=cache,
-                verify=cfg.verify_data,
-            )
-            for n in self.task_names
-        ]
-        self.table = self._load_table()
-        n_in = self.tasks[0].x_train.shape[1]
-        n_out = max(10, int(max(t.y_train.max() for t in self.tasks)) + 1)
-        self.device = resolve_device(cfg.device)
-        self.model = BinaryMLP(cfg.hidden, n_in=n_in, n_out=n_out, n_tasks=len(self.tasks)).to(self.device)
-        self.chip = None
-        self.hw = _NoDevices()
-        self.writer: RunLogWriter | None = None
-        self.step = 0
-        self.epoch = 0
+        self._set_up(cfg, on_epoch)
+        self.model = BinaryMLP(cfg.hidden, n_in=self.n_in, n_out=self.n_out, n_tasks=len(self.tasks)).to(self.device)
+        self.hw = _NoDevices()  # type: ignore[assignment]
         self.opt: AdamMeta | None = None  # type: ignore[assignment]
-        self.acc_after_task: dict[str, dict[str, float]] = {}
-        self.form_yield = 1.0
 
     def _new_optimizer(self) -> AdamMeta:  # type: ignore[override]
         return AdamMeta(self.model.parameters(), lr=self.cfg.lr, meta=0.0)
 
-    def start(self, resume: str | None = None) -> None:
+    def _begin(self, out: Path) -> None:
         cfg = self.cfg
-        if resume:
-            self._resume(resume)
-            return
-        out = Path(cfg.out) if cfg.out else _default_out(cfg)
-        cfg.out = str(out)
         self.writer = RunLogWriter.create(
             out,
             config=asdict(cfg),
@@ -90,15 +57,10 @@ class BnnTrainer(Trainer):
     def _resume(self, path: str) -> None:
         with RunLog(path) as log:
             stored = log.config
-        mine = self.cfg.experiment()
-        theirs = {k: v for k, v in {**asdict(TrainConfig()), **stored}.items() if k not in RESUME_FREE}
-        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        if diff:
-            detail = ", ".join(f"{k}: log {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:4])
-            raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
+        check_same_experiment(path, stored, self.cfg)
         self.cfg.out = path
         self.writer, info, blob = RunLogWriter.reopen(path)
-        ck = torch.load(io.BytesIO(blob), weights_only=False, map_location=self.device)
+        ck = load_payload(blob, map_location=self.device)
         self.model.load_state_dict(ck["model"])
         self.step, self.epoch = int(ck["step"]), int(ck["epoch"])
         self.acc_after_task = ck.get("acc_after_task", {})
@@ -117,17 +79,13 @@ class BnnTrainer(Trainer):
 
     def _checkpoint(self) -> None:
         assert self.writer is not None and self.opt is not None
-        buf = io.BytesIO()
-        torch.save(
-            {
-                "model": self.model.state_dict(),
-                "opt": self.opt.state_dict(),
-                "step": self.step,
-                "epoch": self.epoch,
-                "acc_after_task": self.acc_after_task,
-                "hwloop_version": __version__,
-                "saved_unix": time.time(),
-            },
-            buf,
-        )
-        self.writer.save_checkpoint(buf.getvalue(), self.epoch)
+        payload = {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "acc_after_task": self.acc_after_task,
+            "hwloop_version": __version__,
+            "saved_unix": time.time(),
+        }
+        self.writer.save_checkpoint(serialise(payload), self.epoch)

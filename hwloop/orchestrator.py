@@ -19,8 +19,6 @@ only the weights read back for them cross to the device.
 
 from __future__ import annotations
 
-import io
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,14 +28,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from hwloop import __version__
-from hwloop.characterise.wear import LEVEL_WORN, LevelProgrammer, programmer_for
-from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Chip
+from hwloop.characterise.wear import programmer_for
+from hwloop.chip.base import CELLS_PER_TILE, Chip
 from hwloop.chip.cdf import CdfTable
+from hwloop.chip.composite import CompositeChip
+from hwloop.chip.factory import check_tile_geometry, load_table_option, open_chip
 from hwloop.chip.models import load_sim_models
-from hwloop.crossbar import CrossbarMap
-from hwloop.errors import ConfigError, RunLogError
-from hwloop.intlist import parse_int_list
+from hwloop.crossbar.map import CrossbarMap
+from hwloop.crossbar.weights import ChipWeights
+from hwloop.errors import RunLogError
 from hwloop.progress import NoBar
 from hwloop.resume_real import (
     apply_kept_ops,
@@ -49,8 +48,12 @@ from hwloop.resume_real import (
 from hwloop.runlock import RunLock, refuse_if_held
 from hwloop.runlog import RunLog, RunLogWriter
 from hwloop.signals import check_stop, cooperative
-from hwloop.training.config import RESUME_FREE, TrainConfig
-from hwloop.training.data import Task, load_task, parse_tasks
+from hwloop.training.checkpoint import build_payload, load_payload, serialise
+from hwloop.training.config import TrainConfig, check_same_experiment
+from hwloop.training.data import load_task, parse_tasks
+from hwloop.training.device import resolve_device
+from hwloop.training.evaluate import evaluate
+from hwloop.training.init import hidden_levels, init_hidden
 from hwloop.training.levels import LevelSet
 from hwloop.training.model import QMLP
 from hwloop.training.optim import MetaplasticAdam, m_star_for_epoch
@@ -72,273 +75,18 @@ class TrainResult:
         return asdict(self)
 
 
-# ---------------------------------------------------------------------------- weights on a chip
-def _sorted_unique(a: np.ndarray) -> np.ndarray:
-    """Unique values of an already sorted array (cheaper than np.unique)."""
-    if a.size == 0:
-        return a
-    keep = np.empty(a.size, dtype=bool)
-    keep[0] = True
-    np.not_equal(a[1:], a[:-1], out=keep[1:])
-    return a[keep]
-
-
-def compact_state(d: dict) -> dict:
-    """A state dict with every constant array (all elements equal, e.g. a relaxation clock that never ran)
-    replaced by a small marker; ``expand_state`` restores it exactly."""
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, np.ndarray) and v.size > 1 and v.dtype.kind in "biuf" and (v == v.flat[0]).all():
-            out[k] = {"__constant__": v.flat[0].item(), "shape": v.shape, "dtype": v.dtype.str}
-        else:
-            out[k] = v
-    return out
-
-
-def expand_state(d: dict | None) -> dict | None:
-    if d is None:
-        return None
-    return {k: (np.full(v["shape"], v["__constant__"], dtype=np.dtype(v["dtype"]))
-                if isinstance(v, dict) and "__constant__" in v else v) for k, v in d.items()}
-
-
-def resolve_device(name: str) -> torch.device:
-    """``--device``: auto picks cuda when torch sees a GPU; cuda without one is a configuration error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
-                          "use --device cpu or --device auto")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown --device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
-
-
-def _host_copy(obj: object) -> object:
-    """A deep copy on the host of tensors/arrays in nested dicts and lists (for off-thread checkpointing)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, np.ndarray):
-        return obj.copy()
-    if isinstance(obj, dict):
-        return {k: _host_copy(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_host_copy(v) for v in obj)
-    return obj
-
-
-class ChipWeights:
-    """The network's weights as conductance pairs on a chip, with the nominal level of every device."""
-
-    def __init__(self, chip: Chip | None, cmap: CrossbarMap, levels: LevelSet, scale_us: float,
-                 programmer: LevelProgrammer | None = None) -> None:
-        self.chip = chip
-        self.programmer = programmer  # verify / worn-device inference (hwloop.characterise.wear)
-        self.cmap = cmap
-        self.levels = levels
-        self.q = levels.q_np
-        self.scale_us = scale_us
-        n_used = cmap.n_devices_used
-        self.dev_level = np.full(n_used, -1, dtype=np.int8)  # nominal level per used device (-1: never set)
-        self.g_us = np.zeros(n_used, dtype=np.float32)  # last read conductance per used device
-        self.usable = np.ones(n_used, dtype=bool)
-        self.w_flat = np.zeros(cmap.n_weights, dtype=np.float32)  # weights used in forward/backward
-        self.w_torch = torch.from_numpy(self.w_flat)
-        self.programs = 0
-        self.worn = np.zeros(n_used, dtype=bool)  # inferred worn out (excluded from programming)
-        self.last_changed = np.zeros(0, dtype=np.int64)  # weights whose w_flat entry the last program changed
-
-    def form(self, attempts: int = 3) -> float:
-        """Form every used device, retrying failures; returns the forming yield."""
-        if self.chip is None:
-            return 1.0
-        todo = self.cmap.devices
-        for _ in range(attempts):
-            ok = self.chip.form_idx(todo)
-            todo = todo[~ok]
-            if todo.size == 0:
-                break
-        formed = self.chip.formed_mask()[self.cmap.devices]
-        self.usable = formed.copy()
-        return float(formed.mean())
-
-    def program(self, k: np.ndarray) -> int:
-        """Program the signed weight levels ``k`` of every weight; only devices whose level changes are touched."""
-        target = CrossbarMap.pair_levels(k)
-        changed = np.flatnonzero((target != self.dev_level) & self.usable)
-        return self._apply(changed, target[changed])
-
-    def program_weights(self, wi: np.ndarray, k: np.ndarray) -> int:
-        """Program only the weights ``wi`` (sorted flat indices) to signed levels ``k``: the same devices as
-        ``program`` would touch when no other weight's level changed, without a pass over the whole chip."""
-        dev_i = np.empty(2 * wi.size, dtype=np.int64)
-        dev_i[0::2] = 2 * wi
-        dev_i[1::2] = 2 * wi + 1
-        target = CrossbarMap.pair_levels(k)
-        sel = (target != self.dev_level[dev_i]) & self.usable[dev_i]
-        return self._apply(dev_i[sel], target[sel])
-
-    def _apply(self, changed: np.ndarray, tl: np.ndarray) -> int:
-        """RESET, SET (HCS targets) and READ the used devices ``changed`` (sorted) to levels ``tl``."""
-        if changed.size == 0:
-            self.last_changed = changed
-            return 0
-        self.dev_level[changed] = tl
-        self.programs += int(changed.size)
-        wi = _sorted_unique(changed >> 1)
-        self.last_changed = wi
-        if self.chip is None:
-            self._ideal_weights(wi)
-            return int(changed.size)
-        dev = self.cmap.devices[changed]
-        if self.programmer is not None:
-            self.g_us[changed], worn = self.programmer(dev, tl)
-            self.usable[changed[worn]] = False
-            self.worn[changed[worn]] = True
-            self._refresh_weights(_sorted_unique(changed >> 1))
-            return int(changed.size)
-        self.chip.reset_idx(dev)
-        hcs = tl > 0
-        if hcs.any():
-            self.chip.set_idx(dev[hcs], level=tl[hcs])
-        self.g_us[changed] = self.chip.read_idx(dev)
-        self._refresh_weights(wi)
-        return int(changed.size)
-
-    def _ideal_weights(self, wi: np.ndarray | None = None) -> None:
-        """``--chip none``: the weight is the ideal level of its device pair (k = pos level - neg level)."""
-        dl, n = self.dev_level, self.levels.n_half
-        if wi is None:
-            self.w_flat[:] = self.q[dl[0::2].astype(np.int64) - dl[1::2] + n]
-        else:  # only the weights asked for: no pass over the whole crossbar
-            self.w_flat[wi] = self.q[dl[2 * wi].astype(np.int64) - dl[2 * wi + 1] + n]
-
-    def _refresh_weights(self, wi: np.ndarray | None = None) -> None:
-        if wi is None:
-            self.w_flat[:] = (self.g_us[0::2] - self.g_us[1::2]) / self.scale_us
-        else:
-            self.w_flat[wi] = (self.g_us[2 * wi] - self.g_us[2 * wi + 1]) / self.scale_us
-
-    def read_all(self) -> np.ndarray | None:
-        """Read every device of the chip; refresh the weights from it; return the (n_tiles,128,128) reads."""
-        if self.chip is None:
-            return None
-        g = self.chip.read_all()
-        self.g_us[:] = g.reshape(-1)[self.cmap.devices]
-        self._refresh_weights()
-        return g
-
-    def level_map(self) -> np.ndarray:
-        """Nominal level of every device of the chip (-1: unused or never programmed)."""
-        full = np.full(self.cmap.n_tiles * CELLS_PER_TILE, -1, dtype=np.int8)
-        full[self.cmap.devices] = self.dev_level
-        full[self.cmap.devices[self.worn]] = LEVEL_WORN
-        return full
-
-    def state(self, weights: bool = True) -> dict:
-        """Copies of the state; ``weights=False`` leaves out ``w_flat``, which ``load_state`` can rebuild."""
-        st = {"dev_level": self.dev_level.copy(), "g_us": self.g_us.copy(), "usable": self.usable.copy(),
-              "programs": self.programs, "worn": self.worn.copy(),
-              "programmer": self.programmer.state() if self.programmer is not None else None}
-        if weights:
-            st["w_flat"] = self.w_flat.copy()
-        return st
-
-    def load_state(self, st: dict) -> None:
-        self.dev_level[:] = st["dev_level"]
-        self.g_us[:] = st["g_us"]
-        self.usable[:] = st["usable"]
-        if "w_flat" in st:
-            self.w_flat[:] = st["w_flat"]
-        elif self.chip is None:
-            self._ideal_weights()
-        else:  # every weight was refreshed from these reads at the epoch end the checkpoint was taken at
-            self._refresh_weights()
-        self.programs = int(st["programs"])
-        if "worn" in st:
-            self.worn[:] = st["worn"]
-        if self.programmer is not None and st.get("programmer"):
-            self.programmer.load_state(st["programmer"])
-
-
 # ---------------------------------------------------------------------------- building blocks
-def _parse_real_tiles(spec: str | None, n_tiles: int, bench_tiles: int) -> list[int]:
-    if spec is None or spec == "":
-        return list(range(min(bench_tiles, n_tiles)))
-    tiles = parse_int_list(spec, "--real-tiles", upper=n_tiles)
-    if len(tiles) > bench_tiles:
-        raise ConfigError(f"--real-tiles asks for {len(tiles)} tiles but the bench holds {bench_tiles}")
-    return tiles
-
-
 def build_chip_for_run(cfg: TrainConfig, n_tiles: int, table: CdfTable) -> tuple[Chip | None, list[str]]:
-    """The chip for a run and the backend label of every tile."""
-    from hwloop.chip.sim import SimChip
-
+    """The chip for a run (``hwloop.chip.factory.open_chip``) and the backend label of every tile."""
     if cfg.chip == "none":
         return None, ["none"] * n_tiles
     models = load_sim_models(cfg.retention_model, cfg.endurance_model)  # measured models for the sim tiles
     if cfg.chip == "sim":
-        return SimChip(n_tiles=n_tiles, table=table, seed=cfg.seed, **models), ["sim"] * n_tiles
-    from hwloop.chip.composite import CompositeChip
-    from hwloop.chip.real import RealChip
-
-    real = RealChip.from_bench_file(cfg.bench, table=table)
-    try:
-        real_tiles = _parse_real_tiles(cfg.real_tiles, n_tiles, real.n_tiles)
-        sim_tiles = [t for t in range(n_tiles) if t not in set(real_tiles)]
-        parts: list[tuple[str, Chip, list[int]]] = [("real", real, real_tiles)]
-        if sim_tiles:
-            parts.append(("sim", SimChip(n_tiles=len(sim_tiles), table=table, seed=cfg.seed, **models), sim_tiles))
-        chip = CompositeChip(parts, n_tiles, table)
-    except BaseException:
-        real.close()
-        raise
+        return open_chip("sim", n_tiles=n_tiles, table=table, seed=cfg.seed, sim_models=models), ["sim"] * n_tiles
+    chip = open_chip("real", n_tiles=n_tiles, table=table, seed=cfg.seed, bench=cfg.bench,
+                     real_tiles=cfg.real_tiles or "", sim_models=models)
+    assert isinstance(chip, CompositeChip)
     return chip, chip.tile_labels()
-
-
-def _init_hidden(model: QMLP, levels: LevelSet, mode: str, gen: torch.Generator) -> None:
-    """Hidden weights drawn from Gaussians centred between two adjacent levels (the paper's initialisation).
-
-    ``midpoints``: the interval is drawn uniformly among all 16 per weight; ``center``: one of the two
-    intervals next to zero, [-Q_1, 0] or [0, Q_1]; ``uniform``: uniform over [Q_-8, Q_8]."""
-    n_int = levels.q.numel() - 1
-    with torch.no_grad():
-        for w in model.hidden_weights():
-            if mode == "uniform":
-                w.uniform_(levels.lo, levels.hi, generator=gen)
-                continue
-            if mode == "center":
-                i = n_int // 2 - torch.randint(0, 2, w.shape, generator=gen)
-            else:
-                i = torch.randint(0, n_int, w.shape, generator=gen)
-            mid = (levels.q[i] + levels.q[i + 1]) / 2
-            width = levels.width[i]
-            w.copy_(mid + width / 8 * torch.randn(w.shape, generator=gen))
-            w.clamp_(levels.lo, levels.hi)
-
-
-def _hidden_levels(model: QMLP, levels: LevelSet, opt: MetaplasticAdam | None = None) -> np.ndarray:
-    """Signed nearest level (int8, -n..n) of every hidden weight, in crossbar order (on the host)."""
-    parts = [
-        (opt.level_index(p) if opt is not None else levels.index(p.detach())).reshape(-1).cpu().numpy()
-        for p in model.hidden_weights()
-    ]
-    k = np.concatenate(parts).astype(np.int8)
-    k -= np.int8(levels.n_half)
-    return k
-
-
-@torch.no_grad()
-def evaluate(model: QMLP, task_index: int, task: Task, batch: int) -> float:
-    model.set_task(task_index)
-    dev = next(model.parameters()).device
-    x = torch.from_numpy(task.x_test).to(dev)
-    y = torch.from_numpy(task.y_test).to(dev)
-    correct = torch.zeros((), dtype=torch.int64, device=dev)
-    for s in range(0, len(y), batch):
-        correct += (model(x[s : s + batch]).argmax(1) == y[s : s + batch]).sum()
-    return int(correct) / len(y)
 
 
 def _default_out(cfg: TrainConfig) -> Path:
@@ -353,6 +101,22 @@ class Trainer:
     share_host_weights = True
 
     def __init__(self, cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> None:
+        self._set_up(cfg, on_epoch)
+        q, self.scale_us = self.table.weight_levels(1.5)
+        self.levels = LevelSet(q.tolist())
+        self.model = QMLP(cfg.hidden, n_in=self.n_in, n_out=self.n_out, n_tasks=len(self.tasks),
+                          bn_mode=cfg.bn_mode, bn_eval=cfg.bn_eval)
+        self.cmap = CrossbarMap(
+            [(f"fc{i + 1}", tuple(layer.weight.shape)) for i, layer in enumerate(self.model.layers)]
+        )
+        self.hw: ChipWeights | None = None  # built once the chip is open (start / _resume)
+        self.w_dev: torch.Tensor | None = None  # the weights the forward pass uses (_bind_weights)
+        self.k_prog: torch.Tensor | None = None  # level index each weight was last programmed to
+        self._ne: torch.Tensor | None = None  # scratch of _changed_levels
+
+    def _set_up(self, cfg: TrainConfig, on_epoch: Callable[[dict], None] | None) -> None:
+        """What every trainer sets up before its model: the checked configuration, the tasks' data, the
+        level table, the torch device, and the run's state (no chip, no log, nothing trained yet)."""
         cfg.validate()
         self.cfg = cfg
         self.on_epoch = on_epoch
@@ -366,35 +130,20 @@ class Trainer:
             for n in self.task_names
         ]
         self.table = self._load_table()
-        q, self.scale_us = self.table.weight_levels(1.5)
-        self.levels = LevelSet(q.tolist())
-        n_in = self.tasks[0].x_train.shape[1]
-        n_out = int(max(t.y_train.max() for t in self.tasks)) + 1
-        n_out = max(n_out, 10)
+        self.n_in = self.tasks[0].x_train.shape[1]
+        self.n_out = max(10, int(max(t.y_train.max() for t in self.tasks)) + 1)
         self.device = resolve_device(cfg.device)
-        self.model = QMLP(cfg.hidden, n_in=n_in, n_out=n_out, n_tasks=len(self.tasks), bn_mode=cfg.bn_mode,
-                          bn_eval=cfg.bn_eval)
-        self.cmap = CrossbarMap(
-            [(f"fc{i + 1}", tuple(layer.weight.shape)) for i, layer in enumerate(self.model.layers)]
-        )
         self.chip: Chip | None = None
         self.writer: RunLogWriter | None = None
         self.step = 0
         self.epoch = 0  # global epochs finished
         self.opt: MetaplasticAdam | None = None
         self.acc_after_task: dict[str, dict[str, float]] = {}
+        self.form_yield = 1.0
+        self._task_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # one task's tensors on the device
 
     def _load_table(self) -> CdfTable:
-        from hwloop.cli.common import load_cdf_option
-
-        table = load_cdf_option(self.cfg.calibration)
-        rows, cols = table.extra.get("rows", ROWS), table.extra.get("cols", COLS)
-        if (rows, cols) != (ROWS, COLS):
-            raise ConfigError(
-                f"calibration {table.source_path} was measured on a {rows}x{cols} array, but hwloop maps weights "
-                f"onto {ROWS}x{COLS} tiles: calibrate this chip with `hwloop calibrate`"
-            )
-        return table
+        return check_tile_geometry(load_table_option(self.cfg.calibration))
 
     def _bind_weights(self) -> None:
         """Make every layer's ``w_used`` a view of one flat weight vector: on CPU the very vector the chip
@@ -450,12 +199,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
     def start(self, resume: str | None = None) -> None:
-        cfg = self.cfg
+        """Resume the run log ``resume``, or begin a new run in ``--out`` (default: a name under runs/)."""
         if resume:
             self._resume(resume)
             return
-        out = Path(cfg.out) if cfg.out else _default_out(cfg)
-        cfg.out = str(out)
+        out = Path(self.cfg.out) if self.cfg.out else _default_out(self.cfg)
+        self.cfg.out = str(out)
+        self._begin(out)
+
+    def _begin(self, out: Path) -> None:
+        """A new run: open the chip, create the run log, form, draw and program the initial weights."""
+        cfg = self.cfg
         self.chip, backends = build_chip_for_run(cfg, self.cmap.n_tiles, self.table)
         self.hw = ChipWeights(self.chip, self.cmap, self.levels, self.scale_us, programmer_for(self.cfg, self.chip))
         self._bind_weights()
@@ -473,10 +227,10 @@ class Trainer:
             self.chip.add_listener(self.writer.listener)
         gen = torch.Generator().manual_seed(cfg.seed)
         self.model.to("cpu")  # the initial draw is made on the host, the same on every device
-        _init_hidden(self.model, self.levels, cfg.init, gen)
+        init_hidden(self.model, self.levels, cfg.init, gen)
         self.model.to(self.device)
         self.form_yield = self.hw.form()
-        self.hw.program(_hidden_levels(self.model, self.levels))
+        self.hw.program(hidden_levels(self.model, self.levels))
         self._push_weights()
         self._record_programmed()
         self._snapshot_and_flush(epoch=0)
@@ -487,13 +241,7 @@ class Trainer:
             with RunLog(path) as log:
                 stored = log.config
                 backends = log.tile_backends
-            mine = self.cfg.experiment()
-            # a key missing from an older log had its default's behaviour then
-            theirs = {k: v for k, v in {**asdict(TrainConfig()), **stored}.items() if k not in RESUME_FREE}
-            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            if diff:
-                detail = ", ".join(f"{k}: log {theirs.get(k)!r} vs now {mine.get(k)!r}" for k in diff[:4])
-                raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
+            check_same_experiment(path, stored, self.cfg)
             self.cfg.out = path
             self.chip, _ = build_chip_for_run(self.cfg, self.cmap.n_tiles, self.table)
         except BaseException:
@@ -510,15 +258,15 @@ class Trainer:
                 self.chip.close()
             raise
         self.writer.flush_s = self.cfg.flush_s
-        ck = torch.load(io.BytesIO(blob), weights_only=False, map_location="cpu")
+        ck = load_payload(blob)
         missing, unexpected = self.model.load_state_dict(ck["model"], strict=False)
         if unexpected or any(not k.endswith("w_used") for k in missing):
             raise RunLogError(f"{path}: checkpoint does not fit this model (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]}); resume with the hwloop version that wrote it")
-        self.hw.load_state(expand_state(ck["hw"]))
+        self.hw.load_state(ck["hw"])
         self._push_weights()
         if self.chip is not None:
-            self.chip.restore(expand_state(ck["chip"]))
+            self.chip.restore(ck["chip"])
             self.chip.add_listener(self.writer.listener)
             if on_real:
                 self.writer.step = int(ck["step"])
@@ -576,10 +324,7 @@ class Trainer:
 
     def _final_acc(self) -> dict[str, float]:
         with RunLog(self.cfg.out) as log:
-            ep = log.epochs()
-        if ep.size == 0:
-            return {}
-        return {n: float(ep["acc"][-1][i]) for i, n in enumerate(self.task_names) if not math.isnan(ep["acc"][-1][i])}
+            return log.results()["final_acc"]
 
     def _loop(self) -> None:
         cfg = self.cfg
@@ -681,7 +426,7 @@ class Trainer:
 
     def _task_tensors(self, t_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A task's training set as tensors on the device (moved once; on CPU they share the arrays)."""
-        cache = self.__dict__.setdefault("_task_cache", {})
+        cache = self._task_cache
         if t_idx not in cache:
             cache.clear()  # one task on the device at a time
             task = self.tasks[t_idx]
@@ -706,20 +451,12 @@ class Trainer:
     def _checkpoint(self) -> None:
         """Copy the state now (host copies: the next epoch may change the originals), serialise it off thread."""
         assert self.writer is not None and self.opt is not None
-        model_sd = {k: v for k, v in self.model.state_dict().items() if not k.endswith("w_used")}  # = hw weights
-        payload = _host_copy({
-            "model": model_sd, "opt": self.opt.state_dict(), "hw": compact_state(self.hw.state(weights=False)),
-            "chip": compact_state(self.chip.snapshot()) if self.chip is not None else None, "step": self.step,
-            "epoch": self.epoch, "acc_after_task": self.acc_after_task, "form_yield": self.form_yield,
-            "hwloop_version": __version__,
-        })
-
-        def serialise() -> bytes:
-            buf = io.BytesIO()
-            torch.save(payload, buf)
-            return buf.getvalue()
-
-        self.writer.submit_checkpoint(serialise, self.epoch)
+        payload = build_payload(
+            model=self.model, opt=self.opt, hw_state=self.hw.state(weights=False),
+            chip_state=self.chip.snapshot() if self.chip is not None else None, step=self.step, epoch=self.epoch,
+            acc_after_task=self.acc_after_task, form_yield=self.form_yield,
+        )
+        self.writer.submit_checkpoint(lambda: serialise(payload), self.epoch)
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -752,4 +489,4 @@ def lr_for_epoch(epoch_in_run: int, epochs_per_task: int, lr: float, decay: floa
     return lr * decay ** ((epoch_in_run - 1) % epochs_per_task)
 
 
-__all__ = ["ChipWeights", "TrainConfig", "TrainResult", "Trainer", "config_from_log", "evaluate", "train"]
+__all__ = ["TrainResult", "Trainer", "build_chip_for_run", "config_from_log", "lr_for_epoch", "train"]

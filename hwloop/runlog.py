@@ -869,6 +869,30 @@ class RunLog:
         except H5_ERRORS as exc:
             raise self._damaged("/epochs", exc) from exc
 
+    def results(self) -> dict:
+        """The results of the run, read from the epoch table: ``final_acc`` (task -> test accuracy of the
+        last epoch, a fraction; tasks not evaluated yet are left out), ``acc_after_task`` (task -> the
+        accuracies of the tasks so far at the end of its last epoch), ``epochs``, ``steps``, ``programs``
+        and ``wall_s`` (summed over epochs). The one reader of these figures (trainer, sweep)."""
+        ep, tasks = self.epochs(), self.tasks
+        if ep.size == 0:
+            return {"final_acc": {}, "acc_after_task": {}, "epochs": 0, "steps": 0, "programs": 0, "wall_s": 0.0}
+        last = ep["acc"][-1]
+        ept = int(self.config.get("epochs_per_task", 0)) or 1
+        after: dict[str, dict[str, float]] = {}
+        for row in ep[ep["epoch"] % ept == 0]:  # the rows of task ends only
+            t = int(row["epoch"]) // ept - 1
+            if 0 <= t < len(tasks):
+                after[tasks[t]] = {tasks[j]: float(row["acc"][j]) for j in range(t + 1)}
+        return {
+            "final_acc": {n: float(last[i]) for i, n in enumerate(tasks) if not np.isnan(last[i])},
+            "acc_after_task": after,
+            "epochs": int(ep["epoch"][-1]),
+            "steps": int(ep["step"][-1]),
+            "programs": int(ep["programs"].sum()),
+            "wall_s": float(ep["wall_s"].sum()),
+        }
+
     def snapshot_epochs(self) -> np.ndarray:
         try:
             return self.f["snapshots"]["epoch"][()]

@@ -280,12 +280,12 @@ def test_simulator_replays_calibrated_cdfs(cal_file) -> None:
     """--cdf <calibration>: the simulator's reads per level are within KS 0.02 of the calibrated CDFs (the
     measured reads stored with each level). The simulator adds its own read noise, which is why the
     file's level samples have the measured read noise taken out."""
-    from hwloop.cli.common import build_chip, load_cdf_option
+    from hwloop.chip.factory import load_table_option, open_chip
 
     p, _ = cal_file
-    table = load_cdf_option(str(p))
+    table = load_table_option(str(p))
     measured = load_calibration(p).reads_us
-    chip = build_chip("sim", n_tiles=1, table=table, seed=5)
+    chip = open_chip("sim", n_tiles=1, table=table, seed=5)
     ok = chip.form_idx(np.arange(CELLS_PER_TILE))
     cells = np.flatnonzero(ok)
     for k, lv in enumerate(table.levels):

@@ -197,8 +197,8 @@ def test_bad_input_one_line_exit_2(
 
 def test_gate_range_past_safety_limit_exit_2(run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bench whose check_v_gate refuses V_WL > 2.0 V: one line, exit 2, and no operation reaches the chip."""
+    from hwloop.calibration import session
     from hwloop.chip.sim import SimChip
-    from hwloop.cli import calibrate_cmd
     from hwloop.errors import SafetyLimitError
 
     ops: list[object] = []
@@ -208,12 +208,12 @@ def test_gate_range_past_safety_limit_exit_2(run_cli: RunCli, tmp_path: Path, mo
             if np.any(np.asarray(v_gate) > 2.0):
                 raise SafetyLimitError("SET V_WL 2.2 V exceeds the bench limit wl_max_v = 2.0 V")
 
-    def fake_build_chip(kind: str, **kw: object) -> SimChip:
+    def fake_open_chip(kind: str, **kw: object) -> SimChip:
         chip = LimitedChip(int(kw["n_tiles"]), table=kw["table"], seed=0)  # type: ignore[arg-type]
         chip.add_listener(lambda op, *_: ops.append(op))
         return chip
 
-    monkeypatch.setattr(calibrate_cmd, "build_chip", fake_build_chip)
+    monkeypatch.setattr(session, "open_chip", fake_open_chip)
     code, _, err = run_cli("calibrate", "--chip", "sim", "--out", str(tmp_path / "o.h5"), "--no-log", *FAST)
     assert code == 2 and "exceeds the bench limit" in err and len(err.strip().splitlines()) == 1
     assert ops == [] and not (tmp_path / "o.h5").exists()

@@ -188,3 +188,34 @@ def test_refused_operations_reach_no_listener(chip: Chip) -> None:
     with pytest.raises(ChipError):
         chip.read_idx([chip.n_devices])
     assert rec.calls == []
+
+
+# ------------------------------------------------------------------ who the chip is
+def test_describe_names_the_chip_its_backend_and_whether_its_data_are_simulated(chip: Chip) -> None:
+    d = chip.describe()
+    assert set(d) == {"chip_id", "synthetic", "backend"}
+    assert d["backend"] == type(chip).__name__ and isinstance(d["chip_id"], str)
+    # every backend here is backed by a simulated chip: the virtual bench's board says it is emulated
+    assert d["synthetic"] is True
+    if isinstance(chip, RealChip):
+        assert d["chip_id"] == chip.bench.name != ""  # a bench chip is named by its bench file
+    else:
+        assert d["chip_id"] == ""  # a simulated chip has no id of its own (callers name it by seed)
+
+
+def test_describe_of_a_board_that_is_not_emulated_is_not_synthetic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same driver path, with a board that does not identify itself as emulated: measured data, also
+    in a composite with a simulated part."""
+    from hwloop.emulator import board as emulated_board
+
+    monkeypatch.setattr(emulated_board, "BOARD_ID", "lab FPGA addressing board, fw 1.0")
+    ideal = SimConfig.ideal()
+    with (
+        VirtualBench(BENCH, seed=1, sim_config=ideal, pace=False, faults=Faults()) as vb,
+        RealChip.from_bench_file(vb.bench_path, table=TABLE) as real,
+    ):
+        assert real.describe()["synthetic"] is False
+        n = real.n_tiles
+        sim = SimChip(n_tiles=1, table=TABLE, config=ideal)
+        mix = CompositeChip([("real", real, list(range(n))), ("sim", sim, [n])], n + 1, TABLE)
+        assert mix.describe() == {"chip_id": real.bench.name, "synthetic": False, "backend": "CompositeChip"}

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from hwloop.errors import ConfigError
-from hwloop.orchestrator import TrainConfig, Trainer, resolve_device
+from hwloop.orchestrator import TrainConfig, Trainer
 from hwloop.runlog import RunLog
+from hwloop.training.device import resolve_device
 
 NO_GPU = not torch.cuda.is_available()
 

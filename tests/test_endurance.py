@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,12 +12,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _synthlogs import script_env, write_sim_log
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwloop.analysis.endurance import distribution_stats, projected_runs
-from hwloop.analysis.synth import write_sim_log
 from hwloop.chip.sim import SimConfig
 from hwloop.cli import cli, main
 
@@ -199,7 +198,7 @@ WRITER = textwrap.dedent(
     """
     import os, sys, time
     import numpy as np
-    from hwloop.analysis.synth import write_sim_log
+    from _synthlogs import write_sim_log
     from hwloop.chip.base import Op
     path, mode = sys.argv[1], sys.argv[2]
     _, chip, _ = write_sim_log(path, n_devices=256, tasks=("mnist", "fashion-mnist"), epochs_per_task=1,
@@ -222,7 +221,7 @@ def _writer(tmp_path: Path, mode: str) -> tuple[Path, subprocess.Popen, int]:
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     proc = subprocess.Popen([sys.executable, str(script), str(path), mode], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+                            stdout=subprocess.PIPE, text=True, env=script_env(MPLBACKEND="Agg"))
     assert proc.stdout is not None
     flushed = int(proc.stdout.readline())
     return path, proc, flushed
@@ -303,7 +302,7 @@ def test_projection_in_json_uses_option(busy_log: tuple[Path, object]) -> None:
 
 def test_log_ending_mid_epoch_counts_the_step_in_progress(tmp_path: Path) -> None:
     """A live or crashed log usually ends with a step without READ_ALL: it is counted as in progress."""
-    from hwloop.analysis.synth import _program
+    from _synthlogs import _program
 
     path, chip, nominal = write_sim_log(tmp_path / "mid.h5", n_devices=300, epochs_per_task=1,
                                         steps_per_epoch=2, close_status=None)

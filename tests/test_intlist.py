@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from hwloop.chip.factory import parse_real_tiles
 from hwloop.cli.calibrate_cmd import _parse_tiles
 from hwloop.errors import ConfigError
 from hwloop.intlist import parse_int_list
-from hwloop.orchestrator import _parse_real_tiles
 from hwloop.sweep import parse_seeds
 
 
@@ -45,13 +45,13 @@ def test_the_three_options_read_a_list_the_same_way(spec: str) -> None:
     want = parse_int_list(spec, "--x")
     assert parse_seeds(spec) == want
     assert list(_parse_tiles(spec)) == sorted(want)  # calibrate measures its tiles in index order
-    assert _parse_real_tiles(spec, n_tiles=8, bench_tiles=8) == want
+    assert parse_real_tiles(spec, n_tiles=8, bench_tiles=8) == want
 
 
 def test_real_tiles_default_and_bench_size() -> None:
-    assert _parse_real_tiles(None, n_tiles=5, bench_tiles=2) == [0, 1]
-    assert _parse_real_tiles("3", n_tiles=5, bench_tiles=1) == [3]  # a number is a tile, not a count
+    assert parse_real_tiles(None, n_tiles=5, bench_tiles=2) == [0, 1]
+    assert parse_real_tiles("3", n_tiles=5, bench_tiles=1) == [3]  # a number is a tile, not a count
     with pytest.raises(ConfigError, match="bench holds 1"):
-        _parse_real_tiles("0,1", n_tiles=5, bench_tiles=1)
+        parse_real_tiles("0,1", n_tiles=5, bench_tiles=1)
     with pytest.raises(ConfigError, match="out of range"):
-        _parse_real_tiles("5", n_tiles=5, bench_tiles=8)
+        parse_real_tiles("5", n_tiles=5, bench_tiles=8)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,12 +11,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _synthlogs import script_env, write_sim_log
 from click.testing import CliRunner
 
 from hwloop.analysis import plots
 from hwloop.analysis.footprint import architecture, paper_qnn_accuracy
 from hwloop.analysis.report import build_report, pm
-from hwloop.analysis.synth import write_sim_log
 from hwloop.cli import cli, main
 from hwloop.errors import RunLogError
 
@@ -162,7 +161,7 @@ def test_pm_format() -> None:
 CRASHER = textwrap.dedent(
     """
     import os, sys
-    from hwloop.analysis.synth import write_sim_log
+    from _synthlogs import write_sim_log
     write_sim_log(sys.argv[1], n_devices=128, tasks=("mnist", "fashion-mnist"), epochs_per_task=2,
                   steps_per_epoch=2, close_status=None)
     os._exit(0)  # killed: no close, status stays 'running'
@@ -175,7 +174,7 @@ def test_crashed_run_still_reports(tmp_path: Path) -> None:
     script.write_text(CRASHER)
     log = tmp_path / "crashed.h5"
     subprocess.run([sys.executable, str(script), str(log)], check=True, timeout=60,
-                   env={**os.environ, "MPLBACKEND": "Agg"})
+                   env=script_env(MPLBACKEND="Agg"))
     summary = build_report([str(log)], tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
     last = int(_epochs(log)["epoch"][-1])

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from _synthlogs import write_sim_log
 
-from hwloop.analysis.synth import write_sim_log
-from hwloop.cli import cli
+if TYPE_CHECKING:
+    from conftest import RunCli
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +27,10 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def test_runs_ls_lines(runs_dir: Path) -> None:
-    res = CliRunner().invoke(cli, ["runs", "ls", str(runs_dir)])
-    assert res.exit_code == 0, res.output
-    lines = res.output.strip().splitlines()
+def test_runs_ls_lines(run_cli: RunCli, runs_dir: Path) -> None:
+    code, out, err = run_cli("runs", "ls", runs_dir)
+    assert code == 0, err
+    lines = out.strip().splitlines()
     assert len(lines) == 3
     a, b, c = lines
     with h5py.File(runs_dir / "a.h5", "r", swmr=True) as f:
@@ -42,10 +43,10 @@ def test_runs_ls_lines(runs_dir: Path) -> None:
     assert c.startswith("c.h5") and "UNREADABLE" in c
 
 
-def test_runs_ls_json(runs_dir: Path) -> None:
-    res = CliRunner().invoke(cli, ["runs", "ls", str(runs_dir), "--json"])
-    assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)
+def test_runs_ls_json(run_cli: RunCli, runs_dir: Path) -> None:
+    code, out, err = run_cli("runs", "ls", runs_dir, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
     assert [Path(r["path"]).name for r in rows] == ["a.h5", "b.h5", "c.h5"]
     assert rows[0]["status"] == "finished" and rows[0]["tasks"] == ["mnist", "fashion-mnist"]
     with h5py.File(runs_dir / "b.h5", "r", swmr=True) as f:
@@ -54,39 +55,40 @@ def test_runs_ls_json(runs_dir: Path) -> None:
     assert "error" in rows[2]
 
 
-def test_runs_ls_names_calibration_files(tmp_path: Path) -> None:
+def test_runs_ls_names_calibration_files(run_cli: RunCli, tmp_path: Path) -> None:
     """`hwloop calibrate` writes its op log to runs/ by default: `runs ls` names it (and a calibration
     file) for what it is instead of calling it unreadable; a run log beside them is listed as before."""
     d = tmp_path / "runs"
     d.mkdir()
     write_sim_log(d / "a.h5", n_devices=64, tasks=("mnist",), epochs_per_task=1, steps_per_epoch=1, m_star=3.0,
                   hidden=16)
-    res = CliRunner().invoke(cli, ["calibrate", "--chip", "sim", "--points", "16", "--devices", "64",
-                                   "--out", str(d / "cal.h5"), "--log", str(d / "calop.h5"), "--no-progress"])
-    assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(cli, ["runs", "ls", str(d)])
-    assert res.exit_code == 0, res.output
-    lines = dict(line.split(maxsplit=1) for line in res.output.strip().splitlines())
+    code, _, err = run_cli("calibrate", "--chip", "sim", "--points", "16", "--devices", "64",
+                           "--out", d / "cal.h5", "--log", d / "calop.h5", "--no-progress")
+    assert code == 0, err
+    code, out, err = run_cli("runs", "ls", d)
+    assert code == 0, err
+    lines = dict(line.split(maxsplit=1) for line in out.strip().splitlines())
     assert set(lines) == {"a.h5", "cal.h5", "calop.h5"}
     assert "finished" in lines["a.h5"]
     assert "calibration file: chip=sim-seed0" in lines["cal.h5"] and "UNREADABLE" not in lines["cal.h5"]
     with h5py.File(d / "calop.h5", "r") as f:
         n_ops = int(f.attrs["rows"])
     assert f"calibration op log: chip=sim-seed0 ops={n_ops:,}" in lines["calop.h5"]
-    rows = json.loads(CliRunner().invoke(cli, ["runs", "ls", str(d), "--json"]).output)
+    rows = json.loads(run_cli("runs", "ls", d, "--json").out)
     assert [r["kind"] for r in rows] == ["run log", "calibration file", "calibration op log"]
     # a truncated copy of the calibration file is unreadable, not a calibration file
     data = (d / "cal.h5").read_bytes()
     (d / "cut.h5").write_bytes(data[: len(data) // 2])
-    res = CliRunner().invoke(cli, ["runs", "ls", str(d)])
-    cut = next(line for line in res.output.splitlines() if line.startswith("cut.h5"))
+    cut = next(line for line in run_cli("runs", "ls", d).out.splitlines() if line.startswith("cut.h5"))
     assert "UNREADABLE" in cut and "truncated" in cut
 
 
-def test_runs_ls_default_folder(runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_ls_default_folder(
+    run_cli: RunCli, runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    res = CliRunner().invoke(cli, ["runs", "ls"])
-    assert res.exit_code != 0 and "not a folder" in str(res.exception)
+    code, _, err = run_cli("runs", "ls")
+    assert code == 2 and "not a folder" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "runs").mkdir()
-    res = CliRunner().invoke(cli, ["runs", "ls"])
-    assert res.exit_code == 0 and "no run logs" in res.output
+    code, out, _ = run_cli("runs", "ls")
+    assert code == 0 and "no run logs" in out

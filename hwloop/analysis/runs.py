@@ -14,24 +14,17 @@ from hwloop.chip.cdf import CdfTable
 from hwloop.errors import HwloopError, RunLogError
 from hwloop.h5check import open_reader
 from hwloop.runlog import FORMAT_NAME
+from hwloop.training.config import EXPERIMENT_FREE
 
-#: configuration keys that do not make two runs different experiments (repetitions differ in these)
-RUN_ONLY_KEYS = (
-    "seed",
-    "out",
-    "output",
-    "name",
-    "run_name",
-    "resume",
-    "data",
-    "data_dir",
-    "log",
-    "bench",
-    "progress",
-    "download",
-    "threads",
-    "verify_data",
-    "eval_batch",
+#: configuration keys in which repetitions of one experiment may differ: the seed, the keys that do not change
+#: the experiment (``hwloop.training.config.EXPERIMENT_FREE``), the evaluation batch, and names that logs of
+#: other tools or older versions carry
+RUN_ONLY_KEYS = tuple(
+    sorted(
+        EXPERIMENT_FREE
+        | {"seed", "eval_batch"}
+        | {"output", "name", "run_name", "resume", "data", "log"}
+    )
 )
 
 

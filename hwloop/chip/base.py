@@ -274,6 +274,11 @@ class Chip(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def describe(self) -> dict:
+        """Who this chip is: ``chip_id`` (its own name, "" when it has none), ``synthetic`` (True when the data
+        it gives are simulated, not measured) and ``backend`` (the class name)."""
+        return {"chip_id": "", "synthetic": False, "backend": type(self).__name__}
+
     def info(self) -> dict:
         return {
             "backend": type(self).__name__,

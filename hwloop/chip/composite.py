@@ -135,6 +135,12 @@ class CompositeChip(Chip):
         for _, chip, _ in self.parts:
             chip.close()
 
+    def describe(self) -> dict:
+        """The first part's chip id that has one; synthetic only if every part is."""
+        parts = [c.describe() for _, c, _ in self.parts]
+        cid = next((d["chip_id"] for d in parts if d["chip_id"]), "")
+        return {**super().describe(), "chip_id": cid, "synthetic": all(d["synthetic"] for d in parts)}
+
     def info(self) -> dict:
         d = super().info()
         d["parts"] = [{"label": label, "backend": type(c).__name__, "tiles": tiles} for label, c, tiles in self.parts]

@@ -220,6 +220,11 @@ class RealChip(Chip):
             self.smu.close()
             self.smu = None
 
+    def describe(self) -> dict:
+        """The bench's name is the chip id; a board that identifies itself as emulated gives synthetic data."""
+        board = self.board_info.ident if hasattr(self, "board_info") else ""
+        return {**super().describe(), "chip_id": self.bench.name or "", "synthetic": "emulated" in board.lower()}
+
     def info(self) -> dict:
         d = super().info()
         d["bench"] = {"name": self.bench.name, "file": self.bench.source_path,

@@ -240,6 +240,9 @@ class SimChip(Chip):
                 raise ChipError(f"snapshot random state is for {st.get('bit_generator')}, not this chip's generator")
             self.rng.bit_generator.state = st
 
+    def describe(self) -> dict:
+        return {**super().describe(), "synthetic": True}
+
     def info(self) -> dict:
         d = super().info()
         d["sim_config"] = self.config.as_dict()

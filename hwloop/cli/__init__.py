@@ -32,12 +32,15 @@ def _register() -> None:
         analysis_cmd,  # noqa: F401
         bench_cmd,  # noqa: F401
         calibrate_cmd,  # noqa: F401
-        characterise_cmd,  # noqa: F401
         chip_cmd,  # noqa: F401
+        cycle_cmd,  # noqa: F401
+        estimate_cmd,  # noqa: F401
         reproduce_cmd,  # noqa: F401
+        retention_cmd,  # noqa: F401
         serve_cmd,  # noqa: F401
         sweep_cmd,  # noqa: F401
         train_cmd,  # noqa: F401
+        verify_cmd,  # noqa: F401
     )
 
 

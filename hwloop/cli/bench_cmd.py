@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 import numpy as np
 
+from hwloop.chip.factory import load_table_option, open_chip
 from hwloop.cli import cli
 from hwloop.cli.chip_cmd import chip
-from hwloop.cli.common import build_chip, cdf_option, echo_json, json_option, load_cdf_option
+from hwloop.cli.common import cdf_option, echo_json, json_option
 from hwloop.emulator.command import emulate
 from hwloop.errors import ConfigError
 
@@ -30,11 +31,11 @@ def chip_check(kind: str, bench: str, cells: int, level: int | None, cdf: str | 
     The cells are (tile 0, row 0, col 0..CELLS-1). Reads come from the board's ADCs; the last column is
     the same cell measured slowly through the SMU after the SET.
     """
-    table = load_cdf_option(cdf)
+    table = load_table_option(cdf)
     level = table.n_hcs if level is None else level
     if level > table.n_hcs:
         raise ConfigError(f"--level must be 1..{table.n_hcs}")
-    with build_chip(kind, n_tiles=1, table=table, bench=bench) as c:
+    with open_chip(kind, n_tiles=1, table=table, bench=bench) as c:
         info = c.info()
         cols = np.arange(cells)
         zeros = np.zeros(cells, dtype=np.int64)

@@ -7,17 +7,14 @@
 from __future__ import annotations
 
 import re
-import sys
-import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
 from hwloop.calibration.procedure import CalibrationConfig
 from hwloop.cli import cli
-from hwloop.cli.common import CHIP_CHOICES, build_chip, echo_json, load_cdf_option
+from hwloop.cli.common import bench_option, chip_kind_option, echo_json
 from hwloop.clicktypes import FINITE_FLOAT
 from hwloop.errors import CalibrationError, ConfigError
 from hwloop.intlist import INT_LIST_HELP, parse_int_list
@@ -42,20 +39,8 @@ def _parse_span(spec: str, name: str, size: int) -> tuple[int, int]:
 
 def run_options(f: Callable) -> Callable:
     opts = [
-        click.option(
-            "--chip",
-            "kind",
-            type=click.Choice(CHIP_CHOICES),
-            default="sim",
-            show_default=True,
-            help="Backend: the simulated chip, or the real bench (--bench).",
-        ),
-        click.option(
-            "--bench",
-            type=click.Path(dir_okay=False),
-            default=None,
-            help="Bench configuration for --chip real (e.g. instruments/virtual.toml).",
-        ),
+        chip_kind_option,
+        bench_option,
         click.option(
             "--tiles", default="0", show_default=True,
             help=f"Tiles of the region to calibrate, as every integer list in hwloop: {INT_LIST_HELP}.",
@@ -200,10 +185,7 @@ def _run(
     no_progress: bool,
     as_json: bool,
 ) -> None:
-    from tqdm import tqdm
-
-    from hwloop.calibration import OpLog, calibrate, write_calibration
-    from hwloop.calibration.oplog import PHASES
+    from hwloop.calibration.session import run_session
     from hwloop.chip.base import COLS, ROWS
 
     config = CalibrationConfig(
@@ -218,79 +200,27 @@ def _run(
         cols=_parse_span(cols, "cols", COLS),
         seed=seed,
     )
-    config.validate()
-    if kind == "real" and cdf is not None:
-        raise ConfigError(
-            "--cdf is the source table of the simulated chip; it cannot be used with --chip real"
-        )
-    if out and Path(out).exists() and not force:  # refuse before touching the bench
-        raise CalibrationError(f"{out} exists; give another --out or --force to overwrite it")
-    table = load_cdf_option(cdf)
-    n_tiles = max(config.tiles) + 1
-    t_start = time.perf_counter()
-    with build_chip(kind, n_tiles=n_tiles, table=table, seed=seed, bench=bench) as chip:
-        chip.check_v_gate(config.v_gate)  # SafetyLimitError before any file or operation
-        cid = chip_id or _default_chip_id(chip, kind, seed)
-        out_path = Path(out) if out else Path("calibration") / f"{_safe(cid)}.h5"
-        if out_path.exists() and not force:
-            raise CalibrationError(f"{out_path} exists; give another --out or --force to overwrite it")
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        oplog = None
-        if not no_log:
-            lp = Path(log_path) if log_path else Path("runs") / f"calibrate-{_safe(cid)}-{stamp}.h5"
-            oplog = OpLog(lp, chip_id=cid, backend=type(chip).__name__, calibration_file=str(out_path))
-            chip.add_listener(oplog.listener)
-            oplog.start_clock(time.perf_counter())
-
-        def on_phase(phase: str, cond: int, v: float) -> None:
-            if oplog is None:
-                return
-            oplog.flush()
-            oplog.phase = PHASES[phase]
-            oplog.condition = cond if phase == "sweep" else -1
-            oplog.attempt = cond if phase == "forming" else 0
-            oplog.v_gate = v
-
-        bar = tqdm(
-            total=config.n_conditions + 1,
-            desc="calibrate",
-            unit="step",
-            file=sys.stderr,
-            disable=no_progress,
-            leave=False,
-        )
-        try:
-            res = calibrate(chip, config, progress=bar.update, on_phase=on_phase)
-        finally:
-            bar.close()
-            if oplog is not None:
-                chip.remove_listener(oplog.listener)
-                oplog.close()
-        write_calibration(
-            res,
-            out_path,
-            chip_id=cid,
-            bench=str(bench or ""),
-            synthetic=_is_synthetic(chip, kind),
-            source_table=table.source_path if kind == "sim" else "",
-            oplog_path=str(oplog.path) if oplog else "",
-            read_voltage_v=float(table.read_voltage_v),
-            v_gate_reset=float(chip.table.levels[0].v_gate) if chip.table.n_levels else 4.8,
-        )
-    wall_cmd_s = time.perf_counter() - t_start
-    from hwloop.calibration import load_calibration
-
-    summary = load_calibration(out_path).describe()
-    summary["wall_s"] = {**res.wall_s, "command": wall_cmd_s}
-    summary["op_counts"] = res.op_counts
-    summary["op_calls"] = res.op_calls
-    summary["oplog"] = str(oplog.path) if oplog else None
+    ses = run_session(
+        config,
+        kind=kind,
+        bench=bench,
+        out=out,
+        force=force,
+        chip_id=chip_id,
+        cdf=cdf,
+        log_path=log_path,
+        no_log=no_log,
+        progress=not no_progress,
+    )
+    summary, res, wall_cmd_s = ses.summary, ses.result, ses.wall_cmd_s
     if as_json:
         echo_json(summary)
         return
     _print_levels(summary)
     click.echo("")
-    click.echo(f"wrote {out_path}" + (f"  (op log {oplog.path}, {oplog.rows:,} rows)" if oplog else ""))
+    click.echo(
+        f"wrote {ses.out_path}" + (f"  (op log {ses.oplog_path}, {ses.oplog_rows:,} rows)" if ses.oplog_path else "")
+    )
     ops = res.op_counts
     click.echo(
         f"wall time {res.wall_s['total']:.2f} s (forming {res.wall_s['forming']:.2f} s, sweep "
@@ -301,29 +231,6 @@ def _run(
         f"READ {ops['READ']:,}  "
         f"total {sum(ops.values()):,} device ops in {sum(res.op_calls.values()):,} array calls"
     )
-
-
-def _safe(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "chip"
-
-
-def _default_chip_id(chip: object, kind: str, seed: int) -> str:
-    """The chip's own id if it has one; else sim-seed<N>, or the bench name for a real chip."""
-    cid = getattr(chip, "chip_id", None)
-    if isinstance(cid, str) and cid:
-        return cid
-    if kind == "sim":
-        return f"sim-seed{seed}"
-    bench = getattr(chip, "bench", None)
-    return str(getattr(bench, "name", "") or "real")
-
-
-def _is_synthetic(chip: object, kind: str) -> bool:
-    """Simulated data: the sim chip, or a real-chip driver path whose board says it is emulated."""
-    if kind == "sim" or bool(getattr(chip, "emulated", False)):
-        return True
-    board = getattr(getattr(chip, "board_info", None), "ident", "")
-    return isinstance(board, str) and "emulated" in board.lower()
 
 
 def _print_levels(d: dict) -> None:

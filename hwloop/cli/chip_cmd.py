@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from hwloop.chip.factory import CHIP_KINDS, load_table_option, open_chip
 from hwloop.cli import cli
-from hwloop.cli.common import build_chip, cdf_option, echo_json, json_option, load_cdf_option
+from hwloop.cli.common import cdf_option, echo_json, json_option
 
 
 @cli.group()
@@ -14,7 +15,7 @@ def chip() -> None:
 
 
 @chip.command("info")
-@click.option("--chip", "kind", type=click.Choice(["sim", "real"]), default="sim", show_default=True,
+@click.option("--chip", "kind", type=click.Choice(list(CHIP_KINDS)), default="sim", show_default=True,
               help="Backend: the simulated chip, or the real bench.")
 @click.option("--tiles", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of 128x128 tiles of the simulated chip.")
@@ -23,8 +24,8 @@ def chip() -> None:
 @json_option
 def chip_info(kind: str, tiles: int, bench: str | None, cdf: str | None, as_json: bool) -> None:
     """Print geometry, the level table (I_CC, median and sigma per level) and where it came from."""
-    table = load_cdf_option(cdf)
-    with build_chip(kind, n_tiles=tiles, table=table, bench=bench) as c:
+    table = load_table_option(cdf)
+    with open_chip(kind, n_tiles=tiles, table=table, bench=bench) as c:
         info = c.info()
     if as_json:
         echo_json(info)

@@ -10,25 +10,25 @@ from click.core import ParameterSource
 from hwloop.cli import cli
 from hwloop.cli.common import echo_json
 from hwloop.clicktypes import FiniteFloat
-from hwloop.training.config import BN_EVAL_MODES, CLAMP_MODES, INIT_MODES, MODELS, WS_SOURCES, TrainConfig
+from hwloop.training.config import (
+    BN_EVAL_MODES,
+    BN_MODES,
+    CHIPS,
+    CLAMP_MODES,
+    DEVICES,
+    INIT_MODES,
+    MODELS,
+    PROGRAM_MODES,
+    WS_SOURCES,
+    TrainConfig,
+)
 
-# CLI parameter name -> TrainConfig field
-_FIELDS = {
-    "tasks": "tasks", "epochs_per_task": "epochs_per_task", "warmup": "warmup", "m_star": "m_star",
-    "hidden": "hidden", "lr": "lr", "batch_size": "batch_size", "seed": "seed", "train_samples": "train_samples",
-    "chip": "chip", "calibration": "calibration", "bench": "bench", "real_tiles": "real_tiles",
-    "bn_mode": "bn_mode", "adam_reset": "adam_reset", "init": "init", "data_dir": "data_dir",
-    "download": "download", "verify_data": "verify_data", "out": "out", "threads": "threads",
-    "model": "model", "bn_eval": "bn_eval", "lr_decay": "lr_decay", "ws_source": "ws_source", "clamp": "clamp",
-    "program": "program", "verify_tolerance": "verify_tolerance", "verify_max_pulses": "verify_max_pulses",
-    "wear_strikes": "wear_strikes", "retention_model": "retention_model", "endurance_model": "endurance_model",
-    "device": "device", "flush_s": "flush_s",
-}
+# every option's parameter name is its TrainConfig field
 _D = TrainConfig()
 
 
 @cli.command("train")
-@click.option("--chip", type=click.Choice(["sim", "real", "none"]), default=_D.chip, show_default=True,
+@click.option("--chip", type=click.Choice(list(CHIPS)), default=_D.chip, show_default=True,
               help="Where the weights live: simulated chip, real bench (+ simulated tiles), or ideal levels.")
 @click.option("--tasks", default=_D.tasks, show_default=True,
               help="Comma-separated task sequence: mnist, fashion-mnist, permuted-mnist:<k>.")
@@ -53,7 +53,7 @@ _D = TrainConfig()
               help="With --chip real: the model's tiles placed on the real chip: an index (5), a list (0,5) or "
               "an inclusive range (0-3), as every integer list in hwloop ('2' is tile 2 alone). "
               "Default: as many as the bench holds. The rest are simulated from the same calibration.")
-@click.option("--bn-mode", type=click.Choice(["per-task", "shared"]), default=_D.bn_mode, show_default=True,
+@click.option("--bn-mode", type=click.Choice(list(BN_MODES)), default=_D.bn_mode, show_default=True,
               help="Batch-norm per task (the paper's task-incremental setting) or shared across tasks.")
 @click.option("--adam-reset/--no-adam-reset", default=_D.adam_reset, show_default=True,
               help="Re-create Adam's state at each task switch.")
@@ -74,14 +74,14 @@ _D = TrainConfig()
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with the IDX files (searched first; then $HWLOOP_DATA, /usr/share/datasets, the cache).")
 @click.option("--download", is_flag=True, help="Fetch missing data sets from the official mirrors.")
-@click.option("--verify-data/--no-verify-data", default=True, show_default=True,
+@click.option("--verify-data/--no-verify-data", default=_D.verify_data, show_default=True,
               help="Check data files against the published checksums (turn off for your own IDX subsets).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Run log path. Default: runs/<date>-<chip>-m<m*>-h<H>-s<seed>.h5")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Continue a crashed or interrupted run from its last checkpoint.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
-@click.option("--program", type=click.Choice(["single-shot", "verify"]), default=_D.program, show_default=True,
+@click.option("--program", type=click.Choice(list(PROGRAM_MODES)), default=_D.program, show_default=True,
               help="Device programming: one RESET+SET (the paper's), or program-and-verify (retry until the read "
               "is within the level's window).")
 @click.option("--verify-tolerance", type=FiniteFloat(min=0, min_open=True, max=1e6), default=_D.verify_tolerance,
@@ -95,13 +95,13 @@ _D = TrainConfig()
 @click.option("--wear-strikes", type=click.IntRange(min=0), default=_D.wear_strikes, show_default=True,
               help="Mark a device worn after this many programs in a row whose read-back is in the wrong state "
               "class (real chips and --program verify; 0: never).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=_D.device, show_default=True,
+@click.option("--device", type=click.Choice(list(DEVICES)), default=_D.device, show_default=True,
               help="Torch device of the model and optimizer (auto: cuda when a GPU is visible). The chip stays on "
                    "the host; only changed weights cross.")
 @click.option("--flush-s", type=FiniteFloat(min=0, max=3600), default=_D.flush_s, show_default=True,
               help="Group commit: flush the run log at most every this many seconds (and at every epoch end, "
                    "checkpoint and stop). A killed run loses at most this much of its operation log.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
+@click.option("--progress/--no-progress", default=_D.progress, show_default=True, help="Progress bars on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (final_acc per task, log, ...).")
 @click.pass_context
 def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: bool, **opts: object) -> None:
@@ -119,9 +119,9 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
                     if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
         cfg = TrainConfig(**{k: v for k, v in base.items() if k in asdict(TrainConfig())})
         for k, v in explicit.items():
-            setattr(cfg, _FIELDS[k], v)
+            setattr(cfg, k, v)
     else:
-        cfg = TrainConfig(**{_FIELDS[k]: v for k, v in opts.items()})
+        cfg = TrainConfig(**opts)  # type: ignore[arg-type]
     cfg.progress = progress
     try:
         result = train(cfg, resume=resume)

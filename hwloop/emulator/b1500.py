@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 import socket
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from hwloop.emulator.device import EmulatedChip
 from hwloop.emulator.faults import Faults
+from hwloop.emulator.lineserver import LineServer
 from hwloop.instruments.b1500_config import MODULES, N_SLOTS, B1500Config
 
 IDN = "Keysight Technologies,B1500A,MY00000000,A.06.01.2019.0409 (hwloop virtual)"
@@ -96,7 +96,9 @@ class FlexState:
         self.fmt, self.mm, self.pv = (1, 0), (0, 0), None
 
 
-class B1500Emulator:
+class B1500Emulator(LineServer):
+    thread_name = "hwloop-b1500-emulator"
+
     """FLEX server; ``modules`` is ``{slot: model}`` as ``UNT?`` reports it (an unknown model is allowed)."""
 
     def __init__(
@@ -116,70 +118,18 @@ class B1500Emulator:
             modules=dict(modules) if modules is not None else {cfg.wl_slot: cfg.wl_module, cfg.bl_slot: cfg.bl_module}
         )
         self.state.reset()
-        self.sock = socket.create_server((host, 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.resource = f"TCPIP::{host}::{self.port}::SOCKET"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._conns: list[socket.socket] = []
-        self.n_commands = 0
-        self.connected = True
+        self._listen(host)
         self._compliance_next = False
 
-    def start(self) -> B1500Emulator:
-        self._thread = threading.Thread(target=self._serve, name="hwloop-b1500-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        for c in self._conns:
-            c.close()
-        self.sock.close()
-
     # ------------------------------------------------------------------ server
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            if not self.connected:
-                conn.close()
-                continue
-            self._conns.append(conn)
-            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
-
-    def _client(self, conn: socket.socket) -> None:
-        conn.settimeout(0.1)
-        buf = b""
-        with conn:
-            while not self._stop.is_set() and self.connected:
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    return
-                buf += data
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    for cmd in line.decode("ascii", "replace").split(";"):
-                        if not self._one(conn, cmd.strip()):
-                            return
+    def _line(self, conn: socket.socket, text: str) -> bool:
+        return all(self._one(conn, cmd.strip()) for cmd in text.split(";"))
 
     def _one(self, conn: socket.socket, text: str) -> bool:
         if not text:
             return True
-        self.n_commands += 1
-        fault = self.faults.smu_fault()
-        if fault == "smu_disconnect" or 0 < self.faults.smu_disconnect_after < self.n_commands:
-            self.connected = False
+        fault = self._draw_fault()
+        if fault == "smu_disconnect":
             return False
         is_measure = text == "XE" or text.startswith("TI")
         if is_measure and self.faults.smu_answer_fault(("smu_compliance",)):

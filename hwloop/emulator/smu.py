@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import re
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from hwloop.emulator.device import EmulatedChip
 from hwloop.emulator.faults import Faults
+from hwloop.emulator.lineserver import LineServer
 from hwloop.instruments.caps import KEITHLEY_2600B
 
 IDN = "Keithley Instruments Inc., Model 2636B, 4480001, 4.0.5 (hwloop virtual)"
@@ -86,7 +86,9 @@ class TspState:
         self.listv, self.buffer = [], []
 
 
-class SmuEmulator:
+class SmuEmulator(LineServer):
+    thread_name = "hwloop-smu-emulator"
+
     def __init__(self, chip: EmulatedChip, *, faults: Faults | None = None, host: str = "127.0.0.1",
                  model: str = "2636B", max_pulse_s: float | None = None) -> None:
         self.caps = KEITHLEY_2600B.get(model, KEITHLEY_2600B["2636B"])  # it emulates the 2600B family only
@@ -100,75 +102,25 @@ class SmuEmulator:
         self.faults = faults or Faults()
         self.state = TspState()
         self.state.reset()
-        self.sock = socket.create_server((host, 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.resource = f"TCPIP::{host}::{self.port}::SOCKET"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._conns: list[socket.socket] = []
-        self.n_commands = 0
-        self.connected = True
-
-    def start(self) -> SmuEmulator:
-        self._thread = threading.Thread(target=self._serve, name="hwloop-smu-emulator", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        for c in self._conns:
-            c.close()
-        self.sock.close()
+        self._listen(host)
 
     # ------------------------------------------------------------------ server
-    def _serve(self) -> None:
-        while not self._stop.is_set():
+    def _line(self, conn: socket.socket, text: str) -> bool:
+        text = text.strip()
+        if not text:
+            return True
+        fault = self._draw_fault()
+        if fault == "smu_disconnect":
+            return False
+        answer = self.execute_chunk(text)
+        if fault == "smu_error":
+            self.state.errors.append((-286, "TSP Runtime error at line 1: injected fault"))
+        if answer is not None:
             try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            if not self.connected:
-                conn.close()
-                continue
-            self._conns.append(conn)
-            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
-
-    def _client(self, conn: socket.socket) -> None:
-        conn.settimeout(0.1)
-        buf = b""
-        with conn:
-            while not self._stop.is_set() and self.connected:
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    return
-                buf += data
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    text = line.decode("ascii", "replace").strip()
-                    if not text:
-                        continue
-                    self.n_commands += 1
-                    fault = self.faults.smu_fault()
-                    if fault == "smu_disconnect" or (
-                            0 < self.faults.smu_disconnect_after < self.n_commands):
-                        self.connected = False
-                        return
-                    answer = self.execute_chunk(text)
-                    if fault == "smu_error":
-                        self.state.errors.append((-286, "TSP Runtime error at line 1: injected fault"))
-                    if answer is not None:
-                        try:
-                            conn.sendall(answer.encode() + b"\n")
-                        except OSError:
-                            return
+                conn.sendall(answer.encode() + b"\n")
+            except OSError:
+                return False
+        return True
 
     # ------------------------------------------------------------------ TSP subset
     def _error(self, code: int, msg: str) -> None:

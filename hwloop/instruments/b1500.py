@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 
 from hwloop.errors import ConfigError, InstrumentError, SafetyLimitError
 from hwloop.instruments.b1500_config import MODULES, B1500Config, ModuleSpec, check_modules, parse_unt
@@ -137,17 +135,6 @@ class B1500(Smu):
 
     def ask(self, command: str) -> str:
         return self.adapter.ask(command)
-
-    @contextmanager
-    def _batch(self) -> Iterator[None]:
-        """A group of commands, then the error queue; on any exception (an instrument error included) go
-        to the safe state."""
-        try:
-            yield
-            self.check_errors()
-        except BaseException:
-            self._safe_quietly()
-            raise
 
     # ------------------------------------------------------------------ identification
     def identify(self) -> str:
@@ -282,10 +269,6 @@ class B1500(Smu):
         self._configured = None
         self.adapter.write("DZ;CL")
         self._touched = False  # nothing set since: close() need not send it again
-
-    def _safe_quietly(self) -> None:
-        with suppress(Exception):
-            self.safe_state()
 
     def close(self) -> None:
         if self.adapter is None:

@@ -241,11 +241,10 @@ class FpgaBoard:
                                 f"(cmd 0x{item.cmd:02x})")
         return item.payload[1:]
 
-    request = exchange
 
     # ------------------------------------------------------------------ commands
     def identify(self) -> BoardInfo:
-        data = self.request(Cmd.IDENT)
+        data = self.exchange(Cmd.IDENT)
         if len(data) < IDENT.size:
             raise ProtocolError("FPGA board: IDENT answer too short")
         ver, tiles, lsb_pa, max_ops = IDENT.unpack_from(data)
@@ -262,7 +261,7 @@ class FpgaBoard:
 
     def select(self, tile: int, row: int, col: int) -> None:
         self._check_address(np.array([tile]), np.array([row]), np.array([col]))
-        self.request(Cmd.SELECT, bytes([tile, row, col]))
+        self.exchange(Cmd.SELECT, bytes([tile, row, col]))
 
     def set_dac(self, v_wl: float, v_bl: float, v_sl: float) -> None:
         """Set the three terminal DACs (V). Checked against the per-terminal limits."""
@@ -276,7 +275,7 @@ class FpgaBoard:
         bad += [f"|V_SL| {abs(v_sl)} V > {lim.max_v_sl} V" for _ in [0] if not abs(v_sl) <= lim.max_v_sl]
         if bad:
             raise SafetyLimitError("SET_DAC refused, nothing was sent: " + "; ".join(bad))
-        self.request(Cmd.SET_DAC, DAC.pack(_mv(v_wl), _mv(v_bl), _mv(v_sl)))
+        self.exchange(Cmd.SET_DAC, DAC.pack(_mv(v_wl), _mv(v_bl), _mv(v_sl)))
         self._dac = (v_wl, v_bl, v_sl)
 
     def _known_dac(self, what: str) -> tuple[float, float, float]:
@@ -295,13 +294,13 @@ class FpgaBoard:
             raise SafetyLimitError(f"PULSE refused, nothing was sent: width {width_ns!r} ns is not an integer")
         cond = Condition(*self._known_dac("PULSE"), int(width_ns))
         self.limits.check(BoardOp(op), cond)
-        self.request(Cmd.PULSE, PULSE.pack(int(op), int(width_ns)))
+        self.exchange(Cmd.PULSE, PULSE.pack(int(op), int(width_ns)))
 
     def read_row(self, tile: int, row: int) -> np.ndarray:
         """ADC currents (A) of the 128 cells of a row, at the present DAC levels (checked as a READ)."""
         self.limits.check(BoardOp.READ, Condition(*self._known_dac("READ_ROW"), 1))
         self._check_address(np.array([tile]), np.array([row]), np.array([0]))
-        data = self.request(Cmd.READ_ROW, bytes([tile, row]))
+        data = self.exchange(Cmd.READ_ROW, bytes([tile, row]))
         codes = np.frombuffer(data, dtype="<u2")
         if codes.size != ROW_CELLS:
             raise ProtocolError(f"FPGA board: READ_ROW answered {codes.size} values, expected {ROW_CELLS}")
@@ -309,11 +308,11 @@ class FpgaBoard:
 
     def safe(self) -> None:
         """All DACs to 0 V, outputs disconnected."""
-        self.request(Cmd.SAFE)
+        self.exchange(Cmd.SAFE)
         self._dac = (0.0, 0.0, 0.0)
 
     def status(self) -> dict[str, int]:
-        data = self.request(Cmd.STATUS)
+        data = self.exchange(Cmd.STATUS)
         flags, tile, row, col, last_seq = struct.unpack_from("<BBBBB", data)
         return {"outputs_on": flags & 1, "tile": tile, "row": row, "col": col, "last_seq": last_seq}
 

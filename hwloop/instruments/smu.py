@@ -62,6 +62,21 @@ class Smu(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """A group of commands, then the error queue; on any exception (a reported error included): the safe
+        state, then the exception."""
+        try:
+            yield
+            self.check_errors()
+        except BaseException:
+            self._safe_quietly()
+            raise
+
+    def _safe_quietly(self) -> None:
+        with suppress(Exception):
+            self.safe_state()
+
     def __enter__(self) -> Smu:
         return self
 
@@ -174,16 +189,6 @@ class Keithley2600(Smu):
 
     def ask(self, command: str) -> str:
         return self.adapter.ask(command)
-
-    @contextmanager
-    def _batch(self) -> Iterator[None]:
-        """A group of commands, then the error queue; on any exception or reported error: the safe state."""
-        try:
-            yield
-            self.check_errors()
-        except BaseException:
-            self._safe_quietly()
-            raise
 
     # ------------------------------------------------------------------ Smu interface
     def identify(self) -> str:
@@ -308,10 +313,6 @@ class Keithley2600(Smu):
     def safe_state(self) -> None:
         self.write(f"{self.ch}.source.levelv = 0")
         self.write(f"{self.ch}.source.output = {self.ch}.OUTPUT_OFF")
-
-    def _safe_quietly(self) -> None:
-        with suppress(Exception):
-            self.safe_state()
 
     def close(self) -> None:
         if self.adapter is None:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwloop.chip.base import COLS, ROWS
-from hwloop.chip.cdf import CdfTable, load_table
+from hwloop.chip.cdf import CdfTable
+from hwloop.chip.factory import check_tile_geometry, load_table_option
 from hwloop.errors import ConfigError
 from hwloop.reproduce.planner import blocks, check_record, folder_lock, run_blocks
 from hwloop.reproduce.presets import FIGURES, PRESETS, Protocol, parse_only, protocol
@@ -31,22 +31,14 @@ class ReproduceResult:
 
 
 def load_calibration(path: str | None) -> tuple[CdfTable, str]:
-    """The calibration (or CDF table) the experiments run on, checked for the crossbar's geometry."""
+    """The calibration (or CDF table) the experiments run on, checked for the crossbar's geometry
+    (``hwloop.chip.factory``), and how the report names it."""
     if path is None:
-        from hwloop.chip.default_table import default_table
-
-        return default_table(), "built-in synthetic table"
+        return load_table_option(None), "built-in synthetic table"
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--calibration {path}: no such file")
-    table = load_table(p)
-    rows, cols = table.extra.get("rows", ROWS), table.extra.get("cols", COLS)
-    if (rows, cols) != (ROWS, COLS):
-        raise ConfigError(
-            f"calibration {path} was measured on a {rows}x{cols} array, but hwloop maps weights onto "
-            f"{ROWS}x{COLS} tiles: calibrate this chip with `hwloop calibrate`"
-        )
-    return table, str(p.resolve())
+    return check_tile_geometry(load_table_option(str(p))), str(p.resolve())
 
 
 def reproduce(

@@ -24,6 +24,8 @@ from hwloop.analysis.logfile import open_runlog
 from hwloop.analysis.report import mean_std, pm
 from hwloop.analysis.runs import RunInfo, load_run
 from hwloop.errors import HwloopError
+from hwloop.formatting import md_table
+from hwloop.jsonutil import json_default
 from hwloop.reproduce import plots
 from hwloop.reproduce.planner import Block, block_dir
 from hwloop.reproduce.presets import FULL_RUN_MIN, Protocol
@@ -134,12 +136,8 @@ def sigma_diff(measured: float, paper: Any) -> str:
 
 
 def _md(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *["| " + " | ".join(r) + " |" for r in rows],
-        "",
-    ]
+    """A Markdown table (``hwloop.formatting.md_table``) and the blank line after it."""
+    return [*md_table(header, rows), ""]
 
 
 def _missing_note(missing: list[str]) -> list[str]:
@@ -543,7 +541,7 @@ def write_report(
     for f in figures:
         lines += sections[f]()
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    clean = _no_nan(json.loads(json.dumps(summary, default=_json_default)))
+    clean = _no_nan(json.loads(json.dumps(summary, default=json_default)))
     (out / "summary.json").write_text(json.dumps(clean, indent=1, allow_nan=False) + "\n")
     return out / "report.md"
 
@@ -563,11 +561,3 @@ def _no_nan(o: Any) -> Any:
     if isinstance(o, list):
         return [_no_nan(v) for v in o]
     return o
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)

@@ -14,6 +14,7 @@ from typing import Any
 from hwloop import __version__
 from hwloop.errors import ConfigError
 from hwloop.jsonutil import json_default
+from hwloop.training.config import EXPERIMENT_FREE
 
 FORMAT_NAME = "hwloop-sweep"
 FORMAT_VERSION = 1
@@ -24,8 +25,9 @@ SUMMARY_MD = "summary.md"
 
 #: TrainConfig fields that never belong to the base configuration of a sweep (set per point or per executor)
 NOT_BASE = {"out", "progress", "threads"}
-#: base fields that may change between invocations on the same folder (they don't change the experiment)
-FREE_BASE = {"data_dir", "download", "bench", "verify_data"}
+#: base fields that may change between invocations on the same folder: those that don't change the
+#: experiment (``hwloop.training.config.EXPERIMENT_FREE``, the same rule as ``--resume``)
+FREE_BASE = EXPERIMENT_FREE - NOT_BASE
 
 STATUSES = ("pending", "queued", "running", "finished", "failed", "interrupted")
 

@@ -12,7 +12,7 @@ from hwloop import __version__
 from hwloop.errors import ConfigError
 from hwloop.sweep.grid import REQUIRED_AXES, format_value, normalise_grid, point_name
 from hwloop.sweep.manifest import FREE_BASE, MANIFEST_NAME, NOT_BASE, Manifest, PointRecord, load_manifest, utc_now
-from hwloop.training.config import TrainConfig
+from hwloop.training.config import TrainConfig, describe_difference
 
 
 def default_base(axes: Sequence[str] = REQUIRED_AXES) -> dict[str, Any]:
@@ -63,8 +63,9 @@ def plan(
     ``grid``/``base`` may be None for an existing folder (continue it as it is). For an existing folder the
     rules are: the axes must be the same; each axis may gain values (the grid grows; points already there
     keep their names, logs and results), but may not lose any; the base configuration must be the same,
-    except the fields in ``FREE_BASE`` (data location, download, bench file). ``explicit`` names the base
-    fields the user set; the others are taken from the existing manifest (so a bare re-run continues).
+    except the fields in ``FREE_BASE`` (those that don't change the experiment: data location, bench file,
+    device ...). ``explicit`` names the base fields the user set; the others are taken from the existing
+    manifest (so a bare re-run continues).
     """
     d = Path(sweep_dir)
     exists = (d / MANIFEST_NAME).is_file()
@@ -105,7 +106,7 @@ def plan(
             b[k] = req[k]
         diff = sorted(k for k in keys - FREE_BASE if req[k] != old.base.get(k))
         if diff:
-            detail = ", ".join(f"{k}: sweep {old.base.get(k)!r} vs now {req[k]!r}" for k in diff[:4])
+            detail = describe_difference(diff, old.base, req, "sweep")
             raise ConfigError(
                 f"{d} is a sweep with another configuration ({detail}); drop those options to continue it, "
                 "or use a new --out"

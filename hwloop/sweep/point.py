@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import socket
@@ -42,30 +41,9 @@ def log_state(path: Path) -> tuple[str, bool]:
 
 
 def results_from_log(path: str | Path) -> dict[str, Any]:
-    """The results of a run from its log: final_acc, acc_after_task, epochs, steps, programs, wall_s."""
+    """The results of a run from its log (``RunLog.results``)."""
     with RunLog(path) as log:
-        ep = log.epochs()
-        tasks = log.tasks
-        cfg = log.config
-    if ep.size == 0:
-        return {"final_acc": {}, "acc_after_task": {}, "epochs": 0, "steps": 0, "programs": 0, "wall_s": 0.0}
-    last = ep["acc"][-1]
-    final = {n: float(last[i]) for i, n in enumerate(tasks) if not math.isnan(last[i])}
-    ept = int(cfg.get("epochs_per_task", 0)) or 1
-    after: dict[str, dict[str, float]] = {}
-    for row in ep:
-        e = int(row["epoch"])
-        if e % ept == 0 and 0 < e // ept <= len(tasks):
-            t = e // ept - 1
-            after[tasks[t]] = {tasks[j]: float(row["acc"][j]) for j in range(t + 1)}
-    return {
-        "final_acc": final,
-        "acc_after_task": after,
-        "epochs": int(ep["epoch"][-1]),
-        "steps": int(ep["step"][-1]),
-        "programs": int(ep["programs"].sum()),
-        "wall_s": float(ep["wall_s"].sum()),
-    }
+        return log.results()
 
 
 def run_point(

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hwloop.errors import ConfigError
+from hwloop.errors import ConfigError, RunLogError
 
 BN_MODES = ("per-task", "shared")
 CHIPS = ("sim", "real", "none")
@@ -16,8 +16,13 @@ BN_EVAL_MODES = ("batch", "running")
 WS_SOURCES = ("nominal", "read")
 CLAMP_MODES = ("hard", "none", "soft")
 DEVICES = ("auto", "cpu", "cuda")
-#: configuration keys that may differ when resuming (they don't change the experiment)
-RESUME_FREE = {"out", "resume", "progress", "data_dir", "download", "threads", "bench", "device", "flush_s"}
+PROGRAM_MODES = ("single-shot", "verify")
+#: configuration keys that do not change the experiment: where files are, whether the data are checked, how
+#: the run is shown and how fast it runs. Two runs whose other keys agree are the same experiment: a run log
+#: resumes only with the same experiment (``--resume``), and a sweep folder continues only with it.
+EXPERIMENT_FREE = frozenset(
+    {"out", "progress", "data_dir", "download", "verify_data", "threads", "bench", "device", "flush_s"}
+)
 
 
 @dataclass
@@ -106,8 +111,8 @@ class TrainConfig:
             _check_out_path(self.out)
         if self.train_samples is not None and self.train_samples < self.batch_size:
             raise ConfigError(f"--train-samples {self.train_samples} is smaller than one batch ({self.batch_size})")
-        if self.program not in ("single-shot", "verify"):
-            raise ConfigError(f"unknown --program {self.program!r}; choose single-shot or verify")
+        if self.program not in PROGRAM_MODES:
+            raise ConfigError(f"unknown --program {self.program!r}; choose {' or '.join(PROGRAM_MODES)}")
         if not (self.verify_tolerance > 0 and self.verify_tolerance < float("inf")):
             raise ConfigError(f"--verify-tolerance must be a finite number > 0, got {self.verify_tolerance}")
         if not 1 <= self.verify_max_pulses <= 255 or self.wear_strikes < 0:
@@ -121,7 +126,33 @@ class TrainConfig:
 
     def experiment(self) -> dict:
         """The configuration keys that define the experiment (compared on --resume)."""
-        return {k: v for k, v in asdict(self).items() if k not in RESUME_FREE}
+        return experiment_of(asdict(self))
+
+
+def experiment_of(config: dict) -> dict:
+    """The experiment of a stored configuration: a key missing from an older log or manifest has its
+    default (that was its behaviour then); keys in ``EXPERIMENT_FREE`` are left out."""
+    return {k: v for k, v in {**asdict(TrainConfig()), **config}.items() if k not in EXPERIMENT_FREE}
+
+
+def experiment_diff(old: dict, new: dict) -> list[str]:
+    """The experiment keys on which two configurations differ (sorted)."""
+    a, b = experiment_of(old), experiment_of(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def check_same_experiment(path: str, stored: dict, cfg: TrainConfig) -> None:
+    """``--resume``: refuse a run log whose stored configuration is another experiment than ``cfg``."""
+    diff = experiment_diff(stored, asdict(cfg))
+    if diff:
+        detail = describe_difference(diff, experiment_of(stored), cfg.experiment(), "log")
+        raise RunLogError(f"cannot resume {path} with a changed configuration ({detail}); drop those options")
+
+
+def describe_difference(keys: list[str], old: dict, new: dict, old_label: str, limit: int = 4) -> str:
+    """``k: <old_label> 'x' vs now 'y', ...`` for the first ``limit`` of ``keys`` (the one message of a
+    refused resume or sweep continuation)."""
+    return ", ".join(f"{k}: {old_label} {old.get(k)!r} vs now {new.get(k)!r}" for k in keys[:limit])
 
 
 def _check_out_path(out: str) -> None:

@@ -1,4 +1,5 @@
-"""Synthetic run logs that follow the trainer's protocol, for tests, demos and benchmarks.
+"""Synthetic run logs that follow the trainer's protocol, for the tests and benchmarks (not part of hwloop:
+the analysis layer only reads logs, and the trainer's protocol lives in ``hwloop.crossbar.weights``).
 
 ``write_sim_log`` drives a real ``SimChip`` through a ``RunLogWriter`` the way the orchestrator does:
 form, initial programming, then per step RESET of the changed devices, SET of those going to an HCS level,
@@ -9,6 +10,7 @@ READ back, flush; per epoch a full read (one READ_ALL row + snapshot) and an epo
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +19,14 @@ import numpy as np
 from hwloop.chip.base import CELLS_PER_TILE, Op
 from hwloop.chip.sim import SimChip, SimConfig
 from hwloop.runlog import RunLogWriter
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment for a test's child Python script that imports this module (the tests folder first
+    on its PYTHONPATH)."""
+    paths = [str(Path(__file__).resolve().parent), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(paths)}
+
 
 #: acc_fn(epoch, task_index, n_tasks, rng) -> accuracy per task (fractions, NaN for unseen tasks)
 AccFn = Callable[[int, int, int, np.random.Generator], np.ndarray]

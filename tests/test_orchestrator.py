@@ -1,4 +1,7 @@
-"""Training: levels, Algorithm 1, crossbar mapping, the hardware loop and its run log, resume, bad input."""
+"""The orchestrator: the hardware loop and its run log, resume, bad input.
+
+The layers below it have their own files: test_training_levels.py (levels, initialisation, Algorithm 1),
+test_training_data.py (data sets), test_crossbar.py (crossbar map, ChipWeights)."""
 
 from __future__ import annotations
 
@@ -13,16 +16,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from hwloop.chip.default_table import default_table
-from hwloop.crossbar import CrossbarMap
-from hwloop.errors import ConfigError, DataError, RunLogError
-from hwloop.orchestrator import ChipWeights, TrainConfig, train
+from hwloop.errors import ConfigError, RunLogError
+from hwloop.orchestrator import TrainConfig, train
 from hwloop.runlog import OP_CODES, RunLog
-from hwloop.training.data import load_dataset, parse_idx, parse_tasks, write_idx
-from hwloop.training.levels import LevelSet
-from hwloop.training.optim import MetaplasticAdam, metaplastic_factor
 
 Q, SCALE_US = default_table().weight_levels()
 
@@ -33,175 +31,6 @@ def tiny_cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
                 out=str(out), progress=False, eval_batch=200)
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
-
-
-# ---------------------------------------------------------------------------- levels and rule
-def test_levels_are_17_unequal_in_range() -> None:
-    assert Q.size == 17
-    assert Q[0] == pytest.approx(-1.5) and Q[-1] == pytest.approx(1.5) and Q[8] == 0.0
-    gaps = np.diff(Q)
-    assert gaps.max() - gaps.min() > 0.01  # unequally spaced
-    np.testing.assert_allclose(Q, -Q[::-1])
-
-
-def test_nearest_level_matches_brute_force() -> None:
-    lv = LevelSet(Q)
-    w = np.random.default_rng(0).uniform(-1.7, 1.7, 100_000)
-    brute = np.argmin(np.abs(w[:, None] - Q[None, :]), axis=1)
-    np.testing.assert_array_equal(lv.index_np(w.astype(np.float32)), brute)
-    # exact ties at a midpoint go to the lower level
-    np.testing.assert_array_equal(lv.index_np(lv.mid_np), np.arange(16))
-
-
-def test_interval_width_is_the_interval_holding_w() -> None:
-    lv = LevelSet(Q)
-    w = np.random.default_rng(1).uniform(-1.5, 1.5, 10_000).astype(np.float32)
-    i = np.clip(np.searchsorted(Q, w, side="right") - 1, 0, 15)
-    expected = Q[i + 1] - Q[i]
-    np.testing.assert_allclose(lv.interval_width_np(w, lv.index_np(w)), expected, rtol=1e-6)
-
-
-@pytest.mark.parametrize("mode", ["midpoints", "center", "uniform"])
-def test_hidden_weight_initialisation(mode: str) -> None:
-    """midpoints: Gaussians on the midpoints of all 16 intervals, about equally often; center: only the two
-    intervals next to zero; uniform: spread over [-1.5, 1.5]. All stay inside the outer levels."""
-    from hwloop.orchestrator import _init_hidden
-    from hwloop.training.model import QMLP
-
-    lv = LevelSet(Q)
-    model = QMLP(hidden=64)
-    _init_hidden(model, lv, mode, torch.Generator().manual_seed(0))
-    w = torch.cat([p.detach().reshape(-1) for p in model.hidden_weights()]).numpy()
-    assert w.min() >= Q[0] and w.max() <= Q[-1]
-    interval = np.clip(np.searchsorted(Q, w, side="right") - 1, 0, 15)
-    counts = np.bincount(interval, minlength=16) / w.size
-    if mode == "center":
-        # centred on the midpoints +-Q_1/2 with sigma = Q_1/8: beyond +-Q_1 only past 4 sigma (6e-5)
-        assert counts[7] + counts[8] > 0.999 and counts[7] == pytest.approx(0.5, abs=0.01)
-        assert np.median(np.abs(w)) == pytest.approx(Q[9] / 2, rel=0.02)
-    elif mode == "midpoints":
-        assert np.all(np.abs(counts - 1 / 16) < 0.01), counts
-    else:
-        np.testing.assert_allclose(counts, np.diff(Q) / 3.0, atol=0.01)
-    if mode == "midpoints":
-        rel = np.abs(w - (Q[interval] + Q[interval + 1]) / 2) / (Q[interval + 1] - Q[interval])
-        assert np.quantile(rel, 0.95) < 0.26  # about 1.96 sigma = 0.245 of the interval width
-
-
-def test_m_star_zero_is_plain_adam() -> None:
-    torch.manual_seed(0)
-    a = torch.nn.Parameter(torch.empty(50, 20).uniform_(-1, 1))
-    a.metaplastic = True  # type: ignore[attr-defined]
-    b = torch.nn.Parameter(a.detach().clone())
-    opt_a = MetaplasticAdam([a], LevelSet(Q), lr=1e-2, m_star=0.0, clamp=False)
-    opt_b = torch.optim.Adam([b], lr=1e-2)
-    for _ in range(5):
-        g = torch.randn(50, 20)
-        a.grad, b.grad = g.clone(), g.clone()
-        opt_a.step()
-        opt_b.step()
-    torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
-
-
-def test_metaplastic_rule_attenuates_only_steps_away_from_the_level() -> None:
-    lv = LevelSet(Q)
-    m_star, lr = 3.0, 1e-2
-    w0 = torch.tensor([Q[10] + 0.01, Q[10] + 0.01, Q[10] - 0.02, Q[10] - 0.02], dtype=torch.float32)
-    # Adam's first step is sign(g): w moves by -lr*sign(g)
-    g = torch.tensor([-1.0, 1.0, 1.0, -1.0])  # away, toward, away, toward
-    p = torch.nn.Parameter(w0.clone())
-    p.metaplastic = True  # type: ignore[attr-defined]
-    opt = MetaplasticAdam([p], lv, lr=lr, m_star=m_star)
-    p.grad = g
-    opt.step()
-    step = (p.detach() - w0).numpy()
-    ws = np.full(4, Q[10], dtype=np.float32)
-    width = np.array([Q[11] - Q[10]] * 2 + [Q[10] - Q[9]] * 2, dtype=np.float32)
-    m = 1.0 - np.tanh(2 * m_star / width * np.abs(w0.numpy() - ws) - m_star) ** 2
-    expected = -lr * np.sign(g.numpy()) * np.where([True, False, True, False], m, 1.0)
-    np.testing.assert_allclose(step, expected, rtol=1e-3, atol=1e-7)
-    assert opt.attenuated == 2
-    assert m[0] < 0.05  # near a level the rule nearly freezes the weight
-
-
-def test_metaplastic_factor_peaks_at_midpoint() -> None:
-    width = np.float32(0.2)
-    f = metaplastic_factor(np.array([0.0, 0.05, 0.1], np.float32), np.zeros(3, np.float32), width, 3.0)
-    assert f[2] == pytest.approx(1.0) and f[0] < f[1] < f[2]
-
-
-# ---------------------------------------------------------------------------- crossbar
-def test_paper_network_needs_82_tiles_and_1_34_m_devices() -> None:
-    cmap = CrossbarMap([("fc1", (512, 784)), ("fc2", (512, 512)), ("fc3", (10, 512))])
-    assert cmap.n_tiles == 82
-    assert cmap.n_devices_used == 2 * (512 * 784 + 512 * 512 + 10 * 512)
-    assert len(np.unique(cmap.devices)) == cmap.n_devices_used
-    # pairs are adjacent columns of one row
-    pos, neg = cmap.devices[0::2], cmap.devices[1::2]
-    assert np.all(neg - pos == 1) and np.all(pos % 2 == 0)
-
-
-def test_pair_levels_encoding() -> None:
-    k = np.array([-8, -1, 0, 1, 8], dtype=np.int8)
-    np.testing.assert_array_equal(CrossbarMap.pair_levels(k), [0, 8, 0, 1, 0, 0, 1, 0, 8, 0])
-
-
-def test_chip_weights_program_only_changed_devices_and_read_back() -> None:
-    from hwloop.chip.sim import SimChip, SimConfig
-
-    table = default_table()
-    cmap = CrossbarMap([("fc", (64, 100))])
-    chip = SimChip(n_tiles=cmap.n_tiles, table=table, config=SimConfig.ideal(), seed=3)
-    hw = ChipWeights(chip, cmap, LevelSet(Q), SCALE_US)
-    assert hw.form() == 1.0
-    rng = np.random.default_rng(0)
-    k = rng.integers(-8, 9, cmap.n_weights).astype(np.int8)
-    hw.program(k)
-    # read weights sit around their levels (device variability only)
-    err = hw.w_flat - Q[k + 8]
-    assert abs(float(np.median(err))) < 0.02 and float(np.std(err)) < 0.15
-    resets0 = chip.reset_count.sum()
-    k2 = k.copy()
-    flip = rng.choice(k.size, 50, replace=False)
-    k2[flip] = np.where(k[flip] < 8, k[flip] + 1, 7)
-    n = hw.program(k2)
-    target_old, target_new = CrossbarMap.pair_levels(k), CrossbarMap.pair_levels(k2)
-    assert n == int(np.count_nonzero(target_old != target_new))
-    assert chip.reset_count.sum() - resets0 == n
-    assert hw.program(k2) == 0  # nothing changed, nothing programmed
-
-
-# ---------------------------------------------------------------------------- data
-def test_idx_round_trip_and_truncation(tmp_path: Path) -> None:
-    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    write_idx(tmp_path / "x.idx", a, gz=False)
-    raw = (tmp_path / "x.idx").read_bytes()
-    np.testing.assert_array_equal(parse_idx(raw), a)
-    with pytest.raises(DataError, match="truncated"):
-        parse_idx(raw[:-3])
-
-
-def test_missing_data_lists_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HWLOOP_DATA", str(tmp_path / "env"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    with pytest.raises(DataError) as exc:
-        load_dataset("mnist", tmp_path / "given")
-    msg = str(exc.value)
-    assert str(tmp_path / "given") in msg and str(tmp_path / "env") in msg
-    assert "/usr/share/datasets/mnist" in msg and str(tmp_path / "cache") in msg
-
-
-def test_checksum_is_verified(tiny_data: Path) -> None:
-    with pytest.raises(DataError, match="checksum"):
-        load_dataset("mnist", tiny_data)
-    assert load_dataset("mnist", tiny_data, verify=False).x_train.shape[1] == 784
-
-
-def test_task_parsing() -> None:
-    assert parse_tasks("mnist, fashion-mnist") == ["mnist", "fashion-mnist"]
-    assert parse_tasks("permuted-mnist:3") == ["permuted-mnist-1", "permuted-mnist-2", "permuted-mnist-3"]
-    with pytest.raises(DataError, match="unknown task"):
-        parse_tasks("cifar10")
 
 
 # ---------------------------------------------------------------------------- the hardware loop
