@@ -78,8 +78,10 @@ SNAPSHOT_GZIP_LEVEL = 4
 G_RES_LSB_US = 0.1
 G_RES_Q_MAX = 16_000
 G_RES_NAN = 65535
-#: a snapshot row is a keyframe (coded alone) when no keyframe was written in the last this-many rows
+#: a snapshot row is a keyframe (coded alone) when no keyframe was written in the last this-many rows, or
+#: when more than this fraction of the devices have another nominal level than in the keyframe
 SNAPSHOT_KEY_EVERY = 10
+SNAPSHOT_KEY_LEVEL_CHANGE = 0.05
 #: READ conductances in /ops are rounded to 1/OPS_G_STEPS_PER_US µS (an exact binary fraction in float32)
 OPS_G_STEPS_PER_US = 64
 
@@ -405,6 +407,7 @@ class RunLogWriter:
         self._ref_us = np.asarray(sg["g_res"].attrs["ref_us"], dtype=np.float32) if "g_res" in sg else None
         self._key_row = -1  # last keyframe row submitted by this writer (-1: none yet, so the next is one)
         self._key: dict = {}  # its residuals, filled on the background thread
+        self._key_level = np.zeros(0, dtype=np.int8)  # its nominal levels
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -655,9 +658,10 @@ class RunLogWriter:
             self._submit("snapshot", (epoch, -1), _compress_snapshot, g, lv, self.n_tiles)
         else:
             row = self._snap_rows
-            is_key = self._key_row < 0 or row - self._key_row >= SNAPSHOT_KEY_EVERY
+            is_key = (self._key_row < 0 or row - self._key_row >= SNAPSHOT_KEY_EVERY
+                      or np.count_nonzero(lv != self._key_level) > SNAPSHOT_KEY_LEVEL_CHANGE * lv.size)
             if is_key:
-                self._key_row = row
+                self._key_row, self._key_level = row, lv
             self._submit("snapshot", (epoch, -1 if is_key else self._key_row), _compress_residual, g, lv,
                          self.n_tiles, self._ref_us, self._key, is_key)
         self._snap_rows += 1

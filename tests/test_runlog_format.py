@@ -174,9 +174,11 @@ def test_snapshots_written_off_thread_read_back_in_order(tmp_path: Path) -> None
     w = _writer(tmp_path / "s.h5")
     rng = np.random.default_rng(0)
     snaps = []
+    lv0 = rng.integers(-1, 9, (2, 128, 128)).astype(np.int8)
     for e in range(4):
         g = rng.uniform(0, 130, (2, 128, 128)).astype(np.float32)
-        lv = rng.integers(-1, 9, (2, 128, 128)).astype(np.int8)
+        lv = lv0.copy()
+        lv.reshape(-1)[rng.integers(0, lv.size, 500)] = e  # a few level changes per row
         snaps.append((g.copy(), lv.copy()))
         w.submit_snapshot(e, g, lv)
         g[:] = -1  # the writer took a copy
@@ -235,6 +237,28 @@ def test_keyframes_every_n_rows_and_after_reopen(tmp_path: Path) -> None:
         log.snapshot(2)
 
 
+def test_a_row_whose_levels_moved_is_a_keyframe(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "m.h5", n_tiles=1)
+    rng = np.random.default_rng(2)
+    g = rng.uniform(0, 120, (1, 128, 128)).astype(np.float32)
+    lv = rng.integers(0, 9, (1, 128, 128)).astype(np.int8)
+    w.submit_snapshot(0, g, lv)
+    lv2 = lv.copy()
+    lv2.reshape(-1)[: int(0.04 * lv.size)] = -1  # 4 % moved: still a delta row
+    w.submit_snapshot(1, g, lv2)
+    lv3 = lv.copy()
+    lv3.reshape(-1)[: int(0.06 * lv.size)] = -1  # 6 % moved against the keyframe: a new keyframe
+    w.submit_snapshot(2, g, lv3)
+    w.submit_snapshot(3, g, lv3)
+    w.close(compact=False)
+    with RunLog(tmp_path / "m.h5") as log:
+        assert log.f["snapshots"]["key"][()].tolist() == [-1, 0, -1, 2]
+        for k, want in enumerate((lv, lv2, lv3, lv3)):
+            got_g, got_l = log.snapshot(k)
+            np.testing.assert_array_equal(got_l, want)
+            np.testing.assert_allclose(got_g, g, atol=G_RES_LSB_US / 2 + 1e-4)
+
+
 def test_close_drops_the_stale_checkpoint_slot_and_rounds_op_reads(tmp_path: Path) -> None:
     w = _writer(tmp_path / "c.h5", n_tiles=1)
     w.listener(Op.READ, np.arange(5), np.full(5, -1, np.int8), np.array([1.0, 2.3, 3.14159, 50.001, 99.9], np.float32))
@@ -243,7 +267,9 @@ def test_close_drops_the_stale_checkpoint_slot_and_rounds_op_reads(tmp_path: Pat
     w.close()
     with RunLog(tmp_path / "c.h5") as log:
         cg = log.f["checkpoint"]
-        assert int(cg["index"][0]) == 1 and cg["blob_a"].shape == (0,) and cg["blob_b"].shape[0] >= int(cg["index"][1]) > 0
+        assert (
+            int(cg["index"][0]) == 1 and cg["blob_a"].shape == (0,) and cg["blob_b"].shape[0] >= int(cg["index"][1]) > 0
+        )
         assert zlib.decompress(cg["blob_b"][: int(cg["index"][1])].tobytes()) == b"B" * 3000
         g = log.ops[:]["g_us"]
         np.testing.assert_array_equal(g * OPS_G_STEPS_PER_US, np.rint(g * OPS_G_STEPS_PER_US))
