@@ -12,12 +12,17 @@ Each hwloop epoch time is the ``wall_s`` of the run log's epoch row (training st
 full-array read, evaluation; the off-thread checkpoint serialisation overlaps the next epoch). The torch
 epoch time is the median of ``--torch-reps`` epochs after one warm-up epoch.
 
-``log_mb_full_protocol`` is extrapolated, not measured: from the measured sizes in the sim run's log
-(bytes per /ops row, one snapshot, the two checkpoint slots, the calibration copy) and per-epoch op counts
-from the reduced-protocol log given with ``--protocol-log`` (see ``extrapolate_log_mb``). Without it, the
-sim run's own two epochs stand for the warm-up and the m* epochs.
+``log_mb_full_protocol`` is extrapolated, not measured (see ``extrapolate_log_mb``): from the measured
+sizes in a run log of the current format (``--protocol-log``, a reduced-protocol run of at least 10
+epochs, or else the benchmark's own sim log): bytes per /ops row, the mean stored size of a keyframe
+snapshot row and of a delta row after the warm-up (format 3: one keyframe every
+``SNAPSHOT_KEY_EVERY`` rows), the checkpoint slot a closed log keeps, the calibration copy; and the op
+rows of the full protocol, either ``--ops-rows-full`` (measured in a full-protocol log; say which) or,
+without it, per-epoch op counts of the protocol log with each task's last epoch standing for its
+remaining epochs (an upper bound: op counts keep falling within a task).
 
     python benchmarks/epoch_vs_torch.py [--threads 2] [--torch-reps 2] [--protocol-log runs/x.h5]
+        [--ops-rows-full N]
 
 Prints one JSON line.
 """
@@ -39,6 +44,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hwloop.orchestrator import TrainConfig, train
+from hwloop.runlog import SNAPSHOT_KEY_EVERY
 from hwloop.training.data import load_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -111,21 +117,44 @@ def storage(f: h5py.File, name: str) -> int:
     return int(f[name].id.get_storage_size())
 
 
-def extrapolate_log_mb(sim_log: Path, protocol_log: Path | None, epochs_per_task: int = 50, warmup: int = 10) -> dict:
-    """Full-protocol log size from measured parts (see the module docstring): sizes from ``sim_log``; op rows
-    per epoch from ``protocol_log`` (a reduced protocol): its warm-up epochs' mean for each of the
-    ``warmup`` epochs, then per task its measured m* epochs, and its last epoch of that task for each
-    remaining epoch (an upper bound: op counts keep falling within a task)."""
-    with h5py.File(sim_log, "r") as f:
-        ops_rows = int(f["ops"].shape[0])
-        bytes_per_row = storage(f, "ops") / max(ops_rows, 1)
-        sg = f["snapshots"]
-        n_snap = int(sg["epoch"].shape[0])
-        snap_bytes = sum(storage(sg, k) for k in sg) / n_snap
-        ck_bytes = sum(storage(f["checkpoint"], k) for k in f["checkpoint"])
-        fixed = sum(o.id.get_storage_size() for o in _datasets(f["calibration"]))
+def row_bytes(ds: h5py.Dataset, row: int) -> int:
+    """Stored bytes of one snapshot row (the chunks of every tile at ``row``)."""
+    n_tiles = ds.shape[1]
+    return sum(int(ds.id.get_chunk_info_by_coord((row, t, 0, 0)).size) for t in range(n_tiles))
+
+
+def snapshot_row_sizes(f: h5py.File, warmup_epochs: int) -> tuple[float, float]:
+    """(mean bytes of a keyframe row, mean bytes of a delta row after the warm-up), code plus levels."""
+    sg = f["snapshots"]
+    g = sg["g_res"] if "g_res" in sg else sg["g_code"]
+    key = sg["key"][()] if "key" in sg else np.full(sg["epoch"].shape[0], -1)
+    ep = sg["epoch"][()]
+    size = np.array([row_bytes(g, k) + row_bytes(sg["level"], k) for k in range(ep.size)], dtype=float)
+    is_key = key < 0
+    late = ~is_key & (ep > warmup_epochs)
+    delta = size[late] if late.any() else size[~is_key] if (~is_key).any() else size[is_key]
+    return float(size[is_key].mean()), float(delta.mean())
+
+
+def extrapolate_log_mb(
+    sim_log: Path,
+    protocol_log: Path | None,
+    epochs_per_task: int = 50,
+    warmup: int = 10,
+    ops_rows_full: int | None = None,
+) -> dict:
+    """Full-protocol log size from measured parts (see the module docstring). Op rows: ``ops_rows_full`` if
+    given, else per epoch from the protocol log: its warm-up epochs' mean for each of the ``warmup`` epochs,
+    then per task its measured m* epochs, and its last epoch of that task for each remaining epoch."""
     src = protocol_log or sim_log
     with h5py.File(src, "r") as f:
+        ops_rows = int(f["ops"].shape[0])
+        bytes_per_row = storage(f, "ops") / max(ops_rows, 1)
+        cfg_warm = int(json.loads(f.attrs["config_json"]).get("warmup", 0))
+        key_bytes, delta_bytes = snapshot_row_sizes(f, cfg_warm)
+        cg = f["checkpoint"]
+        ck_bytes = storage(cg, "blob_b" if int(cg["index"][0]) == 1 else "blob_a")  # a closed log keeps one
+        fixed = sum(o.id.get_storage_size() for o in _datasets(f["calibration"]))
         ep = f["epochs"][()]
     rows = np.diff(np.concatenate([[0], ep["ops_rows"]])).astype(float)
     warm = ep["m_star"] == 0
@@ -138,18 +167,25 @@ def extrapolate_log_mb(sim_log: Path, protocol_log: Path | None, epochs_per_task
         left = epochs_per_task - (warmup if t == tasks[0] else 0) - meta.size
         total_rows += float(meta.sum()) + max(left, 0) * float(meta[-1])
     total_rows *= 2 / max(tasks.size, 1) if tasks.size != 2 else 1.0  # the full protocol has two tasks
+    rows_from = "extrapolated from the protocol log (upper bound)"
+    if ops_rows_full is not None:
+        total_rows, rows_from = float(ops_rows_full), "given (--ops-rows-full)"
     ops_bytes = bytes_per_row * total_rows
     epochs = 2 * epochs_per_task
-    total = fixed + ck_bytes + (epochs + 1) * snap_bytes + ops_bytes
+    n_key = len(range(0, epochs + 1, SNAPSHOT_KEY_EVERY))
+    snaps = n_key * key_bytes + (epochs + 1 - n_key) * delta_bytes
+    total = fixed + ck_bytes + snaps + ops_bytes
     return {
         "log_mb_full_protocol": round(total / 1e6, 1),
         "log_mb_is": "extrapolated",
         "log_mb_extrapolated_from": str(src),
-        "snapshot_mb": round(snap_bytes / 1e6, 3),
-        "snapshots_mb_full_protocol": round((epochs + 1) * snap_bytes / 1e6, 1),
+        "snapshot_key_mb": round(key_bytes / 1e6, 3),
+        "snapshot_delta_mb": round(delta_bytes / 1e6, 3),
+        "snapshots_mb_full_protocol": round(snaps / 1e6, 1),
         "checkpoints_mb": round(ck_bytes / 1e6, 2),
         "ops_bytes_per_row": round(bytes_per_row, 3),
         "ops_rows_full_protocol": int(total_rows),
+        "ops_rows_from": rows_from,
         "ops_mb_full_protocol": round(ops_bytes / 1e6, 1),
     }
 
@@ -170,7 +206,26 @@ def main() -> None:
         default=None,
         help="a reduced-protocol run log whose per-epoch op counts feed log_mb_full_protocol",
     )
+    ap.add_argument(
+        "--ops-rows-full",
+        type=int,
+        default=None,
+        help="/ops rows measured in a full-protocol log (instead of extrapolating them)",
+    )
+    ap.add_argument("--sizes-only", action="store_true", help="only the log size (from --protocol-log), no timing")
     a = ap.parse_args()
+    if a.sizes_only:
+        if a.protocol_log is None:
+            ap.error("--sizes-only needs --protocol-log")
+        print(
+            json.dumps(
+                {
+                    "benchmark": "epoch_vs_torch",
+                    **extrapolate_log_mb(a.protocol_log, a.protocol_log, ops_rows_full=a.ops_rows_full),
+                }
+            )
+        )
+        return
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
@@ -184,7 +239,7 @@ def main() -> None:
         t_sim, sim_log = hwloop_epoch("sim", tmp, ddir, verify, a.threads)
         t_none, _ = hwloop_epoch("none", tmp, ddir, verify, a.threads)
         t_torch.append(torch_epoch(model, opt, task, a.torch_reps + 1, 100))  # once more, after the loops
-        sizes = extrapolate_log_mb(sim_log, a.protocol_log)
+        sizes = extrapolate_log_mb(sim_log, a.protocol_log, ops_rows_full=a.ops_rows_full)
     med = statistics.median(t_torch)
     print(
         json.dumps(

@@ -8,10 +8,13 @@ Schema (documented in ``docs/runlog-schema.md``):
 - ``/ops``: append-only compound table, one row per device operation (see ``OPS_DTYPE``). A whole-array
   read is one ``READ_ALL`` row; its conductances are the matching row of ``/snapshots``.
 - ``/epochs``: one row per finished epoch (``epoch_dtype``).
-- ``/snapshots/{epoch,g_code,level}``: dense conductances and nominal device levels of every device, once
-  before training (epoch 0) and after each epoch; chunked per tile, shuffled and gzip-compressed off the
-  training thread. ``g_code`` is uint16: g_us = G_OFFSET_US + G_LSB_US * code (0.01 µS steps from -20 µS),
-  65535 = NaN. Format version 1 stored ``g_us`` as float32; ``RunLog.snapshot`` reads both.
+- ``/snapshots/{epoch,g_res,key,level}``: dense conductances and nominal device levels of every device,
+  once before training (epoch 0) and after each epoch; chunked per tile, shuffled and gzip-compressed off
+  the training thread. ``g_res`` (format 3) is a uint16 zigzag code of the residual from the nominal
+  level's reference conductance (``ref_us``, the calibration medians) at 0.1 µS; a row whose ``key`` is
+  not -1 holds the difference from the residuals of keyframe row ``key`` (one keyframe every
+  ``SNAPSHOT_KEY_EVERY`` rows). Format 2 stored ``g_code`` (uint16, 0.01 µS steps from -20 µS), format 1
+  ``g_us`` as float32; ``RunLog.snapshot`` is the one decoder of all three.
 - ``/checkpoint/{blob_a,blob_b,index}``: two alternating checkpoint slots for ``--resume``.
 - ``/status``, ``/heartbeat``: run status code and the time of the last flush.
 - ``/resumes`` (optional): ``/ops`` ranges kept by a ``--resume`` on real tiles (pulses after the
@@ -61,15 +64,26 @@ from hwloop.h5check import (
 from hwloop.runlock import RunLock, writer_seems_live
 
 FORMAT_NAME = "hwloop-runlog"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: versions this code reads (it writes and resumes only FORMAT_VERSION)
-READ_VERSIONS = (1, 2)
+READ_VERSIONS = (1, 2, 3)
 #: snapshot conductance code (format 2): g_us = G_OFFSET_US + G_LSB_US * code; G_CODE_NAN stands for NaN
 G_LSB_US = 0.01
 G_OFFSET_US = -20.0
 G_CODE_NAN = 65535
 G_CODE_MAX = 65534
 SNAPSHOT_GZIP_LEVEL = 4
+#: snapshot residual code (format 3): g_us = ref_us[level] + G_RES_LSB_US * q, q = unzigzag(code)
+#: (+ the keyframe's q for a delta row); |q| saturates at G_RES_Q_MAX; G_RES_NAN stands for NaN
+G_RES_LSB_US = 0.1
+G_RES_Q_MAX = 16_000
+G_RES_NAN = 65535
+#: a snapshot row is a keyframe (coded alone) when no keyframe was written in the last this-many rows, or
+#: when more than this fraction of the devices have another nominal level than in the keyframe
+SNAPSHOT_KEY_EVERY = 10
+SNAPSHOT_KEY_LEVEL_CHANGE = 0.05
+#: READ conductances in /ops are rounded to 1/OPS_G_STEPS_PER_US µS (an exact binary fraction in float32)
+OPS_G_STEPS_PER_US = 64
 
 #: op codes in /ops; READ_ALL is one row standing for a full-array read stored in /snapshots
 OP_READ_ALL = 4
@@ -111,6 +125,70 @@ def decode_g_us(code: np.ndarray) -> np.ndarray:
     g = np.float32(G_OFFSET_US) + np.float32(G_LSB_US) * c.astype(np.float32)
     g[c == G_CODE_NAN] = np.nan
     return g
+
+
+def _level_ref(level: np.ndarray, ref_us: np.ndarray) -> np.ndarray:
+    """Reference conductance of every device: ``ref_us[level]`` (0 for unused or worn devices, level < 0)."""
+    lv = np.asarray(level)
+    r = np.zeros(lv.shape, dtype=np.float32)
+    used = lv >= 0
+    r[used] = np.asarray(ref_us, dtype=np.float32)[np.minimum(lv[used], len(ref_us) - 1)]
+    return r
+
+
+def residual_q(g_us: np.ndarray, level: np.ndarray, ref_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q int32, nan mask): the residual from the level's reference in G_RES_LSB_US steps (NaN -> q = 0)."""
+    g = np.asarray(g_us, dtype=np.float32)
+    nan = np.isnan(g)
+    q = np.rint((g - _level_ref(level, ref_us)) * np.float32(1 / G_RES_LSB_US))
+    q[nan] = 0
+    np.clip(q, -G_RES_Q_MAX, G_RES_Q_MAX, out=q)
+    return q.astype(np.int32), nan
+
+
+def _zigzag(d: np.ndarray) -> np.ndarray:
+    return ((d << 1) ^ (d >> 31)).astype(np.uint16)
+
+
+def _unzigzag(code: np.ndarray) -> np.ndarray:
+    c = code.astype(np.int32)
+    return (c >> 1) ^ -(c & 1)
+
+
+def encode_residual(q: np.ndarray, nan: np.ndarray, q_key: np.ndarray | None) -> np.ndarray:
+    """The ``g_res`` code of residuals ``q`` (NaN where ``nan``): alone, or as a difference from ``q_key``."""
+    code = _zigzag(q if q_key is None else q - q_key)
+    code[nan] = G_RES_NAN
+    return code
+
+
+def decode_residual(code: np.ndarray, level: np.ndarray, ref_us: np.ndarray, key_code: np.ndarray | None,
+                    lsb_us: float = G_RES_LSB_US) -> np.ndarray:
+    """``g_res`` code (with its keyframe's code, for a delta row) back to conductances (µS, float32)."""
+    c = np.asarray(code)
+    q = _unzigzag(c)
+    if key_code is not None:
+        kc = np.asarray(key_code)
+        q += np.where(kc == G_RES_NAN, 0, _unzigzag(kc))
+    g = _level_ref(level, ref_us) + np.float32(lsb_us) * q.astype(np.float32)
+    g[c == G_RES_NAN] = np.nan
+    return g
+
+
+def _compress_residual(g_us: np.ndarray, level: np.ndarray, n_tiles: int, ref_us: np.ndarray,
+                       key: dict, is_key: bool) -> tuple[list[bytes], list[bytes]]:
+    """Format-3 snapshot chunks (shuffle + deflate), one per tile. Runs on the writer's single background
+    thread, in submission order: a keyframe leaves its residuals in ``key["q"]`` for the rows after it."""
+    q, nan = residual_q(np.asarray(g_us).reshape(-1), np.asarray(level).reshape(-1), ref_us)
+    code = encode_residual(q, nan, None if is_key else key["q"])
+    if is_key:
+        key["q"] = q
+    code = code.reshape(n_tiles, ROWS * COLS)
+    lv = np.ascontiguousarray(np.asarray(level, dtype=np.int8).reshape(n_tiles, ROWS * COLS))
+    planes = code.view(np.uint8).reshape(n_tiles, ROWS * COLS, 2).transpose(0, 2, 1).copy()  # HDF5 shuffle
+    g_chunks = [zlib.compress(planes[t].tobytes(), SNAPSHOT_GZIP_LEVEL) for t in range(n_tiles)]
+    l_chunks = [zlib.compress(lv[t].tobytes(), SNAPSHOT_GZIP_LEVEL) for t in range(n_tiles)]
+    return g_chunks, l_chunks
 
 
 def _compress_snapshot(g_us: np.ndarray, level: np.ndarray, n_tiles: int) -> tuple[list[bytes], list[bytes]]:
@@ -325,6 +403,11 @@ class RunLogWriter:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: list[tuple[str, concurrent.futures.Future, tuple]] = []
         self._snap_rows = int(f["snapshots"]["epoch"].shape[0])  # rows written + submitted
+        sg = f["snapshots"]
+        self._ref_us = np.asarray(sg["g_res"].attrs["ref_us"], dtype=np.float32) if "g_res" in sg else None
+        self._key_row = -1  # last keyframe row submitted by this writer (-1: none yet, so the next is one)
+        self._key: dict = {}  # its residuals, filled on the background thread
+        self._key_level = np.zeros(0, dtype=np.int8)  # its nominal levels
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -382,16 +465,19 @@ class RunLogWriter:
         f.create_dataset("epochs", shape=(0,), maxshape=(None,), dtype=epoch_dtype(len(tasks)), chunks=(256,))
         sg = f.create_group("snapshots")
         sg.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype="<i4", chunks=(256,))
-        gc = sg.create_dataset("g_code", shape=(0, n_tiles, ROWS, COLS), maxshape=(None, n_tiles, ROWS, COLS),
+        gc = sg.create_dataset("g_res", shape=(0, n_tiles, ROWS, COLS), maxshape=(None, n_tiles, ROWS, COLS),
                                dtype="<u2", chunks=(1, 1, ROWS, COLS), compression="gzip",
                                compression_opts=SNAPSHOT_GZIP_LEVEL, shuffle=True)
-        gc.attrs["g_lsb_us"] = G_LSB_US
-        gc.attrs["g_offset_us"] = G_OFFSET_US
-        gc.attrs["nan_code"] = G_CODE_NAN
+        gc.attrs["g_lsb_us"] = G_RES_LSB_US
+        gc.attrs["ref_us"] = np.asarray(table.medians_us, dtype=np.float32)  # by device level 0 (LCS), 1..
+        gc.attrs["nan_code"] = G_RES_NAN
+        gc.attrs["q_max"] = G_RES_Q_MAX
         gc.attrs["description"] = (
-            "read conductance code: g_us = g_offset_us + g_lsb_us * code; nan_code = NaN; values outside "
-            "[g_offset_us, g_offset_us + 65534 g_lsb_us] saturate"
+            "read conductance as a residual code: q = (code >> 1) ^ -(code & 1) (zigzag); if key[row] >= 0 add "
+            "the q of row key[row]; g_us = ref_us[level] + g_lsb_us * q (ref 0 for level < 0); nan_code = NaN; "
+            "|q| saturates at q_max"
         )
+        sg.create_dataset("key", shape=(0,), maxshape=(None,), dtype="<i4", chunks=(256,))
         sg.create_dataset("level", shape=(0, n_tiles, ROWS, COLS), maxshape=(None, n_tiles, ROWS, COLS),
                           dtype="i1", chunks=(1, 1, ROWS, COLS), compression="gzip",
                           compression_opts=SNAPSHOT_GZIP_LEVEL)
@@ -487,6 +573,11 @@ class RunLogWriter:
             rows["col"] = idx % COLS
             rows["level"] = level
             rows["g_us"] = g_us
+            if op == Op.READ:  # 1/64 µS: far below the read noise, and the low mantissa bits compress away
+                g = rows["g_us"]
+                np.multiply(g, np.float32(OPS_G_STEPS_PER_US), out=g)
+                np.rint(g, out=g)
+                np.multiply(g, np.float32(1 / OPS_G_STEPS_PER_US), out=g)
         self._buf.append(rows)
         self._buf_rows += rows.size
 
@@ -563,7 +654,16 @@ class RunLogWriter:
         ``maybe_flush``, ``drain`` or ``close``. The arrays are copied: the caller may change them."""
         g = np.array(g_us, dtype=np.float32, copy=True)
         lv = np.array(level, dtype=np.int8, copy=True)
-        self._submit("snapshot", (epoch,), _compress_snapshot, g, lv, self.n_tiles)
+        if self._ref_us is None:  # format 2 (tests of the old writer path only: reopen refuses other formats)
+            self._submit("snapshot", (epoch, -1), _compress_snapshot, g, lv, self.n_tiles)
+        else:
+            row = self._snap_rows
+            is_key = (self._key_row < 0 or row - self._key_row >= SNAPSHOT_KEY_EVERY
+                      or np.count_nonzero(lv != self._key_level) > SNAPSHOT_KEY_LEVEL_CHANGE * lv.size)
+            if is_key:
+                self._key_row, self._key_level = row, lv
+            self._submit("snapshot", (epoch, -1 if is_key else self._key_row), _compress_residual, g, lv,
+                         self.n_tiles, self._ref_us, self._key, is_key)
         self._snap_rows += 1
 
     def save_checkpoint(self, blob: bytes, epoch: int) -> None:
@@ -605,22 +705,26 @@ class RunLogWriter:
         while self._pending and self._pending[0][1].done():
             kind, fut, meta = self._pending.pop(0)
             if kind == "snapshot":
-                self._write_snapshot(meta[0], *fut.result())
+                self._write_snapshot(meta[0], meta[1], *fut.result())
             else:
                 self._write_checkpoint(fut.result(), *meta)
             wrote = True
         if wrote:
             self.flush()
 
-    def _write_snapshot(self, epoch: int, g_chunks: list[bytes], l_chunks: list[bytes]) -> None:
+    def _write_snapshot(self, epoch: int, key_row: int, g_chunks: list[bytes], l_chunks: list[bytes]) -> None:
         check_space(self.path, sum(map(len, g_chunks)) + sum(map(len, l_chunks)) + self._buf_rows * OPS_DTYPE.itemsize)
         sg = self.f["snapshots"]
         n = sg["epoch"].shape[0]
-        for k in ("epoch", "g_code", "level"):
+        keys = _snapshot_keys(sg)
+        for k in keys:
             sg[k].resize((n + 1, *sg[k].shape[1:]))
+        g_name = keys[1]
         for t in range(self.n_tiles):
-            sg["g_code"].id.write_direct_chunk((n, t, 0, 0), g_chunks[t])
+            sg[g_name].id.write_direct_chunk((n, t, 0, 0), g_chunks[t])
             sg["level"].id.write_direct_chunk((n, t, 0, 0), l_chunks[t])
+        if "key" in sg:
+            sg["key"][n] = key_row
         sg["epoch"][n] = epoch
 
     def _write_checkpoint(self, zblob: bytes, epoch: int, ops_rows: int, epochs_rows: int, snap_rows: int) -> None:
@@ -661,6 +765,8 @@ class RunLogWriter:
                         self.flush()
                     except DiskSpaceError as exc:  # nothing written: the reserve still holds the status
                         err, status = exc, "failed"
+                    if compact:
+                        _drop_stale_checkpoint(self.f)
                     self.f["status"][0] = STATUS_CODES[status if late is None else "failed"]
                     self.f.flush()
             except RunLogError as exc:
@@ -685,6 +791,15 @@ class RunLogWriter:
         if late is not None:
             raise RunLogError(f"{self.path}: the last snapshot or checkpoint could not be written ({late}); "
                               "the operations logged before it are kept") from late
+
+
+def _drop_stale_checkpoint(f: h5py.File) -> None:
+    """Empty the checkpoint slot that does not hold the current checkpoint (only a half-written checkpoint
+    needs it): the rebuild at close then leaves its space out."""
+    cg = f["checkpoint"]
+    slot = int(cg["index"][0])
+    if slot >= 0:
+        cg["blob_a" if slot else "blob_b"].resize((0,))
 
 
 def _open_for_append(p: Path) -> h5py.File:
@@ -903,6 +1018,16 @@ class RunLog:
         """Snapshot row ``k``: read conductances (µS, float32) and nominal levels (int8), (n_tiles, 128, 128)."""
         sg = self.f["snapshots"]
         try:
+            if "g_res" in sg:  # format 3
+                gr, lv = sg["g_res"], sg["level"][k]
+                key = int(sg["key"][k])
+                n = int(sg["epoch"].shape[0])
+                k_abs = k % n if k < 0 else k
+                if key >= 0 and not (key < k_abs and int(sg["key"][key]) < 0):
+                    raise RunLogError(f"{self.path}: snapshot {k} names row {key} as its keyframe, which is not "
+                                      "one; the run log is damaged: copy it again from its source")
+                return decode_residual(gr[k], lv, gr.attrs["ref_us"], gr[key] if key >= 0 else None,
+                                       float(gr.attrs["g_lsb_us"])), lv
             if "g_code" in sg:
                 return decode_g_us(sg["g_code"][k]), sg["level"][k]
             return sg["g_us"][k], sg["level"][k]  # format 1
@@ -911,4 +1036,6 @@ class RunLog:
 
 
 def _snapshot_keys(sg: h5py.Group) -> tuple[str, ...]:
+    if "g_res" in sg:
+        return ("epoch", "g_res", "level", "key")
     return ("epoch", "g_code" if "g_code" in sg else "g_us", "level")

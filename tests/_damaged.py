@@ -20,11 +20,24 @@ def _xor(path: Path, offset: int, n: int) -> None:
 
 def _chunk_extent(path: Path, name: str) -> tuple[int, int]:
     """(byte offset, size) of the first stored chunk of dataset ``name``."""
-    import h5py
 
     with h5py.File(path, "r", libver="latest", swmr=True) as f:
         info = f[name].id.get_chunk_info(0)
     return int(info.byte_offset), int(info.size)
+
+
+def _snapshot_g(path: Path) -> str:
+    """The snapshot conductance dataset of whichever run-log format ``path`` is (3: g_res, 2: g_code, 1: g_us)."""
+
+    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        return next(f"snapshots/{k}" for k in ("g_res", "g_code", "g_us") if k in f["snapshots"])
+
+
+def _checkpoint_slot(path: Path) -> str:
+    """The checkpoint slot holding the current checkpoint (a closed log keeps only that one)."""
+
+    with h5py.File(path, "r", libver="latest", swmr=True) as f:
+        return "checkpoint/blob_b" if int(f["checkpoint"]["index"][0]) == 1 else "checkpoint/blob_a"
 
 
 def make_corpus(clean: Path, crashed: Path, out: Path, seed: int = 0) -> dict[str, Path]:
@@ -51,10 +64,7 @@ def make_corpus(clean: Path, crashed: Path, out: Path, seed: int = 0) -> dict[st
             fh.truncate(size - 1000)
         for off in (60, 100, 400):
             _xor(copy(f"metadata-{off}"), off, 8)
-        # the conductance dataset of the log's format (2: g_code, 1: g_us)
-        with h5py.File(base, "r", libver="latest", swmr=True) as f:
-            g_name = "snapshots/g_code" if "g_code" in f["snapshots"] else "snapshots/g_us"
-        for ds_name in ("ops", g_name, "checkpoint/blob_a"):
+        for ds_name in ("ops", _snapshot_g(base), _checkpoint_slot(base)):
             off, n = _chunk_extent(base, ds_name)
             p = copy(f"chunk-{ds_name.replace('/', '-')}")
             with p.open("r+b") as fh:

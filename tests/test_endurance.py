@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from hwloop.analysis.endurance import distribution_stats, projected_runs
 from hwloop.chip.sim import SimConfig
 from hwloop.cli import cli, main
+from hwloop.runlog import RunLog
 
 CELLS = 128 * 128
 
@@ -133,13 +134,10 @@ def test_failed_devices_are_worn_out_ones(tmp_path: Path) -> None:
     assert s["failed_known"] is True
     assert s["failed"] > 0
     # independent: last two snapshots + RESET rows between them, straight from the file
-    with h5py.File(path, "r", swmr=True) as f:
-        gc = f["snapshots/g_code"]  # format 2: g_us = g_offset_us + g_lsb_us * code (docs/runlog-schema.md)
-        g1, g2 = (gc.attrs["g_offset_us"] + gc.attrs["g_lsb_us"] * gc[k].reshape(-1).astype(np.float64)
-                  for k in (-2, -1))
-        l1, l2 = f["snapshots/level"][-2].reshape(-1), f["snapshots/level"][-1].reshape(-1)
-        ops = f["ops"][()]
-        steps = f["epochs"]["step"][-2:]
+    with RunLog(path) as log:  # the one snapshot decoder (format 3: residual code, docs/runlog-schema.md)
+        (g1, l1), (g2, l2) = (tuple(x.reshape(-1) for x in log.snapshot(k)) for k in (-2, -1))
+        ops = log.ops[()]
+        steps = log.epochs()["step"][-2:]
     thr = s["failed_threshold_us"]
     mm = (l1 >= 0) & (l2 >= 0) & ((g1 >= thr) != (l1 > 0)) & ((g2 >= thr) != (l2 > 0))
     win = (ops["op"] == 2) & (ops["step"] > steps[0]) & (ops["step"] <= steps[1])

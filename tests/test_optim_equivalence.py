@@ -11,6 +11,9 @@ moments run free over the whole sequence.
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -135,3 +138,28 @@ def test_index_matches_plain_count_on_ties_and_non_finite() -> None:
         )
         w = np.concatenate([w, extra]).astype(np.float32)
         np.testing.assert_array_equal(lv.index(torch.from_numpy(w)).numpy(), lv.index_np(w))
+
+
+@pytest.mark.parametrize("q", [Q_DEFAULT, Q_ODD], ids=["default-17", "odd-9"])
+@pytest.mark.parametrize("m_star", [0.0, 3.0])
+def test_compiled_step_matches_reference(q: np.ndarray, m_star: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused ``torch.compile`` path (used on large networks) against the same reference; skipped, with
+    its reason, where this machine has no working compiler (the eager path above is what runs then)."""
+    import hwloop.training.optim as optim
+
+    class Compiled(MetaplasticAdam):
+        def __init__(self, *a, **k) -> None:
+            super().__init__(*a, compile="always", **k)
+
+    probe = torch.nn.Parameter(torch.zeros(4))
+    probe.metaplastic = True  # type: ignore[attr-defined]
+    probe.grad = torch.ones(4)
+    opt = Compiled([probe], LevelSet(q), lr=1e-2, m_star=m_star)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a missing compiler warns once, then skips below
+        opt.step()
+    if not opt.compiled:
+        pytest.skip("torch.compile is not available here; the eager step is the one in use")
+    monkeypatch.setattr(sys.modules[__name__], "MetaplasticAdam", Compiled)
+    test_fast_step_matches_reference(q, m_star)
+    assert optim._COMPILED.get("rule") is not None

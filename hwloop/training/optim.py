@@ -15,6 +15,17 @@ full-size temporaries: every intermediate lives in per-parameter work buffers al
 CPU a fresh multi-megabyte tensor costs more (page faults) than the arithmetic done in it. The plain
 numpy reading of Algorithm 1 lives in ``tests/test_optim_equivalence.py`` and is checked against this one.
 
+``fused_rule`` is the same per-parameter rule as plain tensor expressions, for ``torch.compile`` to fuse
+into one pass over the weights instead of about forty kernels. ``compile="auto"`` uses it only for
+parameters off the CPU (on a GPU forty launches per tensor cost more than the arithmetic): on this
+project's CPU the inductor kernel measured slower than the eager in-place step (one thread, the paper's
+668,672 hidden weights: 9.6 ms of CPU time per step against 5.6 ms, ``benchmarks/metaplastic_step.py``),
+because its table gathers are not vectorised. ``compile="always"`` forces it, ``"never"`` turns it off,
+and so does ``HWLOOP_COMPILE=0``. It is compiled lazily at the first step (``step_s_compiled_first`` in
+that benchmark: 11-13 s on this loaded 2-core machine, cold cache) and cached per process; where no
+compiler or backend works it falls back, with one warning, to the eager step. Both paths are checked
+against the reference in ``tests/test_optim_equivalence.py``.
+
 After each step the nearest-level index of every hidden weight is kept in ``state[p]["level_index"]``
 (int32 tensor, on the parameter's device): the orchestrator programs the chip from it, and the next step
 reuses it as W_S.
@@ -22,7 +33,10 @@ reuses it as W_S.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -33,6 +47,44 @@ from hwloop.training.levels import LevelSet
 def metaplastic_factor(w_h: np.ndarray, w_s: np.ndarray, width: np.ndarray, m_star: float) -> np.ndarray:
     """M of Eq. 2."""
     return 1.0 - np.tanh((2.0 * m_star) / width * np.abs(w_h - w_s) - m_star) ** 2
+
+
+def fused_rule(w: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, idx: torch.Tensor,
+               away: torch.Tensor, tab_q: torch.Tensor, tab_width_side: torch.Tensor, tab_thr: torch.Tensor,
+               tab_lut: torch.Tensor, sc: torch.Tensor, lo: float, hi: float, inv_h: float, top: int) -> None:
+    """Algorithm 1 for one hidden-weight tensor, written as plain tensor expressions for ``torch.compile``
+    (which fuses it into one loop). In place: Adam moments ``m``, ``v``, weights ``w``, level index ``idx``
+    (in: W_S of the weights before the step; out: nearest level after it), ``away`` (out: attenuated).
+    ``sc`` = [beta1, beta2, 1 - beta1^t, 1 - beta2^t, eps, lr, m*] (a tensor, so a new step or m* does not
+    recompile). ``lo``/``hi`` clamp; ``inv_h``/``top`` and ``tab_lut``/``tab_thr``: ``LevelSet``'s bin grid."""
+    beta1, beta2, bc1, bc2, eps, lr, m_star = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6]
+    m.mul_(beta1).add_(g * (1 - beta1))
+    v.mul_(beta2).add_(g * g * (1 - beta2))
+    u = (m / bc1) / ((v / bc2).sqrt() + eps)  # U, Adam's bias-corrected step
+    d = w - tab_q[idx]  # W_H - W_S
+    width = tab_width_side[idx * 2 + (d >= 0).to(idx.dtype)]  # I, the interval holding W_H
+    t = torch.tanh(2 * m_star / width * d.abs() - m_star)
+    moving_away = u * d < 0
+    away.copy_(moving_away)
+    u = torch.where(moving_away, u * (1 - t * t), u)  # U * M (Eq. 2) where the step moves W_H away
+    w.sub_(lr * u)
+    w.clamp_(lo, hi)
+    b = ((w - lo) * inv_h).clamp(0, top).to(idx.dtype)  # LevelSet.index, fused
+    idx.copy_(tab_lut[b] + (w > tab_thr[b]).to(idx.dtype))
+
+
+_COMPILED: dict[str, Callable | None] = {}
+
+
+def _compiled_rule() -> Callable | None:
+    """``torch.compile(fused_rule)``, built once per process (None where compilation is unavailable)."""
+    if "rule" not in _COMPILED:
+        try:
+            _COMPILED["rule"] = torch.compile(fused_rule, dynamic=False)
+        except Exception as exc:  # no backend: the eager step is exact too
+            warnings.warn(f"torch.compile unavailable ({exc}); using the eager metaplastic step", stacklevel=3)
+            _COMPILED["rule"] = None
+    return _COMPILED["rule"]
 
 
 def _work(state: dict, p: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -55,14 +107,22 @@ def _work(state: dict, p: torch.Tensor) -> dict[str, torch.Tensor]:
 
 class MetaplasticAdam(torch.optim.Optimizer):
     def __init__(self, params: Iterable, levels: LevelSet, lr: float = 5e-4, m_star: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, clamp: bool = True) -> None:
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, clamp: bool = True,
+                 compile: str = "auto") -> None:
         if not lr > 0:
             raise ValueError("learning rate must be positive")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
         self.levels = levels
         self.m_star = float(m_star)
         self.clamp = clamp
-        self._away: list[torch.Tensor] = []
+        self._away: list[torch.Tensor] = []  # attenuated masks of the last step
+        if compile not in ("auto", "always", "never"):
+            raise ValueError("compile must be auto, always or never")
+        metas = [p for g in self.param_groups for p in g["params"] if getattr(p, "metaplastic", False)]
+        off_cpu = any(p.device.type != "cpu" for p in metas)
+        enabled = os.environ.get("HWLOOP_COMPILE", "1") != "0"
+        #: whether the fused, compiled rule is in use (turned off for good if compiling fails)
+        self.compiled = clamp and enabled and (compile == "always" or (compile == "auto" and off_cpu))
 
     @property
     def attenuated(self) -> int:
@@ -95,18 +155,22 @@ class MetaplasticAdam(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
                 t = state["step"]
+                meta = getattr(p, "metaplastic", False)
+                if meta and self.compiled and self._fused_step(p, state, group, lr, t, m_star):
+                    continue  # the whole rule, moments included, in one compiled pass
                 m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
                 m.mul_(beta1).add_(g, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                if not getattr(p, "metaplastic", False):
+                if not meta:
                     denom = (v / (1 - beta2**t)).sqrt_().add_(group["eps"])
                     p.add_((m / (1 - beta1**t)).div_(denom), alpha=-lr)
                     continue
                 wk = _work(state, p)
-                w, u, d, f = p.data, wk["u"], wk["d"], wk["f"]
-                # U: Adam's bias-corrected step (same operation order as torch's own Adam)
-                torch.div(v, 1 - beta2**t, out=f).sqrt_().add_(group["eps"])
-                torch.div(m, 1 - beta1**t, out=u).div_(f)
+                w, d, f = p.data, wk["d"], wk["f"]
+                # U = (m / bc1) / denom with denom = sqrt(v) / sqrt(bc2) + eps (torch's Adam); U itself is never
+                # formed: its sign is the sign of m, and the step is -lr / bc1 * (m * factor) / denom
+                denom = torch.sqrt(v, out=wk["u"]).div_(math.sqrt(1 - beta2**t)).add_(group["eps"])
+                num = m
                 idx = state.get("level_index")
                 if m_star > 0:
                     if idx is None:
@@ -118,21 +182,53 @@ class MetaplasticAdam(torch.optim.Optimizer):
                     # I: the interval holding W_H (above W_S where d >= 0, else below): width_side[2 idx + side]
                     code = torch.add(idx, idx, out=wk["i"]).add_(torch.ge(d, 0, out=wk["b2"]))
                     torch.index_select(tab["width_side"], 0, code.view(-1), out=f.view(-1))
-                    # away = 1 where U * d < 0 (the step moves W_H away from W_S), else 0
-                    away = torch.mul(u, d, out=wk["a"]).sign_().clamp_(max=0).neg_()
-                    # M = 1 - tanh^2(y) = 4 s (1 - s) with s = sigmoid(2 y), y = 2 m* / I * |d| - m*
-                    f.reciprocal_().mul_(4.0 * m_star).mul_(d.abs_()).sub_(2.0 * m_star).sigmoid_()
+                    # away = 1 where U * d < 0 (the step moves W_H away from W_S), else 0; sign(U) = sign(m)
+                    away = torch.mul(m, d, out=wk["a"]).sign_().clamp_(max=0).neg_()
+                    # M = 1 - tanh^2(y) = 4 s (1 - s) with s = sigmoid(2 y), 2 y = 4 m* |d| / I - 2 m*
+                    torch.div(d.abs_(), f, out=f).mul_(4.0 * m_star).sub_(2.0 * m_star).sigmoid_()
                     f.addcmul_(f, f, value=-1.0).mul_(4.0)
-                    # U <- U * M where away, U elsewhere: U * (1 - away * (1 - M))
+                    # U <- U * M where away, U elsewhere: U * (1 - away * (1 - M)); (masked_fill_ and where
+                    # cost 25 times more on CPU than these three passes)
                     f.sub_(1.0).mul_(away).add_(1.0)
-                    u.mul_(f)
+                    num = torch.mul(m, f, out=wk["d"])
                     self._away.append(away)
-                w.add_(u, alpha=-lr)
+                w.addcdiv_(num, denom, value=-lr / (1 - beta1**t))
                 if self.clamp:
                     w.clamp_(lv.lo, lv.hi)
                 # the new index overwrites the old one in place (W_S is not needed any more)
                 state["level_index"] = lv.index(w, out=idx, work_f=f, work_i=wk["i"], work_b=wk["b1"])
         return loss
+
+    def _fused_step(self, p: torch.Tensor, state: dict, group: dict, lr: float, t: int, m_star: float) -> bool:
+        """The compiled rule on ``p`` (False, and the eager path from then on, where it cannot compile)."""
+        rule = _compiled_rule() if self.levels.lut_fine else None
+        if rule is None:
+            self.compiled = False
+            return False
+        lv = self.levels
+        wk = _work(state, p)
+        tab = lv.tables(p.device)
+        idx = state.get("level_index")
+        if idx is None:
+            idx = lv.index(p.data)
+        beta1, beta2 = group["betas"]
+        sc = wk.get("sc")
+        if sc is None:
+            sc = wk["sc"] = torch.empty(7, dtype=torch.float32, device=p.device)
+        sc.copy_(torch.tensor([beta1, beta2, 1 - beta1**t, 1 - beta2**t, group["eps"], lr, m_star]))
+        try:
+            rule(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], idx, wk["b1"], tab["q"],
+                 tab["width_side"], tab["thr"], tab["lut"], sc, lv.lo, lv.hi, lv.lut_inv_h, lv.lut_np.size - 1)
+        except Exception as exc:  # a compiler missing at first use: fall back, once
+            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); using the eager metaplastic step",
+                          stacklevel=3)
+            _COMPILED["rule"] = None
+            self.compiled = False
+            return False
+        state["level_index"] = idx
+        if m_star > 0:
+            self._away.append(wk["b1"])
+        return True
 
     def state_dict(self) -> dict:
         sd = super().state_dict()
