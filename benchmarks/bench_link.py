@@ -63,8 +63,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def measure(bench_file: Path, cells: int, rounds: int, pace: bool, seed: int) -> dict:
     table = default_table()
     rng = np.random.default_rng(seed)
-    with VirtualBench(bench_file, seed=seed, sim_config=SimConfig.ideal(), pace=pace, mode="process") as vb, \
-            RealChip.from_bench_file(vb.bench_path, table=table, use_smu=False) as chip:
+    with (
+        VirtualBench(bench_file, seed=seed, sim_config=SimConfig.ideal(), pace=pace, mode="process") as vb,
+        RealChip.from_bench_file(vb.bench_path, table=table, use_smu=False) as chip,
+    ):
         idx = np.arange(cells)
         formed = chip.form_idx(idx)
         idx = idx[formed]
@@ -83,8 +85,15 @@ def measure(bench_file: Path, cells: int, rounds: int, pace: bool, seed: int) ->
         for _ in range(rounds):
             chip.read_idx(idx)
         t_read = time.perf_counter() - t0
-        return {"ops": n_ops, "elapsed_s": t_prog, "read_ops": rounds * idx.size, "read_elapsed_s": t_read,
-                "formed": int(idx.size), "retries": prog_retries, "bytes_tx": prog_bytes}
+        return {
+            "ops": n_ops,
+            "elapsed_s": t_prog,
+            "read_ops": rounds * idx.size,
+            "read_elapsed_s": t_read,
+            "formed": int(idx.size),
+            "retries": prog_retries,
+            "bytes_tx": prog_bytes,
+        }
 
 
 def measure_smu_reads(bench_file: Path, smu: str, cells: int, rounds: int, seed: int) -> dict:
@@ -92,12 +101,16 @@ def measure_smu_reads(bench_file: Path, smu: str, cells: int, rounds: int, seed:
     table = default_table()
     drivers = [smu, "keithley2600"] if smu != "keithley2600" else [smu, smu]
     rates: dict[int, list[float]] = {0: [], 1: []}
-    with VirtualBench(bench_file, seed=seed, sim_config=SimConfig.ideal(), pace=False, mode="process",
-                      smu=drivers[0]) as vb0, \
-            VirtualBench(bench_file, seed=seed, sim_config=SimConfig.ideal(), pace=False, mode="process",
-                         smu=drivers[1]) as vb1, \
-            RealChip.from_bench_file(vb0.bench_path, table=table) as c0, \
-            RealChip.from_bench_file(vb1.bench_path, table=table) as c1:
+    with (
+        VirtualBench(
+            bench_file, seed=seed, sim_config=SimConfig.ideal(), pace=False, mode="process", smu=drivers[0]
+        ) as vb0,
+        VirtualBench(
+            bench_file, seed=seed, sim_config=SimConfig.ideal(), pace=False, mode="process", smu=drivers[1]
+        ) as vb1,
+        RealChip.from_bench_file(vb0.bench_path, table=table) as c0,
+        RealChip.from_bench_file(vb1.bench_path, table=table) as c1,
+    ):
         chips = (c0, c1)
         idx = np.arange(cells)
         for c in chips:
@@ -110,12 +123,21 @@ def measure_smu_reads(bench_file: Path, smu: str, cells: int, rounds: int, seed:
                 rates[k].append(cells / (time.perf_counter() - t0))
         idn = (c0.smu_idn, c1.smu_idn)
     med = [float(np.median(rates[k])) for k in (0, 1)]
-    return {"benchmark": "bench_link_smu", "bench": str(bench_file), "smu": drivers[0], "smu_idn": idn[0],
-            "baseline": drivers[1], "baseline_idn": idn[1], "cells": cells, "rounds": rounds,
-            "smu_reads_per_s": round(med[0], 1), "keithley_reads_per_s": round(med[1], 1),
-            "smu_read_ratio_vs_keithley": round(med[0] / med[1], 4),
-            "smu_reads_per_s_rounds": [round(x, 1) for x in rates[0]],
-            "keithley_reads_per_s_rounds": [round(x, 1) for x in rates[1]]}
+    return {
+        "benchmark": "bench_link_smu",
+        "bench": str(bench_file),
+        "smu": drivers[0],
+        "smu_idn": idn[0],
+        "baseline": drivers[1],
+        "baseline_idn": idn[1],
+        "cells": cells,
+        "rounds": rounds,
+        "smu_reads_per_s": round(med[0], 1),
+        "keithley_reads_per_s": round(med[1], 1),
+        "smu_read_ratio_vs_keithley": round(med[0] / med[1], 4),
+        "smu_reads_per_s_rounds": [round(x, 1) for x in rates[0]],
+        "keithley_reads_per_s_rounds": [round(x, 1) for x in rates[1]],
+    }
 
 
 def main() -> None:
@@ -124,8 +146,12 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=8192)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--smu", choices=["b1500", "keithley2600"], default=None,
-                    help="measure SMU reads through this emulated SMU against the Keithley path instead")
+    ap.add_argument(
+        "--smu",
+        choices=["b1500", "keithley2600"],
+        default=None,
+        help="measure SMU reads through this emulated SMU against the Keithley path instead",
+    )
     ap.add_argument("--smu-cells", type=int, default=64, help="cells read through the SMU per round")
     args = ap.parse_args()
     if args.smu is not None:
@@ -138,25 +164,29 @@ def main() -> None:
     unpaced = measure(args.bench, args.cells, 1, False, args.seed)
     ops_per_s = paced["ops"] / paced["elapsed_s"]
     read_ops_per_s = paced["read_ops"] / paced["read_elapsed_s"]
-    print(json.dumps({
-        "benchmark": "bench_link",
-        "bench": str(args.bench),
-        "baud": baud,
-        "bits_per_byte": 10,
-        "entry_bytes": OP_ENTRY_BYTES,
-        "max_batch_ops": bench.fpga.max_batch_ops,
-        "cells": paced["formed"],
-        "program_ops": paced["ops"],
-        "elapsed_s": round(paced["elapsed_s"], 4),
-        "ops_per_s": round(ops_per_s, 1),
-        "link_limit_ops_per_s": round(limit_ops, 1),
-        "link_efficiency": round(ops_per_s / limit_ops, 4),
-        "read_ops_per_s": round(read_ops_per_s, 1),
-        "read_link_efficiency": round(read_ops_per_s / limit_ops, 4),
-        "wire_bytes_per_op": round(paced["bytes_tx"] / paced["ops"], 4),
-        "retries": paced["retries"],
-        "unpaced_ops_per_s": round(unpaced["ops"] / unpaced["elapsed_s"], 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "bench_link",
+                "bench": str(args.bench),
+                "baud": baud,
+                "bits_per_byte": 10,
+                "entry_bytes": OP_ENTRY_BYTES,
+                "max_batch_ops": bench.fpga.max_batch_ops,
+                "cells": paced["formed"],
+                "program_ops": paced["ops"],
+                "elapsed_s": round(paced["elapsed_s"], 4),
+                "ops_per_s": round(ops_per_s, 1),
+                "link_limit_ops_per_s": round(limit_ops, 1),
+                "link_efficiency": round(ops_per_s / limit_ops, 4),
+                "read_ops_per_s": round(read_ops_per_s, 1),
+                "read_link_efficiency": round(read_ops_per_s / limit_ops, 4),
+                "wire_bytes_per_op": round(paced["bytes_tx"] / paced["ops"], 4),
+                "retries": paced["retries"],
+                "unpaced_ops_per_s": round(unpaced["ops"] / unpaced["elapsed_s"], 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

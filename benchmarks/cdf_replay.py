@@ -62,24 +62,28 @@ def main() -> None:
     ks_shift = [ks_distance(table, k, g[k], shift_us=0.1 * sig[k]) for k in range(table.n_levels)]
     names = [lv.name for lv in table.levels]
     max_ks = max(ks)
-    print(json.dumps({
-        "benchmark": "cdf_replay",
-        "table": table.source_path,
-        "synthetic": table.synthetic,
-        "devices_per_level": n_per,
-        "tiles": n_tiles,
-        "seed": args.seed,
-        "ks": {n: round(d, 5) for n, d in zip(names, ks, strict=True)},
-        "max_ks": round(max_ks, 5),
-        "ks_bound": KS_BOUND,
-        "passes": bool(max_ks < KS_BOUND),
-        "ks_expected_under_h0": round(0.8687 / np.sqrt(n_per), 5),
-        "ks_shifted_0p1_sigma": {n: round(d, 4) for n, d in zip(names, ks_shift, strict=True)},
-        "min_ks_shifted_0p1_sigma": round(min(ks_shift), 4),
-        "median_us": {n: round(float(np.median(g[k])), 3) for k, n in enumerate(names)},
-        "table_median_us": {n: round(float(m), 3) for n, m in zip(names, table.medians_us, strict=True)},
-        "program_read_s": round(elapsed, 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "cdf_replay",
+                "table": table.source_path,
+                "synthetic": table.synthetic,
+                "devices_per_level": n_per,
+                "tiles": n_tiles,
+                "seed": args.seed,
+                "ks": {n: round(d, 5) for n, d in zip(names, ks, strict=True)},
+                "max_ks": round(max_ks, 5),
+                "ks_bound": KS_BOUND,
+                "passes": bool(max_ks < KS_BOUND),
+                "ks_expected_under_h0": round(0.8687 / np.sqrt(n_per), 5),
+                "ks_shifted_0p1_sigma": {n: round(d, 4) for n, d in zip(names, ks_shift, strict=True)},
+                "min_ks_shifted_0p1_sigma": round(min(ks_shift), 4),
+                "median_us": {n: round(float(np.median(g[k])), 3) for k, n in enumerate(names)},
+                "table_median_us": {n: round(float(m), 3) for n, m in zip(names, table.medians_us, strict=True)},
+                "program_read_s": round(elapsed, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

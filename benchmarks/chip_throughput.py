@@ -24,8 +24,15 @@ from hwloop.chip.cdf import GRID_POINTS
 from hwloop.chip.sim import SimChip, SimConfig
 
 
-def floor_pass(grid: np.ndarray, g_us: np.ndarray, idx: np.ndarray, level: np.ndarray,
-               rng: np.random.Generator, rel: float, abs_us: float) -> np.ndarray:
+def floor_pass(
+    grid: np.ndarray,
+    g_us: np.ndarray,
+    idx: np.ndarray,
+    level: np.ndarray,
+    rng: np.random.Generator,
+    rel: float,
+    abs_us: float,
+) -> np.ndarray:
     """Bare numpy SET (inverse-transform draw + scatter) and READ (gather + noise) of ``idx``."""
     u = rng.random(idx.size) * (GRID_POINTS - 1)
     i = np.minimum(u.astype(np.intp), GRID_POINTS - 2)
@@ -81,25 +88,29 @@ def main() -> None:
     chip_s = float(np.median(t_chip))
     floor_s = float(np.median(t_floor))
     ops = 2 * n
-    print(json.dumps({
-        "benchmark": "chip_throughput",
-        "tiles": args.tiles,
-        "devices": n,
-        "reps": args.reps,
-        "form_attempts": attempts,
-        "device_ops_per_s": round(ops / chip_s),
-        "floor_device_ops_per_s": round(ops / floor_s),
-        "ratio_to_floor": round(floor_s / chip_s, 3),
-        "set_s": round(float(np.median(t_set)), 4),
-        "read_s": round(float(np.median(t_read)), 4),
-        "set_read_s": round(chip_s, 4),
-        "floor_s": round(floor_s, 4),
-        "target_device_ops_per_s": 20_000_000,
-        "meets_target": bool(ops / chip_s >= 20e6),
-        "timing": "median of reps, chip and floor interleaved",
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "chip_throughput",
+                "tiles": args.tiles,
+                "devices": n,
+                "reps": args.reps,
+                "form_attempts": attempts,
+                "device_ops_per_s": round(ops / chip_s),
+                "floor_device_ops_per_s": round(ops / floor_s),
+                "ratio_to_floor": round(floor_s / chip_s, 3),
+                "set_s": round(float(np.median(t_set)), 4),
+                "read_s": round(float(np.median(t_read)), 4),
+                "set_read_s": round(chip_s, 4),
+                "floor_s": round(floor_s, 4),
+                "target_device_ops_per_s": 20_000_000,
+                "meets_target": bool(ops / chip_s >= 20e6),
+                "timing": "median of reps, chip and floor interleaved",
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -70,9 +70,17 @@ def main() -> None:
             synthetic_mnist(data, n_train=args.train_samples)
         grid = {"m_star": [0.0, 3.0], "hidden": [args.hidden], "seed": list(range(max(1, args.points // 2)))}
         n_points = 2 * len(grid["seed"])
-        base = dict(tasks="permuted-mnist:2", epochs_per_task=args.epochs_per_task, warmup=0, batch_size=50,
-                    train_samples=args.train_samples, chip=args.chip, data_dir=str(data), verify_data=False,
-                    lr=0.02)
+        base = dict(
+            tasks="permuted-mnist:2",
+            epochs_per_task=args.epochs_per_task,
+            warmup=0,
+            batch_size=50,
+            train_samples=args.train_samples,
+            chip=args.chip,
+            data_dir=str(data),
+            verify_data=False,
+            lr=0.02,
+        )
         load0 = os.getloadavg()[0]
         results: dict[str, list] = {}
         walls: dict[str, float] = {}
@@ -108,15 +116,25 @@ def main() -> None:
             threads["ray"] = man.executor["threads"]
         pps = {k: n_points / v for k, v in walls.items()}
         line = {
-            "benchmark": "sweep_scaling", "points": n_points, "hidden": args.hidden, "chip": args.chip,
-            "train_samples": args.train_samples, "epochs": 2 * args.epochs_per_task, "cores": cores,
+            "benchmark": "sweep_scaling",
+            "points": n_points,
+            "hidden": args.hidden,
+            "chip": args.chip,
+            "train_samples": args.train_samples,
+            "epochs": 2 * args.epochs_per_task,
+            "cores": cores,
             **{f"{k}_points_per_s": round(v, 3) for k, v in pps.items()},
             **{f"{k}_wall_s": round(v, 2) for k, v in walls.items()},
             "local2_over_local1": round(pps["local2"] / pps["local1"], 3),
             "local2_over_local1t1": round(pps["local2"] / pps["local1t1"], 3),
-            **({"ray_over_local2": round(pps["ray"] / pps["local2"], 3),
-                "ray_incl_init_over_local2": round(walls["local2"] / (walls["ray"] + out["ray_init_s"]), 3)}
-               if "ray" in pps else {}),
+            **(
+                {
+                    "ray_over_local2": round(pps["ray"] / pps["local2"], 3),
+                    "ray_incl_init_over_local2": round(walls["local2"] / (walls["ray"] + out["ray_init_s"]), 3),
+                }
+                if "ray" in pps
+                else {}
+            ),
             **out,
             # the same seeds give the same numbers at the same torch thread count; local1 runs with more
             # threads, and a different thread count may change float reductions (see docs/sweep.md)
@@ -125,8 +143,10 @@ def main() -> None:
             "same_results_local1t1_local2": results["local1t1"] == results["local2"],
             "same_results_local1_local2": results["local1"] == results["local2"],
             "max_acc_diff_local1_local2": max(
-                abs(a[t] - b[t]) for ra, rb in zip(results["local1"], results["local2"], strict=True)
-                for a, b in [(ra, rb)] for t in a
+                abs(a[t] - b[t])
+                for ra, rb in zip(results["local1"], results["local2"], strict=True)
+                for a, b in [(ra, rb)]
+                for t in a
             ),
             "loadavg": [round(load0, 2), round(os.getloadavg()[0], 2)],
             "python": platform.python_version(),

@@ -71,9 +71,20 @@ def main() -> None:
             times["torch"] += [torch_epoch(model, adam, task, 1 + rep * a.epochs + e, 100) for e in range(a.epochs)]
             for chip in ("none", "sim"):
                 out = tmp / f"{chip}{rep}.h5"
-                cfg = TrainConfig(tasks="mnist", epochs_per_task=a.epochs, warmup=0, m_star=3.0, hidden=a.hidden,
-                                  train_samples=a.train_samples, chip=chip, data_dir=ddir, verify_data=verify,
-                                  out=str(out), progress=False, threads=a.threads)
+                cfg = TrainConfig(
+                    tasks="mnist",
+                    epochs_per_task=a.epochs,
+                    warmup=0,
+                    m_star=3.0,
+                    hidden=a.hidden,
+                    train_samples=a.train_samples,
+                    chip=chip,
+                    data_dir=ddir,
+                    verify_data=verify,
+                    out=str(out),
+                    progress=False,
+                    threads=a.threads,
+                )
                 train(cfg)
                 with h5py.File(out, "r") as f:
                     times[chip] += [float(t) for t in f["epochs"]["wall_s"]]
@@ -84,16 +95,29 @@ def main() -> None:
                     file_bytes += out.stat().st_size
                 out.unlink()
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(json.dumps({
-        "benchmark": "train_overhead", "data": source, "hidden": a.hidden, "train_samples": a.train_samples,
-        "epochs_per_run": a.epochs, "reps": a.reps, "threads": a.threads,
-        "epoch_s_torch": round(med["torch"], 3), "epoch_s_none": round(med["none"], 3),
-        "epoch_s_sim": round(med["sim"], 3), "ratio_sim_to_torch": round(med["sim"] / med["torch"], 3),
-        "ratio_none_to_torch": round(med["none"] / med["torch"], 3),
-        "ratio_sim_to_none": round(med["sim"] / med["none"], 3), "target_ratio_sim_to_torch": 1.5,
-        "ops_rows": ops_rows, "log_bytes_per_op": round(ops_bytes / max(ops_rows, 1), 3),
-        "file_bytes_per_op": round(file_bytes / max(ops_rows, 1), 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "train_overhead",
+                "data": source,
+                "hidden": a.hidden,
+                "train_samples": a.train_samples,
+                "epochs_per_run": a.epochs,
+                "reps": a.reps,
+                "threads": a.threads,
+                "epoch_s_torch": round(med["torch"], 3),
+                "epoch_s_none": round(med["none"], 3),
+                "epoch_s_sim": round(med["sim"], 3),
+                "ratio_sim_to_torch": round(med["sim"] / med["torch"], 3),
+                "ratio_none_to_torch": round(med["none"] / med["torch"], 3),
+                "ratio_sim_to_none": round(med["sim"] / med["none"], 3),
+                "target_ratio_sim_to_torch": 1.5,
+                "ops_rows": ops_rows,
+                "log_bytes_per_op": round(ops_bytes / max(ops_rows, 1), 3),
+                "file_bytes_per_op": round(file_bytes / max(ops_rows, 1), 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

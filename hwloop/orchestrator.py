@@ -83,8 +83,15 @@ def build_chip_for_run(cfg: TrainConfig, n_tiles: int, table: CdfTable) -> tuple
     models = load_sim_models(cfg.retention_model, cfg.endurance_model)  # measured models for the sim tiles
     if cfg.chip == "sim":
         return open_chip("sim", n_tiles=n_tiles, table=table, seed=cfg.seed, sim_models=models), ["sim"] * n_tiles
-    chip = open_chip("real", n_tiles=n_tiles, table=table, seed=cfg.seed, bench=cfg.bench,
-                     real_tiles=cfg.real_tiles or "", sim_models=models)
+    chip = open_chip(
+        "real",
+        n_tiles=n_tiles,
+        table=table,
+        seed=cfg.seed,
+        bench=cfg.bench,
+        real_tiles=cfg.real_tiles or "",
+        sim_models=models,
+    )
     assert isinstance(chip, CompositeChip)
     return chip, chip.tile_labels()
 
@@ -104,8 +111,14 @@ class Trainer:
         self._set_up(cfg, on_epoch)
         q, self.scale_us = self.table.weight_levels(1.5)
         self.levels = LevelSet(q.tolist())
-        self.model = QMLP(cfg.hidden, n_in=self.n_in, n_out=self.n_out, n_tasks=len(self.tasks),
-                          bn_mode=cfg.bn_mode, bn_eval=cfg.bn_eval)
+        self.model = QMLP(
+            cfg.hidden,
+            n_in=self.n_in,
+            n_out=self.n_out,
+            n_tasks=len(self.tasks),
+            bn_mode=cfg.bn_mode,
+            bn_eval=cfg.bn_eval,
+        )
         self.cmap = CrossbarMap(
             [(f"fc{i + 1}", tuple(layer.weight.shape)) for i, layer in enumerate(self.model.layers)]
         )
@@ -125,8 +138,14 @@ class Trainer:
         self.task_names = parse_tasks(cfg.tasks)
         cache: dict = {}
         self.tasks = [
-            load_task(n, cfg.data_dir, train_samples=cfg.train_samples, download=cfg.download, cache=cache,
-                      verify=cfg.verify_data)
+            load_task(
+                n,
+                cfg.data_dir,
+                train_samples=cfg.train_samples,
+                download=cfg.download,
+                cache=cache,
+                verify=cfg.verify_data,
+            )
             for n in self.task_names
         ]
         self.table = self._load_table()
@@ -215,8 +234,15 @@ class Trainer:
         self._bind_weights()
         try:
             self.writer = RunLogWriter.create(
-                out, config=asdict(cfg), table=self.table, tasks=self.task_names, n_tiles=self.cmap.n_tiles,
-                tile_backends=backends, chip=cfg.chip, seed=cfg.seed, layer_tiles=self.cmap.describe(),
+                out,
+                config=asdict(cfg),
+                table=self.table,
+                tasks=self.task_names,
+                n_tiles=self.cmap.n_tiles,
+                tile_backends=backends,
+                chip=cfg.chip,
+                seed=cfg.seed,
+                layer_tiles=self.cmap.describe(),
             )
         except BaseException:
             if self.chip is not None:
@@ -261,8 +287,10 @@ class Trainer:
         ck = load_payload(blob)
         missing, unexpected = self.model.load_state_dict(ck["model"], strict=False)
         if unexpected or any(not k.endswith("w_used") for k in missing):
-            raise RunLogError(f"{path}: checkpoint does not fit this model (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]}); resume with the hwloop version that wrote it")
+            raise RunLogError(
+                f"{path}: checkpoint does not fit this model (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}); resume with the hwloop version that wrote it"
+            )
         self.hw.load_state(ck["hw"])
         self._push_weights()
         if self.chip is not None:
@@ -294,8 +322,9 @@ class Trainer:
         g_new = self.chip.read_idx(devices[on_real])
         self.writer.flush()
         untouched = ~np.isin(devices[on_real], touched_devices(kept))
-        check_real_tiles_match(path, g_old[untouched], g_new[untouched],
-                               lcs_hcs_threshold_us(self.table.medians_us), len(tiles))
+        check_real_tiles_match(
+            path, g_old[untouched], g_new[untouched], lcs_hcs_threshold_us(self.table.medians_us), len(tiles)
+        )
         self.hw.g_us[on_real] = g_new
         self.hw._refresh_weights()
 
@@ -317,8 +346,14 @@ class Trainer:
                 self.chip.close()
         final = self._final_acc()
         return TrainResult(
-            log=str(self.cfg.out), tasks=self.task_names, final_acc=final, acc_after_task=self.acc_after_task,
-            epochs=self.epoch, steps=self.step, programs=self.hw.programs, wall_s=time.monotonic() - t_wall,
+            log=str(self.cfg.out),
+            tasks=self.task_names,
+            final_acc=final,
+            acc_after_task=self.acc_after_task,
+            epochs=self.epoch,
+            steps=self.step,
+            programs=self.hw.programs,
+            wall_s=time.monotonic() - t_wall,
             status=status,
         )
 
@@ -399,20 +434,29 @@ class Trainer:
         self.epoch = epoch
         c1 = self.writer.counts
         rec = {
-            "epoch": epoch, "task": t_idx, "m_star": self.opt.m_star, "lr": lr, "acc": acc,
-            "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-            "programs": self.hw.programs - p0, "sets": c1["sets"] - c0["sets"], "resets": c1["resets"] - c0["resets"],
-            "reads": c1["reads"] - c0["reads"], "wall_s": time.monotonic() - t0, "step": self.step,
+            "epoch": epoch,
+            "task": t_idx,
+            "m_star": self.opt.m_star,
+            "lr": lr,
+            "acc": acc,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "programs": self.hw.programs - p0,
+            "sets": c1["sets"] - c0["sets"],
+            "resets": c1["resets"] - c0["resets"],
+            "reads": c1["reads"] - c0["reads"],
+            "wall_s": time.monotonic() - t0,
+            "step": self.step,
         }
         self.writer.append_epoch(rec)
         if epoch % cfg.epochs_per_task == 0:
-            self.acc_after_task[self.task_names[t_idx]] = {
-                self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)
-            }
+            self.acc_after_task[self.task_names[t_idx]] = {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}
         self._checkpoint()
         accs = " ".join(f"{self.task_names[j]} {100 * acc[j]:.2f}%" for j in range(t_idx + 1))
-        bar.write(f"epoch {epoch:3d} [{task.name}, m*={self.opt.m_star:g}] test: {accs}  "
-                  f"programs {rec['programs']:,}  {rec['wall_s']:.1f} s")
+        bar.write(
+            f"epoch {epoch:3d} [{task.name}, m*={self.opt.m_star:g}] test: {accs}  "
+            f"programs {rec['programs']:,}  {rec['wall_s']:.1f} s"
+        )
         if self.on_epoch is not None:
             self.on_epoch({**rec, "acc": {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}})
 
@@ -430,8 +474,10 @@ class Trainer:
         if t_idx not in cache:
             cache.clear()  # one task on the device at a time
             task = self.tasks[t_idx]
-            cache[t_idx] = (torch.from_numpy(task.x_train).to(self.device),
-                            torch.from_numpy(task.y_train).to(self.device))
+            cache[t_idx] = (
+                torch.from_numpy(task.x_train).to(self.device),
+                torch.from_numpy(task.y_train).to(self.device),
+            )
         return cache[t_idx]
 
     def _snapshot_and_flush(self, epoch: int) -> np.ndarray | None:
@@ -452,9 +498,14 @@ class Trainer:
         """Copy the state now (host copies: the next epoch may change the originals), serialise it off thread."""
         assert self.writer is not None and self.opt is not None
         payload = build_payload(
-            model=self.model, opt=self.opt, hw_state=self.hw.state(weights=False),
-            chip_state=self.chip.snapshot() if self.chip is not None else None, step=self.step, epoch=self.epoch,
-            acc_after_task=self.acc_after_task, form_yield=self.form_yield,
+            model=self.model,
+            opt=self.opt,
+            hw_state=self.hw.state(weights=False),
+            chip_state=self.chip.snapshot() if self.chip is not None else None,
+            step=self.step,
+            epoch=self.epoch,
+            acc_after_task=self.acc_after_task,
+            form_yield=self.form_yield,
         )
         self.writer.submit_checkpoint(lambda: serialise(payload), self.epoch)
 

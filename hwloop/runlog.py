@@ -88,7 +88,11 @@ OPS_G_STEPS_PER_US = 64
 #: op codes in /ops; READ_ALL is one row standing for a full-array read stored in /snapshots
 OP_READ_ALL = 4
 OP_CODES = {
-    "FORM": int(Op.FORM), "SET": int(Op.SET), "RESET": int(Op.RESET), "READ": int(Op.READ), "READ_ALL": OP_READ_ALL
+    "FORM": int(Op.FORM),
+    "SET": int(Op.SET),
+    "RESET": int(Op.RESET),
+    "READ": int(Op.READ),
+    "READ_ALL": OP_READ_ALL,
 }
 
 OP_ENUM = h5py.enum_dtype(OP_CODES, basetype="u1")
@@ -162,8 +166,9 @@ def encode_residual(q: np.ndarray, nan: np.ndarray, q_key: np.ndarray | None) ->
     return code
 
 
-def decode_residual(code: np.ndarray, level: np.ndarray, ref_us: np.ndarray, key_code: np.ndarray | None,
-                    lsb_us: float = G_RES_LSB_US) -> np.ndarray:
+def decode_residual(
+    code: np.ndarray, level: np.ndarray, ref_us: np.ndarray, key_code: np.ndarray | None, lsb_us: float = G_RES_LSB_US
+) -> np.ndarray:
     """``g_res`` code (with its keyframe's code, for a delta row) back to conductances (µS, float32)."""
     c = np.asarray(code)
     q = _unzigzag(c)
@@ -175,8 +180,9 @@ def decode_residual(code: np.ndarray, level: np.ndarray, ref_us: np.ndarray, key
     return g
 
 
-def _compress_residual(g_us: np.ndarray, level: np.ndarray, n_tiles: int, ref_us: np.ndarray,
-                       key: dict, is_key: bool) -> tuple[list[bytes], list[bytes]]:
+def _compress_residual(
+    g_us: np.ndarray, level: np.ndarray, n_tiles: int, ref_us: np.ndarray, key: dict, is_key: bool
+) -> tuple[list[bytes], list[bytes]]:
     """Format-3 snapshot chunks (shuffle + deflate), one per tile. Runs on the writer's single background
     thread, in submission order: a keyframe leaves its residuals in ``key["q"]`` for the rows after it."""
     q, nan = residual_q(np.asarray(g_us).reshape(-1), np.asarray(level).reshape(-1), ref_us)
@@ -199,7 +205,6 @@ def _compress_snapshot(g_us: np.ndarray, level: np.ndarray, n_tiles: int) -> tup
     g_chunks = [zlib.compress(planes[t].tobytes(), SNAPSHOT_GZIP_LEVEL) for t in range(n_tiles)]
     l_chunks = [zlib.compress(lv[t].tobytes(), SNAPSHOT_GZIP_LEVEL) for t in range(n_tiles)]
     return g_chunks, l_chunks
-
 
 
 def epoch_dtype(n_tasks: int) -> np.dtype:
@@ -243,8 +248,12 @@ def is_disk_full(exc: BaseException) -> bool:
     import errno
 
     text = str(exc)
-    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or (
-        "errno = 28" in text) or "Disk quota exceeded" in text
+    return (
+        getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        or "No space left" in text
+        or ("errno = 28" in text)
+        or "Disk quota exceeded" in text
+    )
 
 
 def disk_error(path: Path, exc: BaseException, doing: str) -> RunLogError:
@@ -381,8 +390,15 @@ def _disk_guard(fn):  # type: ignore[no-untyped-def]
 class RunLogWriter:
     """Buffered SWMR writer. Attach ``listener`` to a chip with ``chip.add_listener``."""
 
-    def __init__(self, f: h5py.File, path: Path, n_tasks: int, n_tiles: int, t0_offset_s: float = 0.0,
-                 lock: RunLock | None = None) -> None:
+    def __init__(
+        self,
+        f: h5py.File,
+        path: Path,
+        n_tasks: int,
+        n_tiles: int,
+        t0_offset_s: float = 0.0,
+        lock: RunLock | None = None,
+    ) -> None:
         self.f = f
         self.path = path
         self.lock = lock  # the single-writer lock (hwloop.runlock), released by close()
@@ -411,9 +427,20 @@ class RunLogWriter:
 
     # ------------------------------------------------------------------ creation
     @classmethod
-    def create(cls, path: str | Path, *, config: dict, table: CdfTable, tasks: list[str], n_tiles: int,
-               tile_backends: list[str], chip: str, seed: int, overwrite: bool = False,
-               layer_tiles: list[dict] | None = None) -> RunLogWriter:
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        config: dict,
+        table: CdfTable,
+        tasks: list[str],
+        n_tiles: int,
+        tile_backends: list[str],
+        chip: str,
+        seed: int,
+        overwrite: bool = False,
+        layer_tiles: list[dict] | None = None,
+    ) -> RunLogWriter:
         p = Path(path)
         if p.exists() and not overwrite:
             raise RunLogError(f"{p} already exists: choose another --out, or continue it with --resume {p}")
@@ -425,9 +452,19 @@ class RunLogWriter:
             lock.release()
             raise RunLogError(f"cannot create run log {p}: {exc}") from exc
         try:
-            return cls._init_file(f, p, config=config, table=table, tasks=tasks, n_tiles=n_tiles,
-                                  tile_backends=tile_backends, chip=chip, seed=seed, layer_tiles=layer_tiles,
-                                  lock=lock)
+            return cls._init_file(
+                f,
+                p,
+                config=config,
+                table=table,
+                tasks=tasks,
+                n_tiles=n_tiles,
+                tile_backends=tile_backends,
+                chip=chip,
+                seed=seed,
+                layer_tiles=layer_tiles,
+                lock=lock,
+            )
         except BaseException as exc:
             f.close()
             lock.release()
@@ -436,9 +473,21 @@ class RunLogWriter:
             raise
 
     @classmethod
-    def _init_file(cls, f: h5py.File, p: Path, *, config: dict, table: CdfTable, tasks: list[str], n_tiles: int,
-                   tile_backends: list[str], chip: str, seed: int, layer_tiles: list[dict] | None,
-                   lock: RunLock) -> RunLogWriter:
+    def _init_file(
+        cls,
+        f: h5py.File,
+        p: Path,
+        *,
+        config: dict,
+        table: CdfTable,
+        tasks: list[str],
+        n_tiles: int,
+        tile_backends: list[str],
+        chip: str,
+        seed: int,
+        layer_tiles: list[dict] | None,
+        lock: RunLock,
+    ) -> RunLogWriter:
         f.attrs["format"] = FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["hwloop_version"] = __version__
@@ -455,8 +504,16 @@ class RunLogWriter:
         f.attrs["writer_host"] = socket.gethostname()
         table.write_h5_group(f.create_group("calibration"))
         f["calibration"].attrs["source_path"] = table.source_path
-        ops = f.create_dataset("ops", shape=(0,), maxshape=(None,), dtype=OPS_DTYPE, chunks=(OPS_CHUNK,),
-                               compression="gzip", compression_opts=1, shuffle=True)
+        ops = f.create_dataset(
+            "ops",
+            shape=(0,),
+            maxshape=(None,),
+            dtype=OPS_DTYPE,
+            chunks=(OPS_CHUNK,),
+            compression="gzip",
+            compression_opts=1,
+            shuffle=True,
+        )
         ops.attrs["op_enum_json"] = json.dumps(OP_CODES)
         ops.attrs["description"] = (
             "one row per device operation; READ_ALL = whole-array read whose values are the matching "
@@ -465,9 +522,16 @@ class RunLogWriter:
         f.create_dataset("epochs", shape=(0,), maxshape=(None,), dtype=epoch_dtype(len(tasks)), chunks=(256,))
         sg = f.create_group("snapshots")
         sg.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype="<i4", chunks=(256,))
-        gc = sg.create_dataset("g_res", shape=(0, n_tiles, ROWS, COLS), maxshape=(None, n_tiles, ROWS, COLS),
-                               dtype="<u2", chunks=(1, 1, ROWS, COLS), compression="gzip",
-                               compression_opts=SNAPSHOT_GZIP_LEVEL, shuffle=True)
+        gc = sg.create_dataset(
+            "g_res",
+            shape=(0, n_tiles, ROWS, COLS),
+            maxshape=(None, n_tiles, ROWS, COLS),
+            dtype="<u2",
+            chunks=(1, 1, ROWS, COLS),
+            compression="gzip",
+            compression_opts=SNAPSHOT_GZIP_LEVEL,
+            shuffle=True,
+        )
         gc.attrs["g_lsb_us"] = G_RES_LSB_US
         gc.attrs["ref_us"] = np.asarray(table.medians_us, dtype=np.float32)  # by device level 0 (LCS), 1..
         gc.attrs["nan_code"] = G_RES_NAN
@@ -478,9 +542,15 @@ class RunLogWriter:
             "|q| saturates at q_max"
         )
         sg.create_dataset("key", shape=(0,), maxshape=(None,), dtype="<i4", chunks=(256,))
-        sg.create_dataset("level", shape=(0, n_tiles, ROWS, COLS), maxshape=(None, n_tiles, ROWS, COLS),
-                          dtype="i1", chunks=(1, 1, ROWS, COLS), compression="gzip",
-                          compression_opts=SNAPSHOT_GZIP_LEVEL)
+        sg.create_dataset(
+            "level",
+            shape=(0, n_tiles, ROWS, COLS),
+            maxshape=(None, n_tiles, ROWS, COLS),
+            dtype="i1",
+            chunks=(1, 1, ROWS, COLS),
+            compression="gzip",
+            compression_opts=SNAPSHOT_GZIP_LEVEL,
+        )
         cg = f.create_group("checkpoint")
         for slot in ("blob_a", "blob_b"):
             # uncompressed on purpose: rewriting compressed chunks in a SWMR file allocates new space each
@@ -495,8 +565,9 @@ class RunLogWriter:
         return cls(f, p, len(tasks), n_tiles, lock=lock)
 
     @classmethod
-    def reopen(cls, path: str | Path, lock: RunLock | None = None,
-               keep_tiles: list[int] | None = None) -> tuple[RunLogWriter, CheckpointInfo, bytes]:
+    def reopen(
+        cls, path: str | Path, lock: RunLock | None = None, keep_tiles: list[int] | None = None
+    ) -> tuple[RunLogWriter, CheckpointInfo, bytes]:
         """Reopen a run log for ``--resume``: roll it back to its last checkpoint and return that checkpoint.
 
         Takes the single-writer lock (or uses ``lock``, already taken); a log whose writer lives is refused.
@@ -516,15 +587,19 @@ class RunLogWriter:
             if isinstance(exc, OSError) and is_disk_full(exc):
                 raise disk_error(p, exc, "cannot resume") from exc
             if isinstance(exc, H5_ERRORS):
-                raise RunLogError(f"{p}: the run log is damaged ({first_line(exc)}); it cannot be resumed. "
-                                  "Copy it again from its source, or start the run again") from exc
+                raise RunLogError(
+                    f"{p}: the run log is damaged ({first_line(exc)}); it cannot be resumed. "
+                    "Copy it again from its source, or start the run again"
+                ) from exc
             raise
         try:
             _check_format(f, p)
             ver = int(f.attrs["format_version"])
             if ver != FORMAT_VERSION:
-                raise RunLogError(f"{p} was written by an older hwloop (run-log format {ver}); this version can "
-                                  f"read it but not continue it: start the run again")
+                raise RunLogError(
+                    f"{p} was written by an older hwloop (run-log format {ver}); this version can "
+                    f"read it but not continue it: start the run again"
+                )
             info, blob = _read_checkpoint(f, p)
             kept = keep_post_checkpoint_ops(f, info, keep_tiles or [])
             f["ops"].resize((info.ops_rows + kept,))
@@ -658,12 +733,24 @@ class RunLogWriter:
             self._submit("snapshot", (epoch, -1), _compress_snapshot, g, lv, self.n_tiles)
         else:
             row = self._snap_rows
-            is_key = (self._key_row < 0 or row - self._key_row >= SNAPSHOT_KEY_EVERY
-                      or np.count_nonzero(lv != self._key_level) > SNAPSHOT_KEY_LEVEL_CHANGE * lv.size)
+            is_key = (
+                self._key_row < 0
+                or row - self._key_row >= SNAPSHOT_KEY_EVERY
+                or np.count_nonzero(lv != self._key_level) > SNAPSHOT_KEY_LEVEL_CHANGE * lv.size
+            )
             if is_key:
                 self._key_row, self._key_level = row, lv
-            self._submit("snapshot", (epoch, -1 if is_key else self._key_row), _compress_residual, g, lv,
-                         self.n_tiles, self._ref_us, self._key, is_key)
+            self._submit(
+                "snapshot",
+                (epoch, -1 if is_key else self._key_row),
+                _compress_residual,
+                g,
+                lv,
+                self.n_tiles,
+                self._ref_us,
+                self._key,
+                is_key,
+            )
         self._snap_rows += 1
 
     def save_checkpoint(self, blob: bytes, epoch: int) -> None:
@@ -789,8 +876,10 @@ class RunLogWriter:
         if err is not None:
             raise err
         if late is not None:
-            raise RunLogError(f"{self.path}: the last snapshot or checkpoint could not be written ({late}); "
-                              "the operations logged before it are kept") from late
+            raise RunLogError(
+                f"{self.path}: the last snapshot or checkpoint could not be written ({late}); "
+                "the operations logged before it are kept"
+            ) from late
 
 
 def _drop_stale_checkpoint(f: h5py.File) -> None:
@@ -850,8 +939,10 @@ def _check_format_inner(f: h5py.File, p: Path) -> None:
         raise RunLogError(f"{p} is an HDF5 file but not an hwloop run log (format {fmt!r})")
     ver = int(f.attrs.get("format_version", -1))
     if ver not in READ_VERSIONS:
-        raise RunLogError(f"{p}: run log format version {ver} is not supported (this hwloop reads "
-                          f"{', '.join(map(str, READ_VERSIONS))}); use the hwloop version that wrote it")
+        raise RunLogError(
+            f"{p}: run log format version {ver} is not supported (this hwloop reads "
+            f"{', '.join(map(str, READ_VERSIONS))}); use the hwloop version that wrote it"
+        )
     for name in ("ops", "epochs", "snapshots", "checkpoint", "status"):
         if name not in f:
             raise RunLogError(f"{p}: run log is missing '/{name}'; the file is incomplete or corrupt")
@@ -865,8 +956,7 @@ def _read_checkpoint(f: h5py.File, p: Path) -> tuple[CheckpointInfo, bytes]:
     data = f["checkpoint"]["blob_b" if slot else "blob_a"][:nbytes]
     if data.size != nbytes:
         raise RunLogError(f"{p}: checkpoint is truncated ({data.size} of {nbytes} bytes)")
-    info = CheckpointInfo(epoch=int(idx[2]), ops_rows=int(idx[3]), epochs_rows=int(idx[4]),
-                          snapshots_rows=int(idx[5]))
+    info = CheckpointInfo(epoch=int(idx[2]), ops_rows=int(idx[3]), epochs_rows=int(idx[4]), snapshots_rows=int(idx[5]))
     try:
         return info, zlib.decompress(data.tobytes())
     except zlib.error as exc:
@@ -975,8 +1065,10 @@ class RunLog:
             yield block if fields is None else block[fields]
 
     def _damaged(self, what: str, exc: BaseException) -> RunLogError:
-        return RunLogError(f"{self.path}: {what} cannot be read ({first_line(exc)}); the run log is damaged: "
-                           "copy it again from its source")
+        return RunLogError(
+            f"{self.path}: {what} cannot be read ({first_line(exc)}); the run log is damaged: "
+            "copy it again from its source"
+        )
 
     def epochs(self) -> np.ndarray:
         try:
@@ -1024,10 +1116,13 @@ class RunLog:
                 n = int(sg["epoch"].shape[0])
                 k_abs = k % n if k < 0 else k
                 if key >= 0 and not (key < k_abs and int(sg["key"][key]) < 0):
-                    raise RunLogError(f"{self.path}: snapshot {k} names row {key} as its keyframe, which is not "
-                                      "one; the run log is damaged: copy it again from its source")
-                return decode_residual(gr[k], lv, gr.attrs["ref_us"], gr[key] if key >= 0 else None,
-                                       float(gr.attrs["g_lsb_us"])), lv
+                    raise RunLogError(
+                        f"{self.path}: snapshot {k} names row {key} as its keyframe, which is not "
+                        "one; the run log is damaged: copy it again from its source"
+                    )
+                return decode_residual(
+                    gr[k], lv, gr.attrs["ref_us"], gr[key] if key >= 0 else None, float(gr.attrs["g_lsb_us"])
+                ), lv
             if "g_code" in sg:
                 return decode_g_us(sg["g_code"][k]), sg["level"][k]
             return sg["g_us"][k], sg["level"][k]  # format 1

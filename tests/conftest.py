@@ -24,8 +24,13 @@ def make_sample_table(seed: int = 0, n: int = 500, n_hcs: int = 3, shift_us: flo
     levels = [Level("LCS", "LCS", 4.8, 0.0, samples_us=rng.lognormal(np.log(3.0), 0.4, n))]
     for k in range(n_hcs):
         levels.append(
-            Level(f"HCS{k + 1}", "HCS", 1.4 + 0.2 * k, 20.0 * (k + 1),
-                  samples_us=rng.normal(30.0 * (k + 1) + shift_us, 3.0, n))
+            Level(
+                f"HCS{k + 1}",
+                "HCS",
+                1.4 + 0.2 * k,
+                20.0 * (k + 1),
+                samples_us=rng.normal(30.0 * (k + 1) + shift_us, 3.0, n),
+            )
         )
     return CdfTable(levels=levels, read_voltage_v=0.1, provenance="unit-test samples", chip_id="test")
 

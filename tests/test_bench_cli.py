@@ -16,11 +16,25 @@ from hwloop.cli import main
 BENCH = Path(__file__).resolve().parents[1] / "instruments" / "virtual.toml"
 
 
-def test_emulate_prints_one_json_line_and_chip_check_runs_against_it(tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "from hwloop.cli import main; main()", "emulate",
-                             "--bench", str(BENCH), "--workdir", str(tmp_path), "--no-pace"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_emulate_prints_one_json_line_and_chip_check_runs_against_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from hwloop.cli import main; main()",
+            "emulate",
+            "--bench",
+            str(BENCH),
+            "--workdir",
+            str(tmp_path),
+            "--no-pace",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -58,12 +72,16 @@ def test_chip_check_error_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.
     assert len(err) == 1 and err[0].startswith("hwloop: error: FPGA board: cannot open serial port")
 
 
-@pytest.mark.parametrize(("faults", "message"), [
-    ({"smu_error_rate": 1.0}, "hwloop: error: Keithley SMU smua reported: -286 TSP Runtime error"),
-    ({"disconnect_after": 3}, "hwloop: error: FPGA board on"),
-])
-def test_chip_check_against_a_faulty_bench_fails_cleanly(faults: dict, message: str,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("faults", "message"),
+    [
+        ({"smu_error_rate": 1.0}, "hwloop: error: Keithley SMU smua reported: -286 TSP Runtime error"),
+        ({"disconnect_after": 3}, "hwloop: error: FPGA board on"),
+    ],
+)
+def test_chip_check_against_a_faulty_bench_fails_cleanly(
+    faults: dict, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from hwloop.emulator import Faults, VirtualBench
 
     with VirtualBench(BENCH, pace=False, faults=Faults(**faults)) as vb:

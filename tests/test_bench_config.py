@@ -60,17 +60,20 @@ def test_unknown_keys_and_bad_values_are_refused(tmp_path: Path) -> None:
         load_bench(tmp_path / "missing.toml")
 
 
-@pytest.mark.parametrize(("op", "cond", "what"), [
-    (BoardOp.SET, Condition(2.5, 1.8, 0.0, 1000), "max_v_gate_set"),
-    (BoardOp.SET, Condition(2.0, 2.6, 0.0, 1000), "max_v_bl"),
-    (BoardOp.FORM, Condition(1.6, 4.1, 0.0, 1000), "max_v_form"),
-    (BoardOp.RESET, Condition(5.1, 0.0, 2.6, 100), "max_v_wl"),
-    (BoardOp.RESET, Condition(4.8, 0.0, 3.1, 100), "max_v_sl"),
-    (BoardOp.READ, Condition(3.3, 0.31, 0.0, 1000), "max_v_read"),
-    (BoardOp.RESET, Condition(4.8, 0.0, 2.6, 10_001), "width"),
-    (BoardOp.RESET, Condition(4.8, 0.0, 2.6, 0), "width"),
-    (BoardOp.SET, Condition(float("nan"), 1.8, 0.0, 1000), "non-finite"),
-])
+@pytest.mark.parametrize(
+    ("op", "cond", "what"),
+    [
+        (BoardOp.SET, Condition(2.5, 1.8, 0.0, 1000), "max_v_gate_set"),
+        (BoardOp.SET, Condition(2.0, 2.6, 0.0, 1000), "max_v_bl"),
+        (BoardOp.FORM, Condition(1.6, 4.1, 0.0, 1000), "max_v_form"),
+        (BoardOp.RESET, Condition(5.1, 0.0, 2.6, 100), "max_v_wl"),
+        (BoardOp.RESET, Condition(4.8, 0.0, 3.1, 100), "max_v_sl"),
+        (BoardOp.READ, Condition(3.3, 0.31, 0.0, 1000), "max_v_read"),
+        (BoardOp.RESET, Condition(4.8, 0.0, 2.6, 10_001), "width"),
+        (BoardOp.RESET, Condition(4.8, 0.0, 2.6, 0), "width"),
+        (BoardOp.SET, Condition(float("nan"), 1.8, 0.0, 1000), "non-finite"),
+    ],
+)
 def test_limits_refuse_each_kind_of_excess(op: BoardOp, cond: Condition, what: str) -> None:
     with pytest.raises(SafetyLimitError, match=what):
         Limits().check(op, cond)
@@ -96,34 +99,37 @@ def _replace(tmp_path: Path, old: str, new: str) -> Path:
     return p
 
 
-@pytest.mark.parametrize(("old", "new", "what"), [
-    ("max_v_gate_set = 2.4", "max_v_gate_set = nan", "max_v_gate_set = nan: must be a finite number"),
-    ("max_v_read = 0.3", "max_v_read = inf", "max_v_read = inf: must be a finite number"),
-    ("max_v_read = 0.3", "max_v_read = -0.3", "max_v_read"),
-    ("max_v_sl = 3.0", "max_v_sl = 0.0", "max_v_sl"),
-    ("max_v_wl = 5.0", "max_v_wl = '5.0'", "max_v_wl = '5.0': must be a finite number"),
-    ("max_v_wl = 5.0", "max_v_wl = true", "max_v_wl = True: must be a finite number"),
-    ("max_v_form = 4.0", "max_v_form = 40.0", "max_v_form"),          # past what the protocol carries
-    ("max_width_ns = 10000", "max_width_ns = 10000.0", "max_width_ns = 10000.0: must be an integer"),
-    ("max_width_ns = 10000", "max_width_ns = 4294967296", "max_width_ns"),
-    ("smu_max_v = 0.5", "smu_max_v = 300.0", "smu_max_v"),             # past the 2636B's 200 V range
-    ("smu_max_current_a = 1e-3", "smu_max_current_a = 5.0", "smu_max_current_a"),
-    ("smu_max_width_s = 0.01", "smu_max_width_s = -1.0", "smu_max_width_s"),
-    ("smu_max_width_s = 0.01", "smu_max_width_s = nan", "smu_max_width_s"),
-    ("tiles = 1", "tiles = 1.0", "tiles = 1.0: must be an integer"),
-    ("tiles = 1", "tiles = true", "tiles = True: must be an integer"),
-    ("tiles = 1", "tiles = '1'", "tiles = '1'"),
-    ("tiles = 1", "tiles = 256", "tiles must be 1..255"),
-    ("retries = 3", "retries = -1", "retries"),
-    ("timeout_s = 0.5", "timeout_s = nan", "timeout_s"),
-    ("current_limit_a = 1e-4", "current_limit_a = 1e-11", "current_limit_a"),  # below the 2636B's 100 pA
-    ('channel = "a"', "channel = 1", "channel = 1: must be a string"),
-    ("v_wl = [1.4, 1.5143", 'v_wl = ["1.4", 1.5143', "must be a list of finite numbers"),
-    ("v_wl = [1.4, 1.5143", "v_wl = [nan, 1.5143", "must be a list of finite numbers"),
-    ("v_bl_step = 0.2", "v_bl_step = 1e-300", "more than 10000 steps"),
-    ("v_sl = 0.0\nwidth_ns = 1000\n\n[limits]", "v_sl = 0.1\nwidth_ns = 1000\n\n[limits]", "G = I / 0"),
-    ("format_version = 1", "format_version = 1.0", "format_version"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "what"),
+    [
+        ("max_v_gate_set = 2.4", "max_v_gate_set = nan", "max_v_gate_set = nan: must be a finite number"),
+        ("max_v_read = 0.3", "max_v_read = inf", "max_v_read = inf: must be a finite number"),
+        ("max_v_read = 0.3", "max_v_read = -0.3", "max_v_read"),
+        ("max_v_sl = 3.0", "max_v_sl = 0.0", "max_v_sl"),
+        ("max_v_wl = 5.0", "max_v_wl = '5.0'", "max_v_wl = '5.0': must be a finite number"),
+        ("max_v_wl = 5.0", "max_v_wl = true", "max_v_wl = True: must be a finite number"),
+        ("max_v_form = 4.0", "max_v_form = 40.0", "max_v_form"),  # past what the protocol carries
+        ("max_width_ns = 10000", "max_width_ns = 10000.0", "max_width_ns = 10000.0: must be an integer"),
+        ("max_width_ns = 10000", "max_width_ns = 4294967296", "max_width_ns"),
+        ("smu_max_v = 0.5", "smu_max_v = 300.0", "smu_max_v"),  # past the 2636B's 200 V range
+        ("smu_max_current_a = 1e-3", "smu_max_current_a = 5.0", "smu_max_current_a"),
+        ("smu_max_width_s = 0.01", "smu_max_width_s = -1.0", "smu_max_width_s"),
+        ("smu_max_width_s = 0.01", "smu_max_width_s = nan", "smu_max_width_s"),
+        ("tiles = 1", "tiles = 1.0", "tiles = 1.0: must be an integer"),
+        ("tiles = 1", "tiles = true", "tiles = True: must be an integer"),
+        ("tiles = 1", "tiles = '1'", "tiles = '1'"),
+        ("tiles = 1", "tiles = 256", "tiles must be 1..255"),
+        ("retries = 3", "retries = -1", "retries"),
+        ("timeout_s = 0.5", "timeout_s = nan", "timeout_s"),
+        ("current_limit_a = 1e-4", "current_limit_a = 1e-11", "current_limit_a"),  # below the 2636B's 100 pA
+        ('channel = "a"', "channel = 1", "channel = 1: must be a string"),
+        ("v_wl = [1.4, 1.5143", 'v_wl = ["1.4", 1.5143', "must be a list of finite numbers"),
+        ("v_wl = [1.4, 1.5143", "v_wl = [nan, 1.5143", "must be a list of finite numbers"),
+        ("v_bl_step = 0.2", "v_bl_step = 1e-300", "more than 10000 steps"),
+        ("v_sl = 0.0\nwidth_ns = 1000\n\n[limits]", "v_sl = 0.1\nwidth_ns = 1000\n\n[limits]", "G = I / 0"),
+        ("format_version = 1", "format_version = 1.0", "format_version"),
+    ],
+)
 def test_hostile_bench_values_are_refused_at_load(tmp_path: Path, old: str, new: str, what: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(what)):
         load_bench(_replace(tmp_path, old, new))

@@ -137,9 +137,7 @@ def test_sim_default_table_selection(default_run) -> None:
     np.testing.assert_allclose(res.stats["median_us"][idx], chip.table.medians_us[1:], rtol=0.02)
     st, lst = res.stats, res.lcs_stats
     tab = [int(np.argmin(np.abs(res.v_gate - v))) for v in V_GATE]
-    d_tab = [
-        separation(lst["median_us"][0], lst["s_up_us"][0], st["median_us"][tab[0]], st["s_down_us"][tab[0]])
-    ]
+    d_tab = [separation(lst["median_us"][0], lst["s_up_us"][0], st["median_us"][tab[0]], st["s_down_us"][tab[0]])]
     d_tab += [
         separation(st["median_us"][a], st["s_up_us"][a], st["median_us"][b], st["s_down_us"][b])
         for a, b in itertools.pairwise(tab)
@@ -154,9 +152,7 @@ def test_non_optimal_table_has_its_interior_levels_moved() -> None:
     up off the tabled voltages and the worst separation improves on the tabled levels'."""
     p = np.linspace(0.0, 1.0, 2049)
     pt = np.clip(p, 5e-5, 1 - 5e-5)
-    levels = [
-        Level("LCS", "LCS", 4.8, 0.0, quantiles_us=sps.lognorm.ppf(pt, s=0.45, scale=3.0), probabilities=p)
-    ]
+    levels = [Level("LCS", "LCS", 4.8, 0.0, quantiles_us=sps.lognorm.ppf(pt, s=0.45, scale=3.0), probabilities=p)]
     med = [20.0, 30.0, 41.0, 53.0, 66.0, 80.0, 96.0, 114.0]
     sig = np.linspace(4.0, 2.6, 8)
     for k in range(8):
@@ -176,9 +172,7 @@ def equal_spacing_table() -> CdfTable:
     linear in gate voltage (20..114 uS at 1.4..2.2 V), so the best 8 conditions are the tabled ones."""
     p = np.linspace(0.0, 1.0, 2049)
     pt = np.clip(p, 5e-5, 1 - 5e-5)
-    levels = [
-        Level("LCS", "LCS", 4.8, 0.0, quantiles_us=sps.lognorm.ppf(pt, s=0.45, scale=3.0), probabilities=p)
-    ]
+    levels = [Level("LCS", "LCS", 4.8, 0.0, quantiles_us=sps.lognorm.ppf(pt, s=0.45, scale=3.0), probabilities=p)]
     med = np.linspace(20.0, 114.0, 8)
     for k in range(8):
         levels.append(
@@ -229,11 +223,7 @@ def test_op_counts_and_oplog(tmp_path) -> None:
     log.close()
     mn = cfg.n_conditions * cfg.n_devices
     reads = cfg.reads_per_device
-    assert (
-        res.op_counts["SET"] == mn
-        and res.op_counts["RESET"] == mn
-        and res.op_counts["READ"] == 2 * reads * mn
-    )
+    assert res.op_counts["SET"] == mn and res.op_counts["RESET"] == mn and res.op_counts["READ"] == 2 * reads * mn
     rows = read_oplog(tmp_path / "ops.h5")
     assert rows.size == sum(res.op_counts.values())
     for op in Op:

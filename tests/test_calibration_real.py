@@ -51,10 +51,7 @@ def test_real_path_gives_the_sim_levels_within_statistical_error(vbench) -> None
     diff = np.abs(res_real.stats["median_us"] - res_sim.stats["median_us"])
     assert np.all(diff <= 4 * np.sqrt(2) * se + 0.01), np.max(diff / se)
     lcs_se = 1.2533 * res_sim.lcs_stats["sigma_us"][0] / np.sqrt(res_sim.lcs_samples_us.size)
-    assert (
-        abs(res_real.lcs_stats["median_us"][0] - res_sim.lcs_stats["median_us"][0])
-        <= 4 * np.sqrt(2) * lcs_se + 0.01
-    )
+    assert abs(res_real.lcs_stats["median_us"][0] - res_sim.lcs_stats["median_us"][0]) <= 4 * np.sqrt(2) * lcs_se + 0.01
 
     # the chosen levels: same gate voltages within one sweep step, medians within statistical error
     v_real = res_real.v_gate[res_real.selection.index]
@@ -95,9 +92,7 @@ def test_cli_on_virtual_bench(vbench, tmp_path: Path, capsys: pytest.CaptureFixt
     assert cal.q.size == 17
 
 
-def test_cli_refuses_gate_range_past_bench_limit(
-    vbench, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_refuses_gate_range_past_bench_limit(vbench, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, log = tmp_path / "x.h5", tmp_path / "ops.h5"
     args = [
         "calibrate",

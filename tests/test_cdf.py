@@ -278,8 +278,11 @@ def _raises_one(match: str, fn: Callable[[], object]) -> CdfTableError:
 def test_bad_non_monotone_levels(make_table: MakeTable) -> None:
     t = make_table()
     lv = t.levels
-    swapped = [lv[0], Level(lv[1].name, "HCS", lv[2].v_gate, 1, samples_us=lv[1].samples_us),
-               Level(lv[2].name, "HCS", lv[1].v_gate, 1, samples_us=lv[2].samples_us)]
+    swapped = [
+        lv[0],
+        Level(lv[1].name, "HCS", lv[2].v_gate, 1, samples_us=lv[1].samples_us),
+        Level(lv[2].name, "HCS", lv[1].v_gate, 1, samples_us=lv[2].samples_us),
+    ]
     _raises_one("non-monotone", lambda: CdfTable(swapped))
     hi_lcs = Level("LCS", "LCS", 4.8, 0, samples_us=lv[3].samples_us + 10)
     _raises_one("LCS median", lambda: CdfTable([hi_lcs, *lv[1:]]))
@@ -305,7 +308,7 @@ def test_bad_empty_level(make_table: MakeTable, tmp_path: Path) -> None:
     hdr = next(i for i, ln in enumerate(lines) if not ln.startswith("#"))
     lines.insert(hdr, "# level: name=HCS9 kind=HCS v_gate=3.0 icc_ua=300")
     lines[hdr + 1] += ",HCS9"
-    lines[hdr + 2:] = [ln + "," for ln in lines[hdr + 2:]]
+    lines[hdr + 2 :] = [ln + "," for ln in lines[hdr + 2 :]]
     p.write_text("\n".join(lines) + "\n")
     _raises_one("empty", lambda: load_table(p))
     # HDF5: a level group with no data set
@@ -349,8 +352,7 @@ def test_bad_format_version(make_table: MakeTable, tmp_path: Path) -> None:
 def test_bad_quantiles_and_kinds(make_table: MakeTable) -> None:
     t = make_table()
     p = np.linspace(0, 1, 5)
-    falling = Level("HCS9", "HCS", 3.0, 1, quantiles_us=np.array([200, 199, 198, 197, 196.0]),
-                    probabilities=p)
+    falling = Level("HCS9", "HCS", 3.0, 1, quantiles_us=np.array([200, 199, 198, 197, 196.0]), probabilities=p)
     _raises_one("quantiles must rise", lambda: CdfTable([*t.levels, falling]))
     no_p = Level("HCS9", "HCS", 3.0, 1, quantiles_us=np.array([200, 201, 202, 203, 204.0]))
     _raises_one("probabilities", lambda: CdfTable([*t.levels, no_p]))
@@ -379,9 +381,7 @@ def test_bad_quantiles_and_kinds(make_table: MakeTable) -> None:
         ("badmeta.csv", b"# level: name=HCS1 kind=HCS v_gate=high\nLCS,HCS1\n3.0,50\n", "not a readable CSV"),
     ],
 )
-def test_bad_files_give_one_cdf_table_error(
-    tmp_path: Path, name: str, content: bytes | None, match: str
-) -> None:
+def test_bad_files_give_one_cdf_table_error(tmp_path: Path, name: str, content: bytes | None, match: str) -> None:
     p = tmp_path / name
     if content is not None:
         p.write_bytes(content)

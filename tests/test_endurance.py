@@ -45,17 +45,35 @@ def _independent(path: Path) -> dict:
     for s in epochs["step"]:
         per_epoch.append(int(np.sum((op == 2) & (ops["step"] > lo) & (ops["step"] <= s))))
         lo = s
-    return {"devices": devices, "prog": prog, "pulses": puls, "n_tiles": n_tiles, "per_epoch": per_epoch,
-            "rows": ops.size, "resets": resets}
+    return {
+        "devices": devices,
+        "prog": prog,
+        "pulses": puls,
+        "n_tiles": n_tiles,
+        "per_epoch": per_epoch,
+        "rows": ops.size,
+        "resets": resets,
+    }
 
 
 @pytest.fixture(scope="module")
 def busy_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     path = tmp_path_factory.mktemp("end") / "busy.h5"
-    layers = [{"layer": "fc1", "tiles": [0, 1], "rows": 128, "cols": 128},
-              {"layer": "fc2", "tiles": [1, 2], "rows": 64, "cols": 128}]
-    _, chip, _ = write_sim_log(path, n_tiles=2, n_devices=CELLS + 700, tasks=("mnist", "fashion-mnist"),
-                               epochs_per_task=3, steps_per_epoch=10, change_rate=0.3, seed=3, layer_tiles=layers)
+    layers = [
+        {"layer": "fc1", "tiles": [0, 1], "rows": 128, "cols": 128},
+        {"layer": "fc2", "tiles": [1, 2], "rows": 64, "cols": 128},
+    ]
+    _, chip, _ = write_sim_log(
+        path,
+        n_tiles=2,
+        n_devices=CELLS + 700,
+        tasks=("mnist", "fashion-mnist"),
+        epochs_per_task=3,
+        steps_per_epoch=10,
+        change_rate=0.3,
+        seed=3,
+        layer_tiles=layers,
+    )
     return path, chip
 
 
@@ -128,8 +146,15 @@ def test_small_chunks_give_same_counts(busy_log: tuple[Path, object]) -> None:
 
 def test_failed_devices_are_worn_out_ones(tmp_path: Path) -> None:
     cfg = SimConfig.ideal().with_(endurance_median_cycles=4.0, endurance_log_sigma=0.3)
-    path, chip, _ = write_sim_log(tmp_path / "worn.h5", n_devices=2048, tasks=("mnist", "fashion-mnist"),
-                                  epochs_per_task=2, steps_per_epoch=4, change_rate=0.05, sim_config=cfg)
+    path, chip, _ = write_sim_log(
+        tmp_path / "worn.h5",
+        n_devices=2048,
+        tasks=("mnist", "fashion-mnist"),
+        epochs_per_task=2,
+        steps_per_epoch=4,
+        change_rate=0.05,
+        sim_config=cfg,
+    )
     s = _endurance_json(path)
     assert s["failed_known"] is True
     assert s["failed"] > 0
@@ -218,8 +243,13 @@ def _writer(tmp_path: Path, mode: str) -> tuple[Path, subprocess.Popen, int]:
     path = tmp_path / f"{mode}.h5"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    proc = subprocess.Popen([sys.executable, str(script), str(path), mode], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=script_env(MPLBACKEND="Agg"))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(path), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=script_env(MPLBACKEND="Agg"),
+    )
     assert proc.stdout is not None
     flushed = int(proc.stdout.readline())
     return path, proc, flushed
@@ -256,8 +286,9 @@ def _run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
     return int(ei.value.code or 0), capsys.readouterr().err
 
 
-def test_corrupt_truncated_foreign_files_exit_2(busy_log: tuple[Path, object], tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_truncated_foreign_files_exit_2(
+    busy_log: tuple[Path, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src, _ = busy_log
     data = src.read_bytes()
     trunc = tmp_path / "trunc.h5"
@@ -271,8 +302,13 @@ def test_corrupt_truncated_foreign_files_exit_2(busy_log: tuple[Path, object], t
     bad = bytearray(data)
     bad[300 : 300 + 4096] = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     corrupt.write_bytes(bytes(bad))
-    for p, why in ((trunc, "truncated"), (junk, "not an HDF5 file"), (foreign, "not an hwloop run log"),
-                   (tmp_path / "missing.h5", "does not exist"), (corrupt, "corrupt")):
+    for p, why in (
+        (trunc, "truncated"),
+        (junk, "not an HDF5 file"),
+        (foreign, "not an hwloop run log"),
+        (tmp_path / "missing.h5", "does not exist"),
+        (corrupt, "corrupt"),
+    ):
         code, err = _run_main(["endurance", str(p)], capsys)
         assert code == 2, (p, err)
         lines = err.strip().splitlines()
@@ -302,8 +338,9 @@ def test_log_ending_mid_epoch_counts_the_step_in_progress(tmp_path: Path) -> Non
     """A live or crashed log usually ends with a step without READ_ALL: it is counted as in progress."""
     from _synthlogs import _program
 
-    path, chip, nominal = write_sim_log(tmp_path / "mid.h5", n_devices=300, epochs_per_task=1,
-                                        steps_per_epoch=2, close_status=None)
+    path, chip, nominal = write_sim_log(
+        tmp_path / "mid.h5", n_devices=300, epochs_per_task=1, steps_per_epoch=2, close_status=None
+    )
     w = chip._listeners[0].__self__
     w.step += 1
     idx = np.arange(40)
@@ -320,8 +357,16 @@ def test_log_without_device_operations(tmp_path: Path) -> None:
     from hwloop.chip.default_table import default_table
     from hwloop.runlog import RunLogWriter
 
-    w = RunLogWriter.create(tmp_path / "none.h5", config={"m_star": 3.0, "hidden": 32}, table=default_table(),
-                            tasks=["mnist"], n_tiles=1, tile_backends=["none"], chip="none", seed=0)
+    w = RunLogWriter.create(
+        tmp_path / "none.h5",
+        config={"m_star": 3.0, "hidden": 32},
+        table=default_table(),
+        tasks=["mnist"],
+        n_tiles=1,
+        tile_backends=["none"],
+        chip="none",
+        seed=0,
+    )
     for e in range(3):
         w.append_snapshot(e, np.zeros(CELLS, np.float32), np.zeros(CELLS, np.int8))
         if e:
@@ -341,9 +386,22 @@ def test_endurance_of_a_real_training_run(tiny_data: Path, tmp_path: Path) -> No
     from hwloop.orchestrator import TrainConfig, train
 
     out = tmp_path / "train.h5"
-    cfg = TrainConfig(tasks="mnist,fashion-mnist", epochs_per_task=1, warmup=0, m_star=3.0, hidden=16, lr=5e-3,
-                      batch_size=50, train_samples=200, chip="sim", data_dir=str(tiny_data), verify_data=False,
-                      out=str(out), progress=False, eval_batch=200)
+    cfg = TrainConfig(
+        tasks="mnist,fashion-mnist",
+        epochs_per_task=1,
+        warmup=0,
+        m_star=3.0,
+        hidden=16,
+        lr=5e-3,
+        batch_size=50,
+        train_samples=200,
+        chip="sim",
+        data_dir=str(tiny_data),
+        verify_data=False,
+        out=str(out),
+        progress=False,
+        eval_batch=200,
+    )
     res = train(cfg)
     s = _endurance_json(out)
     ref = _independent(out)

@@ -215,8 +215,7 @@ def test_batch_is_split_at_max_batch_ops(link: tuple[FpgaBoard, BoardEmulator]) 
 
 
 @pytest.mark.parametrize("fault", ["drop_request", "drop_answer", "garble_answer", "garble_request", "delay"])
-def test_each_link_fault_gives_a_retry_and_exactly_one_pulse(link: tuple[FpgaBoard, BoardEmulator],
-                                                              fault: str) -> None:
+def test_each_link_fault_gives_a_retry_and_exactly_one_pulse(link: tuple[FpgaBoard, BoardEmulator], fault: str) -> None:
     board, emu = link
     idx = _formed(board, emu, 10)
     t, r, c = emu.chip.sim.unflat(idx)
@@ -248,8 +247,9 @@ def test_limits_checked_before_anything_is_sent(link: tuple[FpgaBoard, BoardEmul
     with pytest.raises(SafetyLimitError, match="max_v_gate_set"):
         board.batch([0], [0], [0], BoardOp.SET, 0, [Condition(3.0, 1.8, 0.0, 1000)])
     with pytest.raises(SafetyLimitError, match="width"):
-        board.batch([0, 0], [0, 0], [0, 1], [BoardOp.RESET, BoardOp.SET], [0, 1],
-                    [RESET, Condition(2.0, 1.8, 0.0, 50_000)])
+        board.batch(
+            [0, 0], [0, 0], [0, 1], [BoardOp.RESET, BoardOp.SET], [0, 1], [RESET, Condition(2.0, 1.8, 0.0, 50_000)]
+        )
     with pytest.raises(SafetyLimitError, match="max_v_read"):
         board.batch([0], [0], [0], BoardOp.READ, 0, [Condition(3.3, 1.0, 0.0, 1000)])
     with pytest.raises(SafetyLimitError):
@@ -290,11 +290,22 @@ def test_emulated_board_paces_the_link_at_the_baud_rate() -> None:
         emu.stop()
 
 
-@pytest.mark.parametrize("faults", [(), ("drop_request",), ("drop_answer",), ("garble_answer",),
-                                    ("garble_request",), ("delay",), ("drop_request", "drop_answer"),
-                                    ("drop_answer", "garble_request")])
-def test_pipelined_frames_survive_faults_with_one_pulse_per_cell(link: tuple[FpgaBoard, BoardEmulator],
-                                                                 faults: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "faults",
+    [
+        (),
+        ("drop_request",),
+        ("drop_answer",),
+        ("garble_answer",),
+        ("garble_request",),
+        ("delay",),
+        ("drop_request", "drop_answer"),
+        ("drop_answer", "garble_request"),
+    ],
+)
+def test_pipelined_frames_survive_faults_with_one_pulse_per_cell(
+    link: tuple[FpgaBoard, BoardEmulator], faults: tuple[str, ...]
+) -> None:
     board, emu = link
     board.max_batch_ops = 50
     idx = _formed(board, emu, 200)  # 4 frames, two in flight at a time
@@ -362,7 +373,8 @@ def test_lost_acks_and_a_lost_safe_still_refuse_the_next_pulse(link: tuple[FpgaB
 
 
 def test_batch_entries_are_checked_on_their_own_values_in_large_condition_tables(
-        link: tuple[FpgaBoard, BoardEmulator]) -> None:
+    link: tuple[FpgaBoard, BoardEmulator],
+) -> None:
     board, emu = link
     # 70,000 conditions: with the old (op * 65536 + cond) key, SET entry 65,536 + k aliased to RESET k.
     conds = [RESET] * 70_000

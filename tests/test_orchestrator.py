@@ -26,9 +26,22 @@ Q, SCALE_US = default_table().weight_levels()
 
 
 def tiny_cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
-    base = dict(tasks="mnist,fashion-mnist", epochs_per_task=2, warmup=1, m_star=3.0, hidden=16, lr=5e-3,
-                batch_size=50, train_samples=300, chip="sim", data_dir=str(data), verify_data=False,
-                out=str(out), progress=False, eval_batch=200)
+    base = dict(
+        tasks="mnist,fashion-mnist",
+        epochs_per_task=2,
+        warmup=1,
+        m_star=3.0,
+        hidden=16,
+        lr=5e-3,
+        batch_size=50,
+        train_samples=300,
+        chip="sim",
+        data_dir=str(data),
+        verify_data=False,
+        out=str(out),
+        progress=False,
+        eval_batch=200,
+    )
     base.update(kw)
     return TrainConfig(**base)  # type: ignore[arg-type]
 
@@ -118,22 +131,50 @@ def _wait_for_checkpoints(log: Path, n: int, timeout_s: float = 120.0) -> None:
 
 
 def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hwloop.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "hwloop.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def test_resume_after_kill_reproduces_uninterrupted_run(tiny_data: Path, tmp_path: Path) -> None:
     # long enough (10 + 10 epochs) that the run cannot end between the checkpoint poll and the kill
-    common = ["train", "--chip", "sim", "--tasks", "mnist,fashion-mnist", "--epochs-per-task", "10", "--warmup", "1",
-              "--hidden", "16", "--batch-size", "50", "--train-samples", "300", "--lr", "5e-3", "--data-dir",
-              str(tiny_data), "--no-verify-data", "--no-progress"]
+    common = [
+        "train",
+        "--chip",
+        "sim",
+        "--tasks",
+        "mnist,fashion-mnist",
+        "--epochs-per-task",
+        "10",
+        "--warmup",
+        "1",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "50",
+        "--train-samples",
+        "300",
+        "--lr",
+        "5e-3",
+        "--data-dir",
+        str(tiny_data),
+        "--no-verify-data",
+        "--no-progress",
+    ]
     ref = _run_cli(*common, "--out", str(tmp_path / "ref.h5"), "--json")
     assert ref.returncode == 0, ref.stderr
     ref_acc = json.loads(ref.stdout)["final_acc"]
     # run again and kill -9 once two epochs are checkpointed
     out = tmp_path / "killed.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "hwloop.cli", *common, "--out", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hwloop.cli", *common, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_for_checkpoints(out, 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -199,8 +240,19 @@ def test_calibration_from_another_geometry_is_refused(tiny_data: Path, tmp_path:
         default_table().write_h5_group(f)
         f.attrs["rows"] = 64
         f.attrs["cols"] = 64
-    r = _run_cli("train", "--no-progress", "--tasks", "mnist", "--data-dir", str(tiny_data), "--no-verify-data",
-                 "--calibration", str(cal), "--out", str(tmp_path / "x.h5"))
+    r = _run_cli(
+        "train",
+        "--no-progress",
+        "--tasks",
+        "mnist",
+        "--data-dir",
+        str(tiny_data),
+        "--no-verify-data",
+        "--calibration",
+        str(cal),
+        "--out",
+        str(tmp_path / "x.h5"),
+    )
     assert r.returncode == 2 and "64x64" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -208,8 +260,16 @@ def test_checkpoints_do_not_grow_the_log(tmp_path: Path) -> None:
     """Rewriting checkpoint slots reuses their space: 20 checkpoints cost about as much as 2."""
     from hwloop.runlog import RunLogWriter
 
-    w = RunLogWriter.create(tmp_path / "ck.h5", config={}, table=default_table(), tasks=["a"], n_tiles=1,
-                            tile_backends=["sim"], chip="sim", seed=0)
+    w = RunLogWriter.create(
+        tmp_path / "ck.h5",
+        config={},
+        table=default_table(),
+        tasks=["a"],
+        n_tiles=1,
+        tile_backends=["sim"],
+        chip="sim",
+        seed=0,
+    )
     blob = np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8).tobytes()
     sizes = []
     for epoch in range(1, 21):
@@ -238,13 +298,39 @@ def test_finished_log_is_compact(tiny_data: Path, tmp_path: Path) -> None:
 def test_ctrl_c_marks_the_log_interrupted_and_resume_finishes_it(sig: int, tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "int.h5"
     # long enough (80 + 80 epochs) that the run cannot end between the checkpoint poll and the signal
-    args = ["train", "--chip", "sim", "--tasks", "mnist,fashion-mnist", "--epochs-per-task", "80", "--warmup", "1",
-            "--hidden", "16", "--batch-size", "50", "--train-samples", "300", "--lr", "5e-3", "--data-dir",
-            str(tiny_data), "--no-verify-data", "--no-progress", "--out", str(out)]
+    args = [
+        "train",
+        "--chip",
+        "sim",
+        "--tasks",
+        "mnist,fashion-mnist",
+        "--epochs-per-task",
+        "80",
+        "--warmup",
+        "1",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "50",
+        "--train-samples",
+        "300",
+        "--lr",
+        "5e-3",
+        "--data-dir",
+        str(tiny_data),
+        "--no-verify-data",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     # the child gets default SIGINT handling even if this test process inherited SIGINT ignored
-    proc = subprocess.Popen([sys.executable, "-m", "hwloop.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hwloop.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     _wait_for_checkpoints(out, 1)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(sig)

@@ -121,8 +121,10 @@ def test_fpga_disconnect_is_an_instrument_error(vb: VirtualBench, chip: RealChip
 
 def test_lossy_link_still_programs_every_cell_exactly_once() -> None:
     faults = Faults(drop_rate=0.1, drop_answer_rate=0.1, garble_rate=0.1, garble_request_rate=0.1, seed=5)
-    with VirtualBench(BENCH, seed=2, sim_config=SimConfig.ideal(), pace=False, faults=faults) as vb, \
-            RealChip.from_bench_file(vb.bench_path, table=TABLE) as chip:
+    with (
+        VirtualBench(BENCH, seed=2, sim_config=SimConfig.ideal(), pace=False, faults=faults) as vb,
+        RealChip.from_bench_file(vb.bench_path, table=TABLE) as chip,
+    ):
         assert chip.board is not None and vb.sim is not None
         chip.board.timeout_s, chip.board.retries = 0.1, 8
         idx = np.arange(40)

@@ -37,9 +37,17 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("sweep")
     for m, forget in ((0.0, True), (3.0, False)):
         for seed in (0, 1):
-            write_sim_log(d / f"m{m:g}_s{seed}.h5", n_devices=128, tasks=("mnist", "fashion-mnist"),
-                          epochs_per_task=2, steps_per_epoch=2, m_star=m, seed=seed, acc_fn=_acc_fn(forget),
-                          hidden=512)
+            write_sim_log(
+                d / f"m{m:g}_s{seed}.h5",
+                n_devices=128,
+                tasks=("mnist", "fashion-mnist"),
+                epochs_per_task=2,
+                steps_per_epoch=2,
+                m_star=m,
+                seed=seed,
+                acc_fn=_acc_fn(forget),
+                hidden=512,
+            )
     points = [{"name": f"m{m}_s{s}", "status": "finished"} for m in (0, 3) for s in (0, 1)]
     points.append({"name": "m3_s2", "status": "pending"})
     manifest = {"format": "hwloop-sweep", "grid": {"m_star": [0.0, 3.0], "seed": [0, 1, 2]}, "points": points}
@@ -173,8 +181,7 @@ def test_crashed_run_still_reports(tmp_path: Path) -> None:
     script = tmp_path / "crash.py"
     script.write_text(CRASHER)
     log = tmp_path / "crashed.h5"
-    subprocess.run([sys.executable, str(script), str(log)], check=True, timeout=60,
-                   env=script_env(MPLBACKEND="Agg"))
+    subprocess.run([sys.executable, str(script), str(log)], check=True, timeout=60, env=script_env(MPLBACKEND="Agg"))
     summary = build_report([str(log)], tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
     last = int(_epochs(log)["epoch"][-1])
@@ -201,8 +208,18 @@ def test_empty_folder_is_an_error(tmp_path: Path) -> None:
 
 
 def test_cli_report_json(sweep: Path, tmp_path: Path) -> None:
-    res = CliRunner().invoke(cli, ["report", str(sweep / "m0_s0.h5"), str(sweep / "m3_s0.h5"), "-o",
-                                   str(tmp_path / "r"), "--no-endurance", "--json"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "report",
+            str(sweep / "m0_s0.h5"),
+            str(sweep / "m3_s0.h5"),
+            "-o",
+            str(tmp_path / "r"),
+            "--no-endurance",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     s = json.loads(res.output, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
     assert s["forgot"] == ["m0_s0"] and s["retained"] == ["m3_s0"]
@@ -215,9 +232,17 @@ def test_mstar_sweep_per_network_size(tmp_path: Path) -> None:
     """A sweep over m* and hidden gives one Fig. 2a per hidden size, never a mix of the two."""
     for h in (16, 32):
         for m, forget in ((0.0, True), (3.0, False)):
-            write_sim_log(tmp_path / f"m{m:g}-h{h}.h5", n_devices=64, tasks=("mnist", "fashion-mnist"),
-                          epochs_per_task=2, steps_per_epoch=1, m_star=m, hidden=h, acc_fn=_acc_fn(forget),
-                          seed=h)
+            write_sim_log(
+                tmp_path / f"m{m:g}-h{h}.h5",
+                n_devices=64,
+                tasks=("mnist", "fashion-mnist"),
+                epochs_per_task=2,
+                steps_per_epoch=1,
+                m_star=m,
+                hidden=h,
+                acc_fn=_acc_fn(forget),
+                seed=h,
+            )
     s = build_report([str(tmp_path)], tmp_path / "rep", with_endurance=False)
     sweeps = s["mstar_sweeps"]
     assert len(sweeps) == 2 and {"mstar_sweep_1.png", "mstar_sweep_2.png"} <= set(s["figures"])

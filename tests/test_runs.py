@@ -18,10 +18,25 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("runs")
-    write_sim_log(d / "a.h5", n_devices=64, tasks=("mnist", "fashion-mnist"), epochs_per_task=1,
-                  steps_per_epoch=1, m_star=3.0, hidden=64)
-    write_sim_log(d / "b.h5", n_devices=64, tasks=("mnist",), epochs_per_task=1, steps_per_epoch=1, m_star=0.0,
-                  hidden=32, close_status="interrupted")
+    write_sim_log(
+        d / "a.h5",
+        n_devices=64,
+        tasks=("mnist", "fashion-mnist"),
+        epochs_per_task=1,
+        steps_per_epoch=1,
+        m_star=3.0,
+        hidden=64,
+    )
+    write_sim_log(
+        d / "b.h5",
+        n_devices=64,
+        tasks=("mnist",),
+        epochs_per_task=1,
+        steps_per_epoch=1,
+        m_star=0.0,
+        hidden=32,
+        close_status="interrupted",
+    )
     (d / "c.h5").write_bytes(b"garbage")
     (d / "notes.txt").write_text("not a log")
     return d
@@ -60,10 +75,23 @@ def test_runs_ls_names_calibration_files(run_cli: RunCli, tmp_path: Path) -> Non
     file) for what it is instead of calling it unreadable; a run log beside them is listed as before."""
     d = tmp_path / "runs"
     d.mkdir()
-    write_sim_log(d / "a.h5", n_devices=64, tasks=("mnist",), epochs_per_task=1, steps_per_epoch=1, m_star=3.0,
-                  hidden=16)
-    code, _, err = run_cli("calibrate", "--chip", "sim", "--points", "16", "--devices", "64",
-                           "--out", d / "cal.h5", "--log", d / "calop.h5", "--no-progress")
+    write_sim_log(
+        d / "a.h5", n_devices=64, tasks=("mnist",), epochs_per_task=1, steps_per_epoch=1, m_star=3.0, hidden=16
+    )
+    code, _, err = run_cli(
+        "calibrate",
+        "--chip",
+        "sim",
+        "--points",
+        "16",
+        "--devices",
+        "64",
+        "--out",
+        d / "cal.h5",
+        "--log",
+        d / "calop.h5",
+        "--no-progress",
+    )
     assert code == 0, err
     code, out, err = run_cli("runs", "ls", d)
     assert code == 0, err

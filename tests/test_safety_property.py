@@ -38,8 +38,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 BENCH = Limits()  # the limits the drivers enforce (virtual.toml's)
-WIDE_OPEN = Limits(max_v_wl=1e3, max_v_bl=1e3, max_v_sl=1e3, max_v_gate_set=1e3, max_v_form=1e3, max_v_read=1e3,
-                   max_width_ns=2**32 - 1)
+WIDE_OPEN = Limits(
+    max_v_wl=1e3, max_v_bl=1e3, max_v_sl=1e3, max_v_gate_set=1e3, max_v_form=1e3, max_v_read=1e3, max_width_ns=2**32 - 1
+)
 
 
 def within_bench_limits(op: int, c: Condition) -> bool:
@@ -76,17 +77,24 @@ def rig() -> Iterator[Rig]:
     emu.stop()
     smu_emu.stop()
     # the property held over many requests, and it was not vacuous: both outcomes occurred
-    print(f"\nsafety property: {r.accepted} requests sent, {r.refused} refused, "
-          f"{sum(n for _, _, n in emu.log.ops)} cell operations reached the board")
+    print(
+        f"\nsafety property: {r.accepted} requests sent, {r.refused} refused, "
+        f"{sum(n for _, _, n in emu.log.ops)} cell operations reached the board"
+    )
     assert r.accepted > 100 and r.refused > 100
 
 
-volts = st.one_of(st.floats(-6.0, 6.0), st.sampled_from([0.0, 0.3, 0.3004, 0.3006, 2.4, 2.4004, 2.4006, 2.5,
-                                                         3.0, 4.0, 4.0006, 5.0, 5.0006, math.nan, math.inf]))
+volts = st.one_of(
+    st.floats(-6.0, 6.0),
+    st.sampled_from(
+        [0.0, 0.3, 0.3004, 0.3006, 2.4, 2.4004, 2.4006, 2.5, 3.0, 4.0, 4.0006, 5.0, 5.0006, math.nan, math.inf]
+    ),
+)
 widths = st.one_of(st.integers(0, 20_000), st.sampled_from([1, 10_000, 10_001]))
 # half the draws are anywhere, half inside every limit, so both outcomes occur in every run
-safe_conditions = st.builds(Condition, st.floats(0.0, 2.4), st.floats(0.0, 0.3), st.floats(0.0, 3.0),
-                            st.integers(1, 10_000))
+safe_conditions = st.builds(
+    Condition, st.floats(0.0, 2.4), st.floats(0.0, 0.3), st.floats(0.0, 3.0), st.integers(1, 10_000)
+)
 conditions = st.one_of(st.builds(Condition, volts, volts, volts, widths), safe_conditions)
 ops = st.sampled_from(list(BoardOp))
 
@@ -102,12 +110,20 @@ def batches(draw: st.DrawFn) -> tuple[list[Condition], np.ndarray, np.ndarray, n
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(requests=st.lists(st.one_of(
-    st.tuples(st.just("batch"), batches()),
-    st.tuples(st.just("pulse"), st.tuples(volts, volts, volts, ops, widths)),
-    st.tuples(st.just("pulse"), st.tuples(st.floats(0.0, 2.4), st.floats(0.0, 0.3), st.floats(0.0, 3.0), ops,
-                                          st.integers(1, 10_000))),
-), min_size=1, max_size=8))
+@given(
+    requests=st.lists(
+        st.one_of(
+            st.tuples(st.just("batch"), batches()),
+            st.tuples(st.just("pulse"), st.tuples(volts, volts, volts, ops, widths)),
+            st.tuples(
+                st.just("pulse"),
+                st.tuples(st.floats(0.0, 2.4), st.floats(0.0, 0.3), st.floats(0.0, 3.0), ops, st.integers(1, 10_000)),
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_no_fpga_request_past_a_limit_reaches_the_board(rig: Rig, requests: list) -> None:
     before = len(rig.emu.log.ops)
     expected_new = 0
@@ -140,8 +156,9 @@ smu_w = st.one_of(st.floats(0, 0.02), st.floats(1e-4, 0.01), st.sampled_from([0.
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(v=smu_v, i_limit=smu_i, width=st.one_of(st.none(), smu_w))
-def test_no_smu_command_past_a_limit_reaches_the_instrument(rig: Rig, v: float, i_limit: float,
-                                                            width: float | None) -> None:
+def test_no_smu_command_past_a_limit_reaches_the_instrument(
+    rig: Rig, v: float, i_limit: float, width: float | None
+) -> None:
     start = len(rig.smu_emu.state.commands)
     try:
         if width is None:
@@ -171,8 +188,9 @@ class B1500Rig:
     refused: int = 0
 
 
-B1500_CFG = B1500Config(wl_slot=1, bl_slot=2, wl_module="B1511B", bl_module="B1517A", wl_max_v=5.0,
-                        wl_max_current_a=1e-3)
+B1500_CFG = B1500Config(
+    wl_slot=1, bl_slot=2, wl_module="B1511B", bl_module="B1517A", wl_max_v=5.0, wl_max_current_a=1e-3
+)
 
 
 @pytest.fixture(scope="module")
@@ -195,10 +213,15 @@ def _flex_args(cmd: str) -> list[float]:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(kind=st.sampled_from(["spot", "pulse", "gate"]), v=st.one_of(smu_v, st.floats(-6.0, 6.0)), i_limit=smu_i,
-       width=st.one_of(smu_w, st.sampled_from([499e-6, 500e-6, 1e-3])))
-def test_no_b1500_command_past_a_limit_reaches_the_instrument(b1500_rig: B1500Rig, kind: str, v: float,
-                                                              i_limit: float, width: float) -> None:
+@given(
+    kind=st.sampled_from(["spot", "pulse", "gate"]),
+    v=st.one_of(smu_v, st.floats(-6.0, 6.0)),
+    i_limit=smu_i,
+    width=st.one_of(smu_w, st.sampled_from([499e-6, 500e-6, 1e-3])),
+)
+def test_no_b1500_command_past_a_limit_reaches_the_instrument(
+    b1500_rig: B1500Rig, kind: str, v: float, i_limit: float, width: float
+) -> None:
     r = b1500_rig
     start = len(r.emu.state.commands)
     try:
@@ -223,13 +246,17 @@ def test_no_b1500_command_past_a_limit_reaches_the_instrument(b1500_rig: B1500Ri
             assert 500e-6 <= _flex_args(cmd)[1] <= 0.01, cmd  # the HRSMU's shortest pulse, smu_max_width_s
     assert not r.emu.state.errors
 
+
 # ---------------------------------------------------------------------- bench files (issue 12)
 VIRTUAL = Path(__file__).resolve().parents[1] / "instruments" / "virtual.toml"
 CAP_2636B = KEITHLEY_2600B["2636B"]
 
 hostile = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**12, 10**12), st.booleans(),
-    st.text(max_size=4), st.sampled_from([math.nan, math.inf, -math.inf, -1.0, 0.0, 0, 1e-12, 1e300, "1.0"]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**12), 10**12),
+    st.booleans(),
+    st.text(max_size=4),
+    st.sampled_from([math.nan, math.inf, -math.inf, -1.0, 0.0, 0, 1e-12, 1e300, "1.0"]),
     st.lists(st.floats(0, 3), max_size=2),
 )
 limit_keys = st.sampled_from([f.name for f in fields(Limits)])
@@ -242,17 +269,23 @@ def _bench_dict() -> dict:
 def within(op: int, c: Condition, lim: Limits) -> bool:
     """The bench limits restated as plain comparisons (a condition outside any of them is unsafe)."""
     bl_max = {BoardOp.FORM: lim.max_v_form, BoardOp.READ: lim.max_v_read}.get(BoardOp(op), lim.max_v_bl)
-    ok = (abs(c.v_wl) <= lim.max_v_wl and abs(c.v_sl) <= lim.max_v_sl and abs(c.v_bl) <= bl_max
-          and 0 < c.width_ns <= lim.max_width_ns)
+    ok = (
+        abs(c.v_wl) <= lim.max_v_wl
+        and abs(c.v_sl) <= lim.max_v_sl
+        and abs(c.v_bl) <= bl_max
+        and 0 < c.width_ns <= lim.max_width_ns
+    )
     if op != BoardOp.READ and c.v_bl > c.v_sl:
         ok = ok and c.v_wl <= lim.max_v_gate_set
     return bool(ok)
 
 
 @settings(max_examples=150, deadline=None)
-@given(edits=st.lists(st.tuples(limit_keys, hostile), min_size=1, max_size=4),
-       top=st.one_of(st.none(), st.tuples(st.sampled_from(["tiles", "name"]), hostile)),
-       requests=st.lists(st.tuples(ops, conditions), max_size=12))
+@given(
+    edits=st.lists(st.tuples(limit_keys, hostile), min_size=1, max_size=4),
+    top=st.one_of(st.none(), st.tuples(st.sampled_from(["tiles", "name"]), hostile)),
+    requests=st.lists(st.tuples(ops, conditions), max_size=12),
+)
 def test_a_bench_file_loads_only_with_sane_limits(edits: list, top: tuple | None, requests: list) -> None:
     data = _bench_dict()
     for key, value in edits:
@@ -291,8 +324,15 @@ def big_batches(draw: st.DrawFn) -> tuple[list[Condition], np.ndarray, np.ndarra
     filler = draw(safe_conditions)
     conds = [filler] * n_cond
     n = draw(st.integers(1, 24))
-    hot = draw(st.lists(st.one_of(st.integers(0, n_cond - 1), st.sampled_from(
-        [k for k in (255, 65_536, 65_537, 131_072) if k < n_cond])), min_size=n, max_size=n))
+    hot = draw(
+        st.lists(
+            st.one_of(
+                st.integers(0, n_cond - 1), st.sampled_from([k for k in (255, 65_536, 65_537, 131_072) if k < n_cond])
+            ),
+            min_size=n,
+            max_size=n,
+        )
+    )
     for k in set(hot):
         conds[k] = draw(conditions)
     op = np.array(draw(st.lists(ops, min_size=n, max_size=n)))
@@ -300,8 +340,11 @@ def big_batches(draw: st.DrawFn) -> tuple[list[Condition], np.ndarray, np.ndarra
     return conds, op, np.array(hot), col
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.data_too_large])
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)
 @given(req=big_batches())
 def test_batches_with_large_condition_tables(rig: Rig, req: tuple) -> None:
     conds, op, ci, col = req
@@ -332,21 +375,35 @@ def lossy() -> Iterator[tuple[FpgaBoard, BoardEmulator]]:
     emu.stop()
 
 
-faults = st.one_of(st.just(["drop_answer", "drop_answer"]),  # executed, both answers lost: retries run out
-                   st.lists(st.sampled_from(["drop_answer", "drop_request", "garble_answer", "garble_request"]),
-                            max_size=5))
-steps = st.lists(st.one_of(
-    st.tuples(st.just("dac"), st.tuples(st.sampled_from([(1.4, 1.8, 0.0), (2.2, 1.8, 0.0), (4.8, 0.0, 2.6),
-                                                         (3.3, 0.1, 0.0), (1.6, 3.8, 0.0)]), faults)),
-    st.tuples(st.just("pulse"), st.tuples(ops, st.sampled_from([100, 1000]), faults)),
-), min_size=1, max_size=6)
+faults = st.one_of(
+    st.just(["drop_answer", "drop_answer"]),  # executed, both answers lost: retries run out
+    st.lists(st.sampled_from(["drop_answer", "drop_request", "garble_answer", "garble_request"]), max_size=5),
+)
+steps = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("dac"),
+            st.tuples(
+                st.sampled_from([(1.4, 1.8, 0.0), (2.2, 1.8, 0.0), (4.8, 0.0, 2.6), (3.3, 0.1, 0.0), (1.6, 3.8, 0.0)]),
+                faults,
+            ),
+        ),
+        st.tuples(st.just("pulse"), st.tuples(ops, st.sampled_from([100, 1000]), faults)),
+    ),
+    min_size=1,
+    max_size=6,
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seq=steps)
-@example(seq=[("dac", ((1.4, 1.8, 0.0), [])),  # SET levels, acknowledged
-              ("dac", ((1.6, 3.8, 0.0), ["drop_answer", "drop_answer"])),  # FORM levels applied, ACKs lost
-              ("pulse", (BoardOp.SET, 1000, []))])  # checked against the stale SET levels, it would apply 3.8 V
+@example(
+    seq=[
+        ("dac", ((1.4, 1.8, 0.0), [])),  # SET levels, acknowledged
+        ("dac", ((1.6, 3.8, 0.0), ["drop_answer", "drop_answer"])),  # FORM levels applied, ACKs lost
+        ("pulse", (BoardOp.SET, 1000, [])),
+    ]
+)  # checked against the stale SET levels, it would apply 3.8 V
 def test_lost_acks_never_let_a_pulse_past_a_limit(lossy: tuple[FpgaBoard, BoardEmulator], seq: list) -> None:
     board, emu = lossy
     before = len(emu.log.ops)

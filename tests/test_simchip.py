@@ -34,8 +34,9 @@ def ks_crit(n: int) -> float:
     return 2.30 / np.sqrt(n)
 
 
-def formed_chip(n_tiles: int = 1, config: SimConfig | None = None, seed: int = 0,
-                table: CdfTable | None = None) -> SimChip:
+def formed_chip(
+    n_tiles: int = 1, config: SimConfig | None = None, seed: int = 0, table: CdfTable | None = None
+) -> SimChip:
     chip = SimChip(n_tiles=n_tiles, table=table, config=config or SimConfig.ideal(), seed=seed)
     chip.form_idx(np.arange(chip.n_devices))
     return chip

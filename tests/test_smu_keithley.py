@@ -45,13 +45,16 @@ def test_declarative_property_round_trip() -> None:
     assert smu.channel.output_enabled is False
 
 
-@pytest.mark.parametrize(("attr", "value", "error"), [
-    ("source_voltage", 0.51, SafetyLimitError),       # past smu_max_v = 0.5
-    ("source_voltage", -0.6, SafetyLimitError),
-    ("current_limit", 2e-3, SafetyLimitError),        # past smu_max_current_a = 1e-3
-    ("nplc", 30.0, ConfigError),                      # instrument range 0.001..25
-    ("source_function", "resistance", ConfigError),
-])
+@pytest.mark.parametrize(
+    ("attr", "value", "error"),
+    [
+        ("source_voltage", 0.51, SafetyLimitError),  # past smu_max_v = 0.5
+        ("source_voltage", -0.6, SafetyLimitError),
+        ("current_limit", 2e-3, SafetyLimitError),  # past smu_max_current_a = 1e-3
+        ("nplc", 30.0, ConfigError),  # instrument range 0.001..25
+        ("source_function", "resistance", ConfigError),
+    ],
+)
 def test_out_of_range_settings_are_refused_not_clipped(attr: str, value: object, error: type) -> None:
     smu, log = make()
     with pytest.raises(error, match="refused"):
@@ -117,9 +120,11 @@ def test_current_limit_below_the_models_minimum_is_refused_host_side() -> None:
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_smu_requests_send_nothing(bad: float) -> None:
     smu, log = make()
-    for call in (lambda: smu.source_voltage_measure_current(bad, 1e-4),
-                 lambda: smu.source_voltage_measure_current(0.1, bad),
-                 lambda: smu.pulse_voltage_measure_current(0.1, bad, 1e-4)):
+    for call in (
+        lambda: smu.source_voltage_measure_current(bad, 1e-4),
+        lambda: smu.source_voltage_measure_current(0.1, bad),
+        lambda: smu.pulse_voltage_measure_current(0.1, bad, 1e-4),
+    ):
         with pytest.raises(SafetyLimitError):
             call()
     assert log == []
@@ -146,7 +151,7 @@ def test_an_error_after_configuring_keeps_the_output_off(vsmu: tuple[Keithley260
     smu.ask("print(errorqueue.count)")  # the safe-state commands have been executed
     sent = emu.state.commands[n:-1]
     assert not any("OUTPUT_ON" in c for c in sent)  # the error was seen before the output turned on
-    assert sent[-1].endswith("OUTPUT_OFF")          # and the driver went to its safe state
+    assert sent[-1].endswith("OUTPUT_OFF")  # and the driver went to its safe state
     assert emu.state.attrs["smua.source.output"] == 0.0
 
 
@@ -169,26 +174,39 @@ def test_emulated_trigger_model_ends_the_pulse_at_its_width(vsmu: tuple[Keithley
     assert emu.state.attrs["smua.source.output"] == 0.0
 
 
-@pytest.mark.parametrize(("lines", "ended_by"), [
-    # the reset default: endpulse.action = SOURCE_HOLD (1); with endsweep HOLD the level stays on
-    (["smua.trigger.endpulse.action = smua.SOURCE_HOLD", "smua.trigger.endsweep.action = smua.SOURCE_HOLD"],
-     "output off"),
-    # the timer never starts, so the end-pulse event never comes
-    (["trigger.timer[1].stimulus = 0"], "output off"),
-    # the end pulse waits for an event nobody generates
-    (["smua.trigger.endpulse.stimulus = smua.trigger.ARMED_EVENT_ID"], "output off"),
-])
+@pytest.mark.parametrize(
+    ("lines", "ended_by"),
+    [
+        # the reset default: endpulse.action = SOURCE_HOLD (1); with endsweep HOLD the level stays on
+        (
+            ["smua.trigger.endpulse.action = smua.SOURCE_HOLD", "smua.trigger.endsweep.action = smua.SOURCE_HOLD"],
+            "output off",
+        ),
+        # the timer never starts, so the end-pulse event never comes
+        (["trigger.timer[1].stimulus = 0"], "output off"),
+        # the end pulse waits for an event nobody generates
+        (["smua.trigger.endpulse.stimulus = smua.trigger.ARMED_EVENT_ID"], "output off"),
+    ],
+)
 def test_virtual_bench_catches_a_pulse_that_outlasts_its_width(
-        vsmu: tuple[Keithley2600, SmuEmulator], lines: list[str], ended_by: str) -> None:
+    vsmu: tuple[Keithley2600, SmuEmulator], lines: list[str], ended_by: str
+) -> None:
     smu, emu = vsmu
     c = "smua"
-    for cmd in ["reset()", f"{c}.source.func = {c}.OUTPUT_DCVOLTS", f"{c}.source.rangev = 0.5",
-                f"{c}.trigger.source.listv({{0.2}})", f"{c}.trigger.source.action = {c}.ENABLE",
-                "trigger.timer[1].delay = 0.001", "trigger.timer[1].count = 1",
-                f"trigger.timer[1].stimulus = {c}.trigger.ARMED_EVENT_ID",
-                f"{c}.trigger.endpulse.action = {c}.SOURCE_IDLE",
-                f"{c}.trigger.endpulse.stimulus = trigger.timer[1].EVENT_ID", *lines,
-                f"{c}.source.output = {c}.OUTPUT_ON; {c}.trigger.initiate()"]:
+    for cmd in [
+        "reset()",
+        f"{c}.source.func = {c}.OUTPUT_DCVOLTS",
+        f"{c}.source.rangev = 0.5",
+        f"{c}.trigger.source.listv({{0.2}})",
+        f"{c}.trigger.source.action = {c}.ENABLE",
+        "trigger.timer[1].delay = 0.001",
+        "trigger.timer[1].count = 1",
+        f"trigger.timer[1].stimulus = {c}.trigger.ARMED_EVENT_ID",
+        f"{c}.trigger.endpulse.action = {c}.SOURCE_IDLE",
+        f"{c}.trigger.endpulse.stimulus = trigger.timer[1].EVENT_ID",
+        *lines,
+        f"{c}.source.output = {c}.OUTPUT_ON; {c}.trigger.initiate()",
+    ]:
         smu.write(cmd)
     smu.ask("print(errorqueue.count)")  # the instrument has run everything above
     assert emu.open_pulse() is not None  # the level is still on the cell
@@ -228,8 +246,7 @@ def test_kill_9_during_dc_reads_leaves_the_output_off(delay_s: float) -> None:
     chip = EmulatedChip(SimChip(n_tiles=1, config=SimConfig.ideal(), seed=0))
     emu = SmuEmulator(chip).start()
     try:
-        proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, emu.resource], stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, emu.resource], stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(delay_s)
         n_before = len(emu.state.commands)

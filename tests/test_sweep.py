@@ -43,15 +43,41 @@ GRID = {"m_star": [0.0, 3.0], "hidden": [16], "seed": [0, 1]}
 
 
 def base_cfg(data: Path, chip: str = "sim", **kw: object) -> dict:
-    cfg = dict(tasks="permuted-mnist:2", epochs_per_task=1, warmup=0, batch_size=50, train_samples=200, chip=chip,
-               data_dir=str(data), verify_data=False, lr=0.05)
+    cfg = dict(
+        tasks="permuted-mnist:2",
+        epochs_per_task=1,
+        warmup=0,
+        batch_size=50,
+        train_samples=200,
+        chip=chip,
+        data_dir=str(data),
+        verify_data=False,
+        lr=0.05,
+    )
     cfg.update(kw)
     return cfg
 
 
 def cli_args(data: Path, chip: str = "sim") -> list[str]:
-    return ["--tasks", "permuted-mnist:2", "--epochs-per-task", "1", "--warmup", "0", "--batch-size", "50",
-            "--train-samples", "200", "--chip", chip, "--data-dir", str(data), "--no-verify-data", "--lr", "0.05"]
+    return [
+        "--tasks",
+        "permuted-mnist:2",
+        "--epochs-per-task",
+        "1",
+        "--warmup",
+        "0",
+        "--batch-size",
+        "50",
+        "--train-samples",
+        "200",
+        "--chip",
+        chip,
+        "--data-dir",
+        str(data),
+        "--no-verify-data",
+        "--lr",
+        "0.05",
+    ]
 
 
 def digest(p: Path) -> tuple[int, str]:
@@ -84,8 +110,9 @@ def test_parse_list_and_point_names() -> None:
 
 
 def test_plan_grid_is_the_cartesian_product(tmp_path: Path) -> None:
-    man = plan(tmp_path / "sw", {"m_star": [0, 1, 2, 3, 4, 5], "hidden": [256, 512, 1024], "seed": [0, 1]},
-               {"chip": "none"})
+    man = plan(
+        tmp_path / "sw", {"m_star": [0, 1, 2, 3, 4, 5], "hidden": [256, 512, 1024], "seed": [0, 1]}, {"chip": "none"}
+    )
     assert len(man.points) == 6 * 3 * 2
     names = [p.name for p in man.points]
     assert len(set(names)) == len(names)
@@ -153,8 +180,12 @@ def test_summarize_groups_over_seeds(tmp_path: Path) -> None:
 def test_train_is_deterministic_for_a_seed(tiny_data: Path, tmp_path: Path, chip: str) -> None:
     runs = []
     for i in range(2):
-        cfg = TrainConfig(**base_cfg(tiny_data, chip, hidden=16, m_star=3.0, seed=4), out=str(tmp_path / f"{i}.h5"),
-                          progress=False, threads=1)
+        cfg = TrainConfig(
+            **base_cfg(tiny_data, chip, hidden=16, m_star=3.0, seed=4),
+            out=str(tmp_path / f"{i}.h5"),
+            progress=False,
+            threads=1,
+        )
         res = train(cfg)
         with RunLog(res.log) as log:
             ep = log.epochs()
@@ -189,8 +220,7 @@ def test_local_sweep_writes_manifest_logs_and_summary(local_sweep: Path, tiny_da
         assert p.wall_s > 0 and p.run_wall_s >= p.wall_s
     # the sweep ran exactly what `train` runs for that point
     p = man.point("m3-h16-s1")
-    ref = train(TrainConfig(**{**p.config, "out": str(local_sweep.parent / "ref.h5"), "progress": False,
-                               "threads": 1}))
+    ref = train(TrainConfig(**{**p.config, "out": str(local_sweep.parent / "ref.h5"), "progress": False, "threads": 1}))
     assert ref.final_acc == p.final_acc
     # accuracy is above chance on the synthetic set (the runs learn something)
     assert statistics.mean(q.final_acc["permuted-mnist-1"] for q in man.points) > 0.3
@@ -232,6 +262,7 @@ def test_ray_sweep_agrees_with_local(ray_session, local_sweep: Path, tiny_data: 
     ]
     strip = [{k: v for k, v in r.items() if k != "wall_s_mean"} for r in summarize(man_r)]
     assert strip == [{k: v for k, v in r.items() if k != "wall_s_mean"} for r in summarize(man_l)]
+
     # mean/std columns of the CSV summaries are identical (wall time aside)
     def acc_cols(p: Path) -> list[list[str]]:
         return [line.split(",")[:-1] for line in p.read_text().splitlines()]
@@ -256,11 +287,29 @@ def test_ray_sweep_returning_log_bytes(ray_session, local_sweep: Path, tiny_data
 def test_killed_sweep_resumes_without_redoing_finished_points(tiny_data: Path, tmp_path: Path, run_cli: RunCli) -> None:
     d = tmp_path / "killed"
     # 4 points, one worker, 2 epochs per task: the kill comes while the second point runs (or before it starts)
-    args = ["sweep", "--out", str(d), "--m", "0,3", "--hidden", "16", "--seeds", "0-1", "--workers", "1",
-            "--threads", "1", "--no-progress", *cli_args(tiny_data, "none"), "--epochs-per-task", "2"]
+    args = [
+        "sweep",
+        "--out",
+        str(d),
+        "--m",
+        "0,3",
+        "--hidden",
+        "16",
+        "--seeds",
+        "0-1",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--no-progress",
+        *cli_args(tiny_data, "none"),
+        "--epochs-per-task",
+        "2",
+    ]
     code = "import sys; from hwloop.cli import main; main(sys.argv[1:])"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     first = None
     try:
         deadline = time.monotonic() + 60
@@ -320,8 +369,9 @@ def test_failed_point_is_recorded_and_the_rest_finish(tiny_data: Path, tmp_path:
     def stop(rec: dict) -> None:
         raise KeyboardInterrupt
 
-    alien = TrainConfig(**{**man.point("m3-h16-s1").config, "hidden": 8, "out": str(d / "m3-h16-s1.h5"),
-                           "progress": False})
+    alien = TrainConfig(
+        **{**man.point("m3-h16-s1").config, "hidden": 8, "out": str(d / "m3-h16-s1.h5"), "progress": False}
+    )
     with pytest.raises(KeyboardInterrupt):
         train(alien, on_epoch=stop)
 
@@ -355,6 +405,7 @@ def test_cli_refuses_a_changed_configuration(tmp_path: Path, tiny_data: Path, ru
 
 
 def test_point_record_roundtrip(tmp_path: Path) -> None:
-    rec = PointRecord(name="m1-h2-s3", log="m1-h2-s3.h5", params={"m_star": 1.0}, config={}, status="failed",
-                      error="boom")
+    rec = PointRecord(
+        name="m1-h2-s3", log="m1-h2-s3.h5", params={"m_star": 1.0}, config={}, status="failed", error="boom"
+    )
     assert PointRecord.from_dict({**rec.__dict__, "unknown_future_key": 1}) == rec

@@ -15,10 +15,22 @@ emulator = pytest.importorskip("hwloop.emulator")
 
 def test_train_real_through_virtual_bench(tiny_data: Path, tmp_path: Path) -> None:
     with emulator.VirtualBench("instruments/virtual.toml", seed=0, pace=False, mode="process") as vb:
-        cfg = TrainConfig(tasks="mnist,fashion-mnist", epochs_per_task=1, warmup=1, hidden=16, lr=5e-3,
-                          batch_size=50, train_samples=200, chip="real", bench=vb.bench_path,
-                          data_dir=str(tiny_data), verify_data=False, out=str(tmp_path / "real.h5"),
-                          progress=False, eval_batch=200)
+        cfg = TrainConfig(
+            tasks="mnist,fashion-mnist",
+            epochs_per_task=1,
+            warmup=1,
+            hidden=16,
+            lr=5e-3,
+            batch_size=50,
+            train_samples=200,
+            chip="real",
+            bench=vb.bench_path,
+            data_dir=str(tiny_data),
+            verify_data=False,
+            out=str(tmp_path / "real.h5"),
+            progress=False,
+            eval_batch=200,
+        )
         res = train(cfg)
     assert res.status == "finished" and set(res.final_acc) == {"mnist", "fashion-mnist"}
     with RunLog(res.log) as log:

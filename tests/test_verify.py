@@ -174,7 +174,22 @@ def test_training_sim_tiles_take_the_measured_models(tiny_data, tmp_path, capsys
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"not hdf5")
     with pytest.raises(SystemExit) as ei:
-        main(["train", "--chip", "sim", "--retention", str(junk), "--out", str(tmp_path / "r.h5"), "--data-dir",
-              str(tiny_data), "--no-verify-data", "--hidden", "8", "--no-progress"])
+        main(
+            [
+                "train",
+                "--chip",
+                "sim",
+                "--retention",
+                str(junk),
+                "--out",
+                str(tmp_path / "r.h5"),
+                "--data-dir",
+                str(tiny_data),
+                "--no-verify-data",
+                "--hidden",
+                "8",
+                "--no-progress",
+            ]
+        )
     err = capsys.readouterr().err
     assert ei.value.code == 2 and len(err.strip().splitlines()) == 1 and "retention" in err

@@ -338,8 +338,11 @@ def inferred_worn(log: RunLog) -> dict:
         return {"worn_inferred": None}
     _, lv = log.snapshot(int(se.size) - 1)
     worn = np.flatnonzero(lv.reshape(-1) == LEVEL_WORN)
-    return {"worn_inferred": int(worn.size), "worn_inferred_devices": worn[:1000].tolist(),
-            "worn_inferred_epoch": int(se[-1])}
+    return {
+        "worn_inferred": int(worn.size),
+        "worn_inferred_devices": worn[:1000].tolist(),
+        "worn_inferred_epoch": int(se[-1]),
+    }
 
 
 def layer_tiles(log: RunLog) -> list[dict]:

@@ -20,11 +20,7 @@ from hwloop.training.config import EXPERIMENT_FREE
 #: the experiment (``hwloop.training.config.EXPERIMENT_FREE``), the evaluation batch, and names that logs of
 #: other tools or older versions carry
 RUN_ONLY_KEYS = tuple(
-    sorted(
-        EXPERIMENT_FREE
-        | {"seed", "eval_batch"}
-        | {"output", "name", "run_name", "resume", "data", "log"}
-    )
+    sorted(EXPERIMENT_FREE | {"seed", "eval_batch"} | {"output", "name", "run_name", "resume", "data", "log"})
 )
 
 

@@ -237,9 +237,7 @@ def write_calibration(
         os.replace(tmp, p)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise CalibrationError(
-            f"cannot write the calibration file {p} ({exc}); give another --out path"
-        ) from exc
+        raise CalibrationError(f"cannot write the calibration file {p} ({exc}); give another --out path") from exc
     except BaseException:  # Ctrl-C or a bug: leave no temporary file behind
         tmp.unlink(missing_ok=True)
         raise
@@ -296,9 +294,7 @@ class CalibrationFile:
             "levels": levels,
             "q": self.q.tolist(),
             "scale_us_per_weight": self.scale_us_per_weight,
-            "selection": {
-                k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.selection.items()
-            },
+            "selection": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.selection.items()},
             "forming": self.forming,
             "sweep": {
                 "n_conditions": self.sweep["n_conditions"],
@@ -335,9 +331,7 @@ def load_calibration(path: str | Path, *, with_samples: bool = False) -> Calibra
     try:
         f = h5py.File(p, "r")
     except OSError as exc:
-        raise CalibrationError(
-            f"{p} is not a readable HDF5 file ({exc}); it may be corrupt or truncated"
-        ) from exc
+        raise CalibrationError(f"{p} is not a readable HDF5 file ({exc}); it may be corrupt or truncated") from exc
     with f:
         fmt = f.attrs.get("format")
         fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
@@ -352,9 +346,7 @@ def load_calibration(path: str | Path, *, with_samples: bool = False) -> Calibra
             )
         missing = [g for g in ("levels", "selection", "weights", "sweep", "forming", "run") if g not in f]
         if missing:
-            raise CalibrationError(
-                f"{p}: calibration file is incomplete (missing group(s) {', '.join(missing)})"
-            )
+            raise CalibrationError(f"{p}: calibration file is incomplete (missing group(s) {', '.join(missing)})")
         try:
             table = read_h5_group(f, str(p))
             sel = f["selection"]
@@ -362,9 +354,7 @@ def load_calibration(path: str | Path, *, with_samples: bool = False) -> Calibra
                 **_attrs(sel),
                 **{k: sel[k][()] for k in ("sweep_index", "separation", "overlap", "overlap_empirical")},
             }
-            selection["pair_names"] = [
-                s.decode() if isinstance(s, bytes) else str(s) for s in sel["pair_names"][()]
-            ]
+            selection["pair_names"] = [s.decode() if isinstance(s, bytes) else str(s) for s in sel["pair_names"][()]]
             sw = f["sweep"]
             keys = ["v_gate", "icc_ua", "median_us", "sigma_us", "quantiles_us", "probabilities"]
             if with_samples:
@@ -390,9 +380,7 @@ def load_calibration(path: str | Path, *, with_samples: bool = False) -> Calibra
         except CdfTableError as exc:
             raise CalibrationError(f"{p}: the calibration's levels are not a valid CDF table: {exc}") from exc
         except (KeyError, ValueError, TypeError, OSError) as exc:
-            raise CalibrationError(
-                f"{p}: calibration file is damaged ({exc}); re-run hwloop calibrate"
-            ) from exc
+            raise CalibrationError(f"{p}: calibration file is damaged ({exc}); re-run hwloop calibrate") from exc
 
 
 def reselect(
@@ -419,9 +407,7 @@ def reselect(
             icc, cells = sw["icc_ua"][()], sw["cells"][()].astype(np.int64)
             region, attempts, formed = fo["region_cells"][()], fo["attempts"][()], fo["formed"][()]
     except (KeyError, OSError, ValueError) as exc:
-        raise CalibrationError(
-            f"{p}: the stored sweep is incomplete ({exc}); re-run hwloop calibrate"
-        ) from exc
+        raise CalibrationError(f"{p}: the stored sweep is incomplete ({exc}); re-run hwloop calibrate") from exc
     cfg_d = dict(cal.run.get("config", {}))
     for key in ("tiles", "rows", "cols"):
         if key in cfg_d:

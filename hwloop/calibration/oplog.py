@@ -61,8 +61,14 @@ class OpLog:
     """Buffered writer of the calibration op log. Use as a chip listener (``listener``)."""
 
     def __init__(
-        self, path: str | Path, *, chip_id: str = "", backend: str = "", calibration_file: str = "",
-        phases: dict[str, int] | None = None, command: str = "calibrate",
+        self,
+        path: str | Path,
+        *,
+        chip_id: str = "",
+        backend: str = "",
+        calibration_file: str = "",
+        phases: dict[str, int] | None = None,
+        command: str = "calibrate",
     ) -> None:
         self.path = Path(path)
         try:
@@ -157,9 +163,7 @@ def read_oplog(path: str | Path) -> np.ndarray:
     try:
         with open_reader(p) as f:  # SWMR: also the log of a calibration still running, or killed
             if f.attrs.get("format") != FORMAT_NAME:
-                raise CalibrationError(
-                    f"{p} is not a calibration operation log (format {f.attrs.get('format')!r})"
-                )
+                raise CalibrationError(f"{p} is not a calibration operation log (format {f.attrs.get('format')!r})")
             return f["ops"][()]
     except (OSError, RunLogError) as exc:
         raise CalibrationError(f"{p} is not a readable HDF5 operation log ({exc})") from exc

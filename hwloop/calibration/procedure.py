@@ -96,9 +96,7 @@ class CalibrationConfig:
         r0, r1 = self.rows
         c0, c1 = self.cols
         if not (0 <= r0 < r1 <= ROWS and 0 <= c0 < c1 <= COLS):
-            raise CalibrationError(
-                f"region rows {r0}:{r1}, cols {c0}:{c1} is not inside a {ROWS}x{COLS} tile"
-            )
+            raise CalibrationError(f"region rows {r0}:{r1}, cols {c0}:{c1} is not inside a {ROWS}x{COLS} tile")
         if not self.tiles or min(self.tiles) < 0:
             raise CalibrationError("give at least one tile index (0 or more)")
 

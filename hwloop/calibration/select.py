@@ -54,9 +54,7 @@ def select_levels(
     m = v.size
     ok = np.ones(m, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool)
     # D[i, j]: separation of candidate i (lower) from candidate j (upper); valid only if both rise
-    d_pair = separation(
-        med[:, None], np.asarray(s_up_us)[:, None], med[None, :], np.asarray(s_down_us)[None, :]
-    )
+    d_pair = separation(med[:, None], np.asarray(s_up_us)[:, None], med[None, :], np.asarray(s_down_us)[None, :])
     valid = (v[None, :] > v[:, None]) & (med[None, :] > med[:, None]) & ok[:, None] & ok[None, :]
     d_pair = np.where(valid, d_pair, -np.inf)
     d_lcs = separation(lcs_median_us, lcs_s_up_us, med, np.asarray(s_down_us))
@@ -99,6 +97,4 @@ def select_levels(
         idx.append(j)
     index = np.array(idx[::-1], dtype=np.intp)
     seps = np.concatenate([[d_lcs[index[0]]], d_pair[index[:-1], index[1:]]])
-    return Selection(
-        index=index, separation=seps, min_separation=float(seps.min()), worst_pair=int(np.argmin(seps))
-    )
+    return Selection(index=index, separation=seps, min_separation=float(seps.min()), worst_pair=int(np.argmin(seps)))

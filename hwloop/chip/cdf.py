@@ -223,8 +223,7 @@ class CdfTable:
             g.attrs["v_gate"] = float(lv.v_gate)
             g.attrs["icc_ua"] = float(lv.icc_ua)
             if lv.samples_us is not None:
-                g.create_dataset("samples_us", data=np.asarray(lv.samples_us, dtype=np.float64),
-                                 compression="gzip")
+                g.create_dataset("samples_us", data=np.asarray(lv.samples_us, dtype=np.float64), compression="gzip")
             else:
                 g.create_dataset("quantiles_us", data=np.asarray(lv.quantiles_us, dtype=np.float64))
                 g.create_dataset("probabilities", data=np.asarray(lv.probabilities, dtype=np.float64))
@@ -246,9 +245,7 @@ class CdfTable:
         cols: list[np.ndarray] = []
         for lv in self.levels:
             form = "samples" if lv.samples_us is not None else "quantiles"
-            lines.append(
-                f"# level: name={lv.name} kind={lv.kind} v_gate={lv.v_gate} icc_ua={lv.icc_ua} form={form}"
-            )
+            lines.append(f"# level: name={lv.name} kind={lv.kind} v_gate={lv.v_gate} icc_ua={lv.icc_ua} form={form}")
             cols.append(np.asarray(lv.samples_us if lv.samples_us is not None else lv.quantiles_us))
         probs = [lv.probabilities for lv in self.levels if lv.probabilities is not None]
         header = [lv.name for lv in self.levels]
@@ -285,8 +282,10 @@ def _ordered_and_validated(levels: list[Level]) -> list[Level]:
         if not np.all(np.isfinite(arr)):
             raise CdfTableError(f"CDF table: level {lv.name!r} has non-finite conductances")
         if np.any(arr < 0):
-            raise CdfTableError(f"CDF table: level {lv.name!r} has a negative conductance ({arr.min():.4g} µS); "
-                                "conductances are >= 0 µS: check the sign or the units of the file")
+            raise CdfTableError(
+                f"CDF table: level {lv.name!r} has a negative conductance ({arr.min():.4g} µS); "
+                "conductances are >= 0 µS: check the sign or the units of the file"
+            )
         if lv.samples_us is None:
             p = np.asarray(lv.probabilities, dtype=np.float64) if lv.probabilities is not None else None
             if p is None or p.shape != arr.shape:
@@ -315,9 +314,7 @@ def _ordered_and_validated(levels: list[Level]) -> list[Level]:
         raise CdfTableError("CDF table: two HCS levels have the same gate voltage")
     if np.any(np.diff(med) <= 0):
         pairs = ", ".join(f"{lv.name}@{lv.v_gate:g}V={m:.3g}µS" for lv, m in zip(hcs, med, strict=True))
-        raise CdfTableError(
-            f"CDF table: HCS medians must rise with gate voltage (non-monotone levels: {pairs})"
-        )
+        raise CdfTableError(f"CDF table: HCS medians must rise with gate voltage (non-monotone levels: {pairs})")
     lcs_med = np.median(lcs[0].quantile_grid())
     if lcs_med >= med[0]:
         raise CdfTableError(
@@ -419,7 +416,7 @@ def _load_csv(p: Path) -> CdfTable:
             if body.startswith(FORMAT_NAME):
                 meta["format_version"] = body.split()[-1]
             elif body.startswith("level:"):
-                kv = dict(tok.split("=", 1) for tok in body[len("level:"):].split() if "=" in tok)
+                kv = dict(tok.split("=", 1) for tok in body[len("level:") :].split() if "=" in tok)
                 if "name" in kv:
                     level_meta[kv["name"]] = kv
             elif ":" in body:

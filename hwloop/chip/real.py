@@ -49,16 +49,25 @@ class RealChip(Chip):
     #: listeners hear of operations per acknowledged board frame (``_emit_done`` does nothing)
     reports_per_frame = True
 
-    def __init__(self, bench: BenchConfig, table: CdfTable | None = None, *, board: FpgaBoard | None = None,
-                 smu: Smu | None = None, use_smu: bool = True) -> None:
+    def __init__(
+        self,
+        bench: BenchConfig,
+        table: CdfTable | None = None,
+        *,
+        board: FpgaBoard | None = None,
+        smu: Smu | None = None,
+        use_smu: bool = True,
+    ) -> None:
         if table is None:
             from hwloop.chip.default_table import default_table
 
             table = default_table()
         super().__init__(bench.tiles, table)
         if len(bench.set.v_wl) != table.n_hcs:
-            raise ConfigError(f"bench {bench.name!r} has {len(bench.set.v_wl)} SET gate voltages but the "
-                              f"level table has {table.n_hcs} HCS levels: give one [set] v_wl per level")
+            raise ConfigError(
+                f"bench {bench.name!r} has {len(bench.set.v_wl)} SET gate voltages but the "
+                f"level table has {table.n_hcs} HCS levels: give one [set] v_wl per level"
+            )
         self.bench = bench
         self.board: FpgaBoard | None = None
         self.smu: Smu | None = None
@@ -66,8 +75,10 @@ class RealChip(Chip):
             self.board = board or FpgaBoard.from_bench(bench)
             self.board_info = self.board.identify()
             if self.board_info.tiles < bench.tiles:
-                raise ConfigError(f"bench {bench.name!r} declares {bench.tiles} tile(s) but the board "
-                                  f"addresses {self.board_info.tiles}")
+                raise ConfigError(
+                    f"bench {bench.name!r} declares {bench.tiles} tile(s) but the board "
+                    f"addresses {self.board_info.tiles}"
+                )
             self.board.safe()
             self.smu = smu if smu is not None else (open_smu(bench) if use_smu else None)
             self.smu_idn = self.smu.identify() if self.smu is not None else ""
@@ -90,8 +101,10 @@ class RealChip(Chip):
         lim = self.bench.limits.max_v_gate_set
         if v.size and not (np.all(np.isfinite(v)) and v.max() <= lim and v.min() >= 0):  # NaN fails
             lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
-            raise SafetyLimitError(f"SET gate voltages {lo:.3f}..{hi:.3f} V "
-                                   f"are not all within [0, {lim}] V (max_v_gate_set); nothing was sent")
+            raise SafetyLimitError(
+                f"SET gate voltages {lo:.3f}..{hi:.3f} V "
+                f"are not all within [0, {lim}] V (max_v_gate_set); nothing was sent"
+            )
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -121,8 +134,15 @@ class RealChip(Chip):
         return self._failed
 
     # ------------------------------------------------------------------ operations
-    def _batch(self, idx: np.ndarray, op: BoardOp, cond: np.ndarray | int, conds: list[Condition],
-               report: Op | None = None, level: np.ndarray | int = -1) -> np.ndarray:
+    def _batch(
+        self,
+        idx: np.ndarray,
+        op: BoardOp,
+        cond: np.ndarray | int,
+        conds: list[Condition],
+        report: Op | None = None,
+        level: np.ndarray | int = -1,
+    ) -> np.ndarray:
         """One array operation through the board. With ``report``, each acknowledged frame is reported to
         the listeners at once (as ``report`` with ``level``; READ with its conductances)."""
         assert self.board is not None
@@ -227,7 +247,11 @@ class RealChip(Chip):
 
     def info(self) -> dict:
         d = super().info()
-        d["bench"] = {"name": self.bench.name, "file": self.bench.source_path,
-                      "board": getattr(self, "board_info", None).ident if hasattr(self, "board_info") else "",
-                      "smu": getattr(self, "smu_idn", ""), "limits": self.bench.limits.__dict__.copy()}
+        d["bench"] = {
+            "name": self.bench.name,
+            "file": self.bench.source_path,
+            "board": getattr(self, "board_info", None).ident if hasattr(self, "board_info") else "",
+            "smu": getattr(self, "smu_idn", ""),
+            "limits": self.bench.limits.__dict__.copy(),
+        }
         return d

@@ -58,8 +58,14 @@ class SimConfig:
     @classmethod
     def ideal(cls) -> SimConfig:
         """No read noise, perfect forming, no wear-out, no relaxation (CDF variability stays)."""
-        return cls(form_p_attempt=1.0, form_dead_fraction=0.0, read_noise_rel=0.0, read_noise_abs_us=0.0,
-                   endurance_median_cycles=np.inf, endurance_log_sigma=0.0)
+        return cls(
+            form_p_attempt=1.0,
+            form_dead_fraction=0.0,
+            read_noise_rel=0.0,
+            read_noise_abs_us=0.0,
+            endurance_median_cycles=np.inf,
+            endurance_log_sigma=0.0,
+        )
 
     def with_(self, **kw: float) -> SimConfig:
         return replace(self, **kw)
@@ -71,9 +77,15 @@ class SimConfig:
 class SimChip(Chip):
     """Simulated chip of any number of 128x128 tiles, deterministic for a seed."""
 
-    def __init__(self, n_tiles: int = 1, table: CdfTable | None = None, config: SimConfig | None = None,
-                 seed: int | np.random.Generator = 0, retention: RetentionModel | None = None,
-                 endurance: EnduranceModel | None = None) -> None:
+    def __init__(
+        self,
+        n_tiles: int = 1,
+        table: CdfTable | None = None,
+        config: SimConfig | None = None,
+        seed: int | np.random.Generator = 0,
+        retention: RetentionModel | None = None,
+        endurance: EnduranceModel | None = None,
+    ) -> None:
         if table is None:
             from hwloop.chip.default_table import default_table
 
@@ -218,9 +230,16 @@ class SimChip(Chip):
     def snapshot(self) -> dict[str, np.ndarray]:
         snap = super().snapshot()
         snap.update(
-            g_us=self.g_us.copy(), level=self.level.copy(), formed=self.formed.copy(), dead=self.dead.copy(),
-            failed=self.failed.copy(), budget=self.budget.copy(), relax_us=self.relax_us.copy(),
-            t_prog_s=self.t_prog_s.copy(), tau_s=self.tau_s.copy(), time_s=np.array(self.time_s),
+            g_us=self.g_us.copy(),
+            level=self.level.copy(),
+            formed=self.formed.copy(),
+            dead=self.dead.copy(),
+            failed=self.failed.copy(),
+            budget=self.budget.copy(),
+            relax_us=self.relax_us.copy(),
+            t_prog_s=self.t_prog_s.copy(),
+            tau_s=self.tau_s.copy(),
+            time_s=np.array(self.time_s),
             rng_state=np.frombuffer(repr(self.rng.bit_generator.state).encode(), dtype=np.uint8),
         )
         return snap

@@ -133,8 +133,10 @@ def _print_endurance(s: dict) -> None:
         f"READ_ALL {t['read_all']:,}"
     )
     if s.get("worn_inferred"):
-        click.echo(f"worn       {s['worn_inferred']} device(s) marked worn from their reads and excluded from "
-                   f"programming (snapshot of epoch {s['worn_inferred_epoch']})")
+        click.echo(
+            f"worn       {s['worn_inferred']} device(s) marked worn from their reads and excluded from "
+            f"programming (snapshot of epoch {s['worn_inferred_epoch']})"
+        )
     if s["failed_known"]:
         click.echo(
             f"failed     {s['failed']} worn out, {s['failed_suspect']} suspect "
@@ -153,11 +155,7 @@ def _print_endurance(s: dict) -> None:
     click.echo(
         "per epoch  "
         + "  ".join(f"{e}:{n}" for e, n in zip(pe["epoch"], pe["programs"], strict=False))
-        + (
-            "  (in progress: " + str(pe["in_progress"].get("programs", 0)) + ")"
-            if "in_progress" in pe
-            else ""
-        )
+        + ("  (in progress: " + str(pe["in_progress"].get("programs", 0)) + ")" if "in_progress" in pe else "")
     )
     if s["per_layer"]:
         click.echo("per layer")
@@ -190,9 +188,7 @@ def _print_endurance(s: dict) -> None:
 @click.option("--no-endurance", is_flag=True, help="Skip the endurance pass over each op table.")
 @endurance_option
 @json_option
-def report_cmd(
-    runs: tuple[str, ...], out_dir: str, no_endurance: bool, endurance_cycles: float, as_json: bool
-) -> None:
+def report_cmd(runs: tuple[str, ...], out_dir: str, no_endurance: bool, endurance_cycles: float, as_json: bool) -> None:
     """Write a report folder (report.md + PNG figures) for one or more RUNS.
 
     RUNS are run logs (.h5) or folders of run logs such as a sweep folder. Runs with the same configuration
@@ -200,9 +196,7 @@ def report_cmd(
     """
     from hwloop.analysis.report import build_report
 
-    summary = build_report(
-        list(runs), out_dir, with_endurance=not no_endurance, endurance_cycles=endurance_cycles
-    )
+    summary = build_report(list(runs), out_dir, with_endurance=not no_endurance, endurance_cycles=endurance_cycles)
     if as_json:
         echo_json(summary)
         return
@@ -265,8 +259,7 @@ def runs_ls(folder: str, as_json: bool) -> None:
             click.echo(f"{name:<28} {r['created_utc'] or '?':<25} {r['kind']}: chip={r['chip_id']}{rows_txt}")
             continue
         acc = " ".join(
-            f"{t}={'-' if a is None else f'{a:.2f}%'}"
-            for t, a in zip(r["tasks"], r["final_acc_pct"], strict=False)
+            f"{t}={'-' if a is None else f'{a:.2f}%'}" for t, a in zip(r["tasks"], r["final_acc_pct"], strict=False)
         )
         m = "?" if r["m_star"] is None else f"{r['m_star']:g}"
         click.echo(

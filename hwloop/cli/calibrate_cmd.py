@@ -42,7 +42,9 @@ def run_options(f: Callable) -> Callable:
         chip_kind_option,
         bench_option,
         click.option(
-            "--tiles", default="0", show_default=True,
+            "--tiles",
+            default="0",
+            show_default=True,
             help=f"Tiles of the region to calibrate, as every integer list in hwloop: {INT_LIST_HELP}.",
         ),
         click.option("--rows", default="0:128", show_default=True, help="Rows of the region, START:STOP."),
@@ -239,8 +241,7 @@ def _print_levels(d: dict) -> None:
     click.echo(f"created     {d['created_utc']}" + (f"  bench {d['bench']}" if d["bench"] else ""))
     fo, sw = d["forming"], d["sweep"]
     click.echo(
-        f"forming     yield {fo['yield']:.2%} ({fo['n_formed']:,}/{fo['n_region']:,} devices, "
-        f"{fo['retries']} retries)"
+        f"forming     yield {fo['yield']:.2%} ({fo['n_formed']:,}/{fo['n_region']:,} devices, {fo['retries']} retries)"
     )
     click.echo(
         f"sweep       {sw['n_conditions']} gate voltages {sw['v_gate_start']:g}-{sw['v_gate_stop']:g} V "
@@ -292,12 +293,8 @@ def calibrate_show(file: str, as_json: bool) -> None:
 
 @calibrate_group.command("plot")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option(
-    "-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="Image file (png, pdf, svg)."
-)
-@click.option(
-    "--sweep", "show_sweep", is_flag=True, help="Draw every sweep condition in grey behind the levels."
-)
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="Image file (png, pdf, svg).")
+@click.option("--sweep", "show_sweep", is_flag=True, help="Draw every sweep condition in grey behind the levels.")
 def calibrate_plot(file: str, out: str, show_sweep: bool) -> None:
     """Draw the CDFs of the levels (conductance in uS vs cumulative probability), like the paper's Fig. 4b."""
     from hwloop.calibration import load_calibration
@@ -309,16 +306,12 @@ def calibrate_plot(file: str, out: str, show_sweep: bool) -> None:
 
 @calibrate_group.command("select")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option(
-    "-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="New calibration file."
-)
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False), required=True, help="New calibration file.")
 @click.option("--v-min", type=FINITE_FLOAT, default=None, help="Choose only among sweep gate voltages >= this (V).")
 @click.option("--v-max", type=FINITE_FLOAT, default=None, help="Choose only among sweep gate voltages <= this (V).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new levels and Q as JSON.")
-def calibrate_select(
-    file: str, out: str, v_min: float | None, v_max: float | None, force: bool, as_json: bool
-) -> None:
+def calibrate_select(file: str, out: str, v_min: float | None, v_max: float | None, force: bool, as_json: bool) -> None:
     """Choose the levels again from the full sweep stored in FILE (no chip needed), e.g. within a narrower
     gate-voltage window, and write a new calibration file."""
     from hwloop.calibration import load_calibration

@@ -14,7 +14,10 @@ from hwloop.jsonutil import json_default
 
 def cdf_option(f: Callable) -> Callable:
     return click.option(
-        "--cdf", "cdf", type=click.Path(dir_okay=False), default=None,
+        "--cdf",
+        "cdf",
+        type=click.Path(dir_okay=False),
+        default=None,
         help="Conductance CDF table for the simulated chip: your own table (.h5/.csv) or a calibration "
         "file. Default: the built-in synthetic HfOx table.",
     )(f)
@@ -23,14 +26,20 @@ def cdf_option(f: Callable) -> Callable:
 def chip_kind_option(f: Callable) -> Callable:
     """``--chip sim|real`` (``hwloop.chip.factory.CHIP_KINDS``), the parameter ``kind``."""
     return click.option(
-        "--chip", "kind", type=click.Choice(CHIP_KINDS), default="sim", show_default=True,
+        "--chip",
+        "kind",
+        type=click.Choice(CHIP_KINDS),
+        default="sim",
+        show_default=True,
         help="Backend: the simulated chip, or the real bench (--bench; the virtual bench too).",
     )(f)
 
 
 def bench_option(f: Callable) -> Callable:
     return click.option(
-        "--bench", type=click.Path(dir_okay=False), default=None,
+        "--bench",
+        type=click.Path(dir_okay=False),
+        default=None,
         help="Bench configuration for --chip real (e.g. instruments/virtual.toml, or the file `hwloop emulate` "
         "prints).",
     )(f)

@@ -28,79 +28,215 @@ _D = TrainConfig()
 
 
 @cli.command("train")
-@click.option("--chip", type=click.Choice(list(CHIPS)), default=_D.chip, show_default=True,
-              help="Where the weights live: simulated chip, real bench (+ simulated tiles), or ideal levels.")
-@click.option("--tasks", default=_D.tasks, show_default=True,
-              help="Comma-separated task sequence: mnist, fashion-mnist, permuted-mnist:<k>.")
+@click.option(
+    "--chip",
+    type=click.Choice(list(CHIPS)),
+    default=_D.chip,
+    show_default=True,
+    help="Where the weights live: simulated chip, real bench (+ simulated tiles), or ideal levels.",
+)
+@click.option(
+    "--tasks",
+    default=_D.tasks,
+    show_default=True,
+    help="Comma-separated task sequence: mnist, fashion-mnist, permuted-mnist:<k>.",
+)
 @click.option("--epochs-per-task", type=click.IntRange(min=1), default=_D.epochs_per_task, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=_D.warmup, show_default=True,
-              help="First epochs of the run trained with m* = 0.")
-@click.option("--m-star", type=FiniteFloat(min=0), default=_D.m_star, show_default=True,
-              help="Metaplasticity strength m* (Eq. 2); 0 disables metaplasticity.")
-@click.option("--hidden", type=click.IntRange(min=1), default=_D.hidden, show_default=True,
-              help="Neurons per hidden layer (784-H-H-10).")
-@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=_D.lr, show_default=True,
-              help="Adam learning rate (sets the time scale of m*, see docs/training.md).")
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=_D.warmup,
+    show_default=True,
+    help="First epochs of the run trained with m* = 0.",
+)
+@click.option(
+    "--m-star",
+    type=FiniteFloat(min=0),
+    default=_D.m_star,
+    show_default=True,
+    help="Metaplasticity strength m* (Eq. 2); 0 disables metaplasticity.",
+)
+@click.option(
+    "--hidden",
+    type=click.IntRange(min=1),
+    default=_D.hidden,
+    show_default=True,
+    help="Neurons per hidden layer (784-H-H-10).",
+)
+@click.option(
+    "--lr",
+    type=FiniteFloat(min=0, min_open=True),
+    default=_D.lr,
+    show_default=True,
+    help="Adam learning rate (sets the time scale of m*, see docs/training.md).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=_D.batch_size, show_default=True)
 @click.option("--seed", type=int, default=_D.seed, show_default=True)
-@click.option("--train-samples", type=click.IntRange(min=1), default=None,
-              help="Use only the first N training images of each task (quick runs).")
-@click.option("--calibration", "--cdf", "calibration", type=click.Path(dir_okay=False), default=None,
-              help="Calibration file (or CDF table) giving the levels Q and the simulated devices. "
-              "Default: the built-in synthetic table.")
+@click.option(
+    "--train-samples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Use only the first N training images of each task (quick runs).",
+)
+@click.option(
+    "--calibration",
+    "--cdf",
+    "calibration",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Calibration file (or CDF table) giving the levels Q and the simulated devices. "
+    "Default: the built-in synthetic table.",
+)
 @click.option("--bench", type=click.Path(dir_okay=False), default=None, help="Bench file for --chip real.")
-@click.option("--real-tiles", default=None,
-              help="With --chip real: the model's tiles placed on the real chip: an index (5), a list (0,5) or "
-              "an inclusive range (0-3), as every integer list in hwloop ('2' is tile 2 alone). "
-              "Default: as many as the bench holds. The rest are simulated from the same calibration.")
-@click.option("--bn-mode", type=click.Choice(list(BN_MODES)), default=_D.bn_mode, show_default=True,
-              help="Batch-norm per task (the paper's task-incremental setting) or shared across tasks.")
-@click.option("--adam-reset/--no-adam-reset", default=_D.adam_reset, show_default=True,
-              help="Re-create Adam's state at each task switch.")
-@click.option("--init", type=click.Choice(list(INIT_MODES)), default=_D.init, show_default=True,
-              help="Hidden-weight initialisation: Gaussians centred between adjacent levels (midpoints: any "
-                   "interval; center: the two next to zero), or uniform.")
-@click.option("--model", type=click.Choice(list(MODELS)), default=_D.model, show_default=True,
-              help="qnn: the paper's metaplastic QNN; bnn: Laborieux et al.'s metaplastic BNN baseline (--chip "
-                   "none; --m-star is its meta, e.g. --hidden 4096 --lr 5e-3 --m-star 1.5 --warmup 0).")
-@click.option("--bn-eval", type=click.Choice(list(BN_EVAL_MODES)), default=_D.bn_eval, show_default=True,
-              help="BN statistics at test time: of the test batch, or running averages of training.")
-@click.option("--lr-decay", type=FiniteFloat(min=0, max=1, min_open=True), default=_D.lr_decay,
-              show_default=True, help="Learning rate times this factor after each epoch of a task (reset per task).")
-@click.option("--ws-source", type=click.Choice(list(WS_SOURCES)), default=_D.ws_source, show_default=True,
-              help="W_S of Algorithm 1: the nominal level or the weight read from the chip (read: not wired yet).")
-@click.option("--clamp", type=click.Choice(list(CLAMP_MODES)), default=_D.clamp, show_default=True,
-              help="Hidden weights clamped to the level range: hard, none or soft (none/soft: not wired yet).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Folder with the IDX files (searched first; then $HWLOOP_DATA, /usr/share/datasets, the cache).")
+@click.option(
+    "--real-tiles",
+    default=None,
+    help="With --chip real: the model's tiles placed on the real chip: an index (5), a list (0,5) or "
+    "an inclusive range (0-3), as every integer list in hwloop ('2' is tile 2 alone). "
+    "Default: as many as the bench holds. The rest are simulated from the same calibration.",
+)
+@click.option(
+    "--bn-mode",
+    type=click.Choice(list(BN_MODES)),
+    default=_D.bn_mode,
+    show_default=True,
+    help="Batch-norm per task (the paper's task-incremental setting) or shared across tasks.",
+)
+@click.option(
+    "--adam-reset/--no-adam-reset",
+    default=_D.adam_reset,
+    show_default=True,
+    help="Re-create Adam's state at each task switch.",
+)
+@click.option(
+    "--init",
+    type=click.Choice(list(INIT_MODES)),
+    default=_D.init,
+    show_default=True,
+    help="Hidden-weight initialisation: Gaussians centred between adjacent levels (midpoints: any "
+    "interval; center: the two next to zero), or uniform.",
+)
+@click.option(
+    "--model",
+    type=click.Choice(list(MODELS)),
+    default=_D.model,
+    show_default=True,
+    help="qnn: the paper's metaplastic QNN; bnn: Laborieux et al.'s metaplastic BNN baseline (--chip "
+    "none; --m-star is its meta, e.g. --hidden 4096 --lr 5e-3 --m-star 1.5 --warmup 0).",
+)
+@click.option(
+    "--bn-eval",
+    type=click.Choice(list(BN_EVAL_MODES)),
+    default=_D.bn_eval,
+    show_default=True,
+    help="BN statistics at test time: of the test batch, or running averages of training.",
+)
+@click.option(
+    "--lr-decay",
+    type=FiniteFloat(min=0, max=1, min_open=True),
+    default=_D.lr_decay,
+    show_default=True,
+    help="Learning rate times this factor after each epoch of a task (reset per task).",
+)
+@click.option(
+    "--ws-source",
+    type=click.Choice(list(WS_SOURCES)),
+    default=_D.ws_source,
+    show_default=True,
+    help="W_S of Algorithm 1: the nominal level or the weight read from the chip (read: not wired yet).",
+)
+@click.option(
+    "--clamp",
+    type=click.Choice(list(CLAMP_MODES)),
+    default=_D.clamp,
+    show_default=True,
+    help="Hidden weights clamped to the level range: hard, none or soft (none/soft: not wired yet).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder with the IDX files (searched first; then $HWLOOP_DATA, /usr/share/datasets, the cache).",
+)
 @click.option("--download", is_flag=True, help="Fetch missing data sets from the official mirrors.")
-@click.option("--verify-data/--no-verify-data", default=_D.verify_data, show_default=True,
-              help="Check data files against the published checksums (turn off for your own IDX subsets).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Run log path. Default: runs/<date>-<chip>-m<m*>-h<H>-s<seed>.h5")
-@click.option("--resume", type=click.Path(dir_okay=False), default=None,
-              help="Continue a crashed or interrupted run from its last checkpoint.")
+@click.option(
+    "--verify-data/--no-verify-data",
+    default=_D.verify_data,
+    show_default=True,
+    help="Check data files against the published checksums (turn off for your own IDX subsets).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Run log path. Default: runs/<date>-<chip>-m<m*>-h<H>-s<seed>.h5",
+)
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Continue a crashed or interrupted run from its last checkpoint.",
+)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
-@click.option("--program", type=click.Choice(list(PROGRAM_MODES)), default=_D.program, show_default=True,
-              help="Device programming: one RESET+SET (the paper's), or program-and-verify (retry until the read "
-              "is within the level's window).")
-@click.option("--verify-tolerance", type=FiniteFloat(min=0, min_open=True, max=1e6), default=_D.verify_tolerance,
-              show_default=True, help="Verify window: median +- this many sigma of the level (calibration).")
-@click.option("--verify-max-pulses", type=click.IntRange(1, 255), default=_D.verify_max_pulses, show_default=True,
-              help="Verify budget: SET attempts (each after a RESET) per program.")
-@click.option("--retention", "retention_model", type=click.Path(dir_okay=False), default=None,
-              help="Simulated tiles replay this retention model (a file from `hwloop retention`).")
-@click.option("--endurance-model", type=click.Path(dir_okay=False), default=None,
-              help="Simulated tiles draw device budgets from this endurance model (a file from `hwloop cycle`).")
-@click.option("--wear-strikes", type=click.IntRange(min=0), default=_D.wear_strikes, show_default=True,
-              help="Mark a device worn after this many programs in a row whose read-back is in the wrong state "
-              "class (real chips and --program verify; 0: never).")
-@click.option("--device", type=click.Choice(list(DEVICES)), default=_D.device, show_default=True,
-              help="Torch device of the model and optimizer (auto: cuda when a GPU is visible). The chip stays on "
-                   "the host; only changed weights cross.")
-@click.option("--flush-s", type=FiniteFloat(min=0, max=3600), default=_D.flush_s, show_default=True,
-              help="Group commit: flush the run log at most every this many seconds (and at every epoch end, "
-                   "checkpoint and stop). A killed run loses at most this much of its operation log.")
+@click.option(
+    "--program",
+    type=click.Choice(list(PROGRAM_MODES)),
+    default=_D.program,
+    show_default=True,
+    help="Device programming: one RESET+SET (the paper's), or program-and-verify (retry until the read "
+    "is within the level's window).",
+)
+@click.option(
+    "--verify-tolerance",
+    type=FiniteFloat(min=0, min_open=True, max=1e6),
+    default=_D.verify_tolerance,
+    show_default=True,
+    help="Verify window: median +- this many sigma of the level (calibration).",
+)
+@click.option(
+    "--verify-max-pulses",
+    type=click.IntRange(1, 255),
+    default=_D.verify_max_pulses,
+    show_default=True,
+    help="Verify budget: SET attempts (each after a RESET) per program.",
+)
+@click.option(
+    "--retention",
+    "retention_model",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Simulated tiles replay this retention model (a file from `hwloop retention`).",
+)
+@click.option(
+    "--endurance-model",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Simulated tiles draw device budgets from this endurance model (a file from `hwloop cycle`).",
+)
+@click.option(
+    "--wear-strikes",
+    type=click.IntRange(min=0),
+    default=_D.wear_strikes,
+    show_default=True,
+    help="Mark a device worn after this many programs in a row whose read-back is in the wrong state "
+    "class (real chips and --program verify; 0: never).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(list(DEVICES)),
+    default=_D.device,
+    show_default=True,
+    help="Torch device of the model and optimizer (auto: cuda when a GPU is visible). The chip stays on "
+    "the host; only changed weights cross.",
+)
+@click.option(
+    "--flush-s",
+    type=FiniteFloat(min=0, max=3600),
+    default=_D.flush_s,
+    show_default=True,
+    help="Group commit: flush the run log at most every this many seconds (and at every epoch end, "
+    "checkpoint and stop). A killed run loses at most this much of its operation log.",
+)
 @click.option("--progress/--no-progress", default=_D.progress, show_default=True, help="Progress bars on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (final_acc per task, log, ...).")
 @click.pass_context
@@ -115,8 +251,7 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
 
     if resume:
         base = config_from_log(resume)
-        explicit = {k: v for k, v in opts.items()
-                    if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
+        explicit = {k: v for k, v in opts.items() if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)}
         cfg = TrainConfig(**{k: v for k, v in base.items() if k in asdict(TrainConfig())})
         for k, v in explicit.items():
             setattr(cfg, k, v)
@@ -128,8 +263,11 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
     except KeyboardInterrupt:
         log = resume or cfg.out
         if log:
-            click.echo(f"hwloop: interrupted; the run log {log} keeps every flushed step. "
-                       f"Continue from its last checkpoint with: hwloop train --resume {log}", err=True)
+            click.echo(
+                f"hwloop: interrupted; the run log {log} keeps every flushed step. "
+                f"Continue from its last checkpoint with: hwloop train --resume {log}",
+                err=True,
+            )
         else:
             click.echo("hwloop: interrupted before the run log was created", err=True)
         raise SystemExit(130) from None
@@ -138,8 +276,10 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
         return
     click.echo("")
     click.echo(f"run log   {result.log}")
-    click.echo(f"status    {result.status}: {result.epochs} epochs, {result.steps:,} steps, "
-               f"{result.programs:,} device programs, {result.wall_s:.0f} s")
+    click.echo(
+        f"status    {result.status}: {result.epochs} epochs, {result.steps:,} steps, "
+        f"{result.programs:,} device programs, {result.wall_s:.0f} s"
+    )
     if result.acc_after_task:
         names = result.tasks
         click.echo("")

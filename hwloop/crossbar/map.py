@@ -51,9 +51,7 @@ class CrossbarMap:
         self.n_tiles = tile
         self.n_weights = off
         #: flat device index of every used device, in weight order: pos0, neg0, pos1, neg1, ...
-        self.devices = np.concatenate(
-            [lm.base_device + np.arange(2 * lm.n_weights, dtype=np.int64) for lm in layers]
-        )
+        self.devices = np.concatenate([lm.base_device + np.arange(2 * lm.n_weights, dtype=np.int64) for lm in layers])
 
     @property
     def n_devices_used(self) -> int:
@@ -70,7 +68,12 @@ class CrossbarMap:
 
     def describe(self) -> list[dict]:
         return [
-            {"layer": lm.name, "shape": list(lm.shape), "tiles": [lm.first_tile, lm.first_tile + lm.n_tiles],
-             "weights": lm.n_weights, "devices": 2 * lm.n_weights}
+            {
+                "layer": lm.name,
+                "shape": list(lm.shape),
+                "tiles": [lm.first_tile, lm.first_tile + lm.n_tiles],
+                "weights": lm.n_weights,
+                "devices": 2 * lm.n_weights,
+            }
             for lm in self.layers
         ]

@@ -31,8 +31,14 @@ def _sorted_unique(a: np.ndarray) -> np.ndarray:
 class ChipWeights:
     """The network's weights as conductance pairs on a chip, with the nominal level of every device."""
 
-    def __init__(self, chip: Chip | None, cmap: CrossbarMap, levels: LevelSet, scale_us: float,
-                 programmer: LevelProgrammer | None = None) -> None:
+    def __init__(
+        self,
+        chip: Chip | None,
+        cmap: CrossbarMap,
+        levels: LevelSet,
+        scale_us: float,
+        programmer: LevelProgrammer | None = None,
+    ) -> None:
         self.chip = chip
         self.programmer = programmer  # verify / worn-device inference (hwloop.characterise.wear)
         self.cmap = cmap
@@ -138,9 +144,14 @@ class ChipWeights:
 
     def state(self, weights: bool = True) -> dict:
         """Copies of the state; ``weights=False`` leaves out ``w_flat``, which ``load_state`` can rebuild."""
-        st = {"dev_level": self.dev_level.copy(), "g_us": self.g_us.copy(), "usable": self.usable.copy(),
-              "programs": self.programs, "worn": self.worn.copy(),
-              "programmer": self.programmer.state() if self.programmer is not None else None}
+        st = {
+            "dev_level": self.dev_level.copy(),
+            "g_us": self.g_us.copy(),
+            "usable": self.usable.copy(),
+            "programs": self.programs,
+            "worn": self.worn.copy(),
+            "programmer": self.programmer.state() if self.programmer is not None else None,
+        }
         if weights:
             st["w_flat"] = self.w_flat.copy()
         return st

@@ -38,12 +38,21 @@ from hwloop.instruments.bench import BenchConfig, load_bench
 
 
 class VirtualBench:
-    def __init__(self, bench: str | Path | BenchConfig | None = None, *, seed: int = 0,
-                 sim_config: SimConfig | None = None, table: CdfTable | None = None,
-                 faults: Faults | None = None,
-                 pace: bool = True, physics: DevicePhysics | None = None, mode: str = "thread",
-                 workdir: str | Path | None = None, smu: str | None = None,
-                 b1500_modules: dict[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        bench: str | Path | BenchConfig | None = None,
+        *,
+        seed: int = 0,
+        sim_config: SimConfig | None = None,
+        table: CdfTable | None = None,
+        faults: Faults | None = None,
+        pace: bool = True,
+        physics: DevicePhysics | None = None,
+        mode: str = "thread",
+        workdir: str | Path | None = None,
+        smu: str | None = None,
+        b1500_modules: dict[int, str] | None = None,
+    ) -> None:
         if isinstance(bench, BenchConfig):
             self.config = bench
         elif bench is None:
@@ -86,34 +95,72 @@ class VirtualBench:
         cfg = self.config
         self.sim = SimChip(n_tiles=cfg.tiles, table=self.table, config=self.sim_config, seed=self.seed)
         self.chip = EmulatedChip(self.sim, self.physics, seed=self.seed)
-        self.board = BoardEmulator(self.chip, cfg.limits, baud=cfg.fpga.baud, pace=self.pace,
-                                   faults=self.faults).start()
+        self.board = BoardEmulator(
+            self.chip, cfg.limits, baud=cfg.fpga.baud, pace=self.pace, faults=self.faults
+        ).start()
         if cfg.smu.driver == "b1500":
-            self.smu = B1500Emulator(self.chip, config=cfg.b1500, modules=self.b1500_modules,
-                                     faults=self.faults).start()
+            self.smu = B1500Emulator(
+                self.chip, config=cfg.b1500, modules=self.b1500_modules, faults=self.faults
+            ).start()
         else:
-            self.smu = SmuEmulator(self.chip, faults=self.faults, model=self.config.smu_model(),
-                                   max_pulse_s=self.config.limits.smu_max_width_s).start()
-        virtual = replace(cfg, name=f"{cfg.name} (virtual bench)",
-                          fpga=replace(cfg.fpga, port=self.board.port),
-                          smu=replace(cfg.smu, resource=self.smu.resource, visa_library="@py"))
+            self.smu = SmuEmulator(
+                self.chip,
+                faults=self.faults,
+                model=self.config.smu_model(),
+                max_pulse_s=self.config.limits.smu_max_width_s,
+            ).start()
+        virtual = replace(
+            cfg,
+            name=f"{cfg.name} (virtual bench)",
+            fpga=replace(cfg.fpga, port=self.board.port),
+            smu=replace(cfg.smu, resource=self.smu.resource, visa_library="@py"),
+        )
         assert self._tmp is not None
         self.bench_path = str(Path(self._tmp) / "bench.toml")
         virtual.save(self.bench_path)
-        self.info = {"event": "listening", "bench": self.bench_path, "fpga_port": self.board.port,
-                     "baud": cfg.fpga.baud, "paced": self.pace, "smu_resource": self.smu.resource,
-                     "smu_driver": cfg.smu.driver, "tiles": cfg.tiles, "seed": self.seed, "pid": os.getpid()}
+        self.info = {
+            "event": "listening",
+            "bench": self.bench_path,
+            "fpga_port": self.board.port,
+            "baud": cfg.fpga.baud,
+            "paced": self.pace,
+            "smu_resource": self.smu.resource,
+            "smu_driver": cfg.smu.driver,
+            "tiles": cfg.tiles,
+            "seed": self.seed,
+            "pid": os.getpid(),
+        }
 
     def _start_process(self) -> None:
         assert self._tmp is not None
         src = Path(self._tmp) / "source-bench.toml"
         self.config.save(src)
         f = self.faults
-        cmd = [sys.executable, "-m", "hwloop.emulator", "--bench", str(src), "--seed", str(self.seed),
-               "--workdir", self._tmp, "--drop-rate", str(f.drop_rate), "--garble-rate", str(f.garble_rate),
-               "--drop-answer-rate", str(f.drop_answer_rate), "--garble-request-rate", str(f.garble_request_rate),
-               "--delay-ms", str(f.delay_s * 1e3), "--smu-error-rate", str(f.smu_error_rate),
-               "--disconnect-after", str(f.disconnect_after)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "hwloop.emulator",
+            "--bench",
+            str(src),
+            "--seed",
+            str(self.seed),
+            "--workdir",
+            self._tmp,
+            "--drop-rate",
+            str(f.drop_rate),
+            "--garble-rate",
+            str(f.garble_rate),
+            "--drop-answer-rate",
+            str(f.drop_answer_rate),
+            "--garble-request-rate",
+            str(f.garble_request_rate),
+            "--delay-ms",
+            str(f.delay_s * 1e3),
+            "--smu-error-rate",
+            str(f.smu_error_rate),
+            "--disconnect-after",
+            str(f.disconnect_after),
+        ]
         if not self.pace:
             cmd.append("--no-pace")
         if self.sim_config is not None:
@@ -134,6 +181,7 @@ class VirtualBench:
     @staticmethod
     def _readline_with_timeout(proc: subprocess.Popen[str], timeout_s: float) -> str:
         out: list[str] = []
+
         def _read() -> None:
             out.append(proc.stdout.readline() if proc.stdout else "")
 

@@ -62,8 +62,17 @@ class BoardLog:
 
 
 class BoardEmulator:
-    def __init__(self, chip: EmulatedChip, limits: Limits, *, baud: int = 921_600, pace: bool = True,
-                 faults: Faults | None = None, max_batch_ops: int = 8192, settle_ns: int = 200) -> None:
+    def __init__(
+        self,
+        chip: EmulatedChip,
+        limits: Limits,
+        *,
+        baud: int = 921_600,
+        pace: bool = True,
+        faults: Faults | None = None,
+        max_batch_ops: int = 8192,
+        settle_ns: int = 200,
+    ) -> None:
         self.chip = chip
         self.limits = limits
         self.baud = baud
@@ -236,8 +245,9 @@ class BoardEmulator:
         n_tiles = chip.sim.n_tiles
         if cmd is Cmd.IDENT:
             lsb_pa = round(chip.physics.adc_lsb_a * 1e12)
-            return self._ack(f.seq, cmd, IDENT.pack(PROTOCOL_VERSION, n_tiles, lsb_pa, self.max_batch_ops)
-                             + BOARD_ID.encode())
+            return self._ack(
+                f.seq, cmd, IDENT.pack(PROTOCOL_VERSION, n_tiles, lsb_pa, self.max_batch_ops) + BOARD_ID.encode()
+            )
         if cmd is Cmd.SELECT:
             if len(p) != 3:
                 return self._nak(f.seq, cmd, Nak.BAD_LENGTH)
@@ -313,9 +323,13 @@ class BoardEmulator:
         n_tiles = self.chip.sim.n_tiles
         if ops.size > self.max_batch_ops:
             return self._nak(f.seq, Cmd.BATCH, Nak.BAD_LENGTH)
-        if ops.size and (ops["tile"].max() >= n_tiles or ops["row"].max() >= ROW_CELLS
-                         or ops["col"].max() >= ROW_CELLS or ops["op"].max() > BoardOp.READ
-                         or ops["cond"].max() >= conds_raw.size):
+        if ops.size and (
+            ops["tile"].max() >= n_tiles
+            or ops["row"].max() >= ROW_CELLS
+            or ops["col"].max() >= ROW_CELLS
+            or ops["op"].max() > BoardOp.READ
+            or ops["cond"].max() >= conds_raw.size
+        ):
             return self._nak(f.seq, Cmd.BATCH, Nak.BAD_PARAM)
         conds = [decode_condition(c) for c in conds_raw]
         carr = np.array([(c.v_wl, c.v_bl, c.v_sl, c.width_ns) for c in conds], dtype=float).reshape(-1, 4)

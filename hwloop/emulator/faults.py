@@ -22,14 +22,14 @@ SMU_ANSWER_FAULTS = ("smu_timeout", "smu_garble", "smu_compliance")
 
 @dataclass
 class Faults:
-    drop_rate: float = 0.0            # request lost on the way to the board (not executed)
-    drop_answer_rate: float = 0.0     # request executed, answer lost
-    garble_rate: float = 0.0          # one byte of the answer flipped (the host sees a bad CRC)
+    drop_rate: float = 0.0  # request lost on the way to the board (not executed)
+    drop_answer_rate: float = 0.0  # request executed, answer lost
+    garble_rate: float = 0.0  # one byte of the answer flipped (the host sees a bad CRC)
     garble_request_rate: float = 0.0  # one byte of the request flipped (the board NAKs BAD_CRC)
-    delay_s: float = 0.0              # extra latency before every answer
-    smu_error_rate: float = 0.0       # an SMU command leaves an error in the error queue
-    disconnect_after: int = 0         # close the FPGA link after this many frames (0: never)
-    smu_disconnect_after: int = 0     # close the SMU connection after this many commands (0: never)
+    delay_s: float = 0.0  # extra latency before every answer
+    smu_error_rate: float = 0.0  # an SMU command leaves an error in the error queue
+    disconnect_after: int = 0  # close the FPGA link after this many frames (0: never)
+    smu_disconnect_after: int = 0  # close the SMU connection after this many commands (0: never)
     seed: int = 0
     _script: deque[str] = field(default_factory=deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -56,8 +56,12 @@ class Faults:
         f = self._scripted(BOARD_FAULTS)
         if f:
             return f
-        for name, p in (("drop_request", self.drop_rate), ("drop_answer", self.drop_answer_rate),
-                        ("garble_answer", self.garble_rate), ("garble_request", self.garble_request_rate)):
+        for name, p in (
+            ("drop_request", self.drop_rate),
+            ("drop_answer", self.drop_answer_rate),
+            ("garble_answer", self.garble_rate),
+            ("garble_request", self.garble_request_rate),
+        ):
             if p > 0 and self.rng.random() < p:
                 return name
         return None

@@ -41,19 +41,39 @@ ARMED_EVENT_ID, TIMER1_EVENT_ID = 2.0, 47.0
 LINE_HZ = 50.0
 
 _CONST = {
-    "OUTPUT_DCVOLTS": 1.0, "OUTPUT_DCAMPS": 0.0, "OUTPUT_ON": 1.0, "OUTPUT_OFF": 0.0, "ENABLE": 1.0,
-    "DISABLE": 0.0, "SOURCE_IDLE": SOURCE_IDLE, "SOURCE_HOLD": SOURCE_HOLD,
+    "OUTPUT_DCVOLTS": 1.0,
+    "OUTPUT_DCAMPS": 0.0,
+    "OUTPUT_ON": 1.0,
+    "OUTPUT_OFF": 0.0,
+    "ENABLE": 1.0,
+    "DISABLE": 0.0,
+    "SOURCE_IDLE": SOURCE_IDLE,
+    "SOURCE_HOLD": SOURCE_HOLD,
     "trigger.ARMED_EVENT_ID": ARMED_EVENT_ID,
 }
 _ATTRS = {
-    "source.func": 1.0, "source.rangev": 200e-3, "source.levelv": 0.0, "source.limiti": 100e-6,
-    "measure.rangei": 100e-6, "measure.nplc": 1.0, "source.output": 0.0, "trigger.source.limiti": 100e-6,
-    "trigger.source.action": 0.0, "trigger.measure.action": 0.0, "trigger.endpulse.action": SOURCE_HOLD,
-    "trigger.endpulse.stimulus": 0.0, "trigger.endsweep.action": SOURCE_IDLE, "trigger.source.stimulus": 0.0,
+    "source.func": 1.0,
+    "source.rangev": 200e-3,
+    "source.levelv": 0.0,
+    "source.limiti": 100e-6,
+    "measure.rangei": 100e-6,
+    "measure.nplc": 1.0,
+    "source.output": 0.0,
+    "trigger.source.limiti": 100e-6,
+    "trigger.source.action": 0.0,
+    "trigger.measure.action": 0.0,
+    "trigger.endpulse.action": SOURCE_HOLD,
+    "trigger.endpulse.stimulus": 0.0,
+    "trigger.endsweep.action": SOURCE_IDLE,
+    "trigger.source.stimulus": 0.0,
     "trigger.count": 1.0,
 }
-_GLOBAL_ATTRS = {"trigger.timer[1].delay": 1e-3, "trigger.timer[1].count": 1.0,
-                 "trigger.timer[1].stimulus": 0.0, "trigger.timer[1].passthrough": 0.0}
+_GLOBAL_ATTRS = {
+    "trigger.timer[1].delay": 1e-3,
+    "trigger.timer[1].count": 1.0,
+    "trigger.timer[1].stimulus": 0.0,
+    "trigger.timer[1].passthrough": 0.0,
+}
 _ASSIGN = re.compile(r"^([A-Za-z_][\w.\[\]]*)\s*=\s*(.+)$")
 _PRINT = re.compile(r"^print\((.+)\)$")
 _RANGE_V = 200.0
@@ -68,9 +88,9 @@ class TriggerPulse:
     """One trigger-model pulse as the emulated source applied it."""
 
     v: float
-    width_s: float          # how long the pulse level was applied (inf while still open)
-    timer_delay_s: float    # the width the timer was set to
-    ended_by: str           # "timer", "measure" (stimulus 0), "sweep end", "output off", "open"
+    width_s: float  # how long the pulse level was applied (inf while still open)
+    timer_delay_s: float  # the width the timer was set to
+    ended_by: str  # "timer", "measure" (stimulus 0), "sweep end", "output off", "open"
 
 
 @dataclass
@@ -89,8 +109,15 @@ class TspState:
 class SmuEmulator(LineServer):
     thread_name = "hwloop-smu-emulator"
 
-    def __init__(self, chip: EmulatedChip, *, faults: Faults | None = None, host: str = "127.0.0.1",
-                 model: str = "2636B", max_pulse_s: float | None = None) -> None:
+    def __init__(
+        self,
+        chip: EmulatedChip,
+        *,
+        faults: Faults | None = None,
+        host: str = "127.0.0.1",
+        model: str = "2636B",
+        max_pulse_s: float | None = None,
+    ) -> None:
         self.caps = KEITHLEY_2600B.get(model, KEITHLEY_2600B["2636B"])  # it emulates the 2600B family only
         self.idn = IDN.replace("2636B", self.caps.model)
         self.max_pulse_s = max_pulse_s
@@ -221,8 +248,11 @@ class SmuEmulator(LineServer):
             return "\t".join([fmt(code), msg, fmt(2), fmt(0)])
         m = re.fullmatch(r"(smu[ab])\.measure\.i\(\)", expr)
         if m:
-            return fmt(self._measure_i(m.group(1), st.attrs[f"{m.group(1)}.source.levelv"],
-                                       st.attrs[f"{m.group(1)}.source.limiti"]))
+            return fmt(
+                self._measure_i(
+                    m.group(1), st.attrs[f"{m.group(1)}.source.levelv"], st.attrs[f"{m.group(1)}.source.limiti"]
+                )
+            )
         if expr in st.attrs:
             return fmt(st.attrs[expr])
         self._error(-285, f"TSP Syntax error at line 1: unexpected symbol near `{expr[:40]}'")
@@ -245,7 +275,8 @@ class SmuEmulator(LineServer):
             self._error(-222, "Parameter data out of range")
             return
         if (name.endswith("limiti") or name.endswith("rangei")) and not (
-                self.caps.min_current_limit_a <= v <= self.caps.max_current_a):
+            self.caps.min_current_limit_a <= v <= self.caps.max_current_a
+        ):
             self._error(-222, "Parameter data out of range")  # the previous compliance stays in force
             return
         if name.endswith("source.output") and v != 1.0:
@@ -293,8 +324,7 @@ class SmuEmulator(LineServer):
             last = k == len(points) - 1
             hold = a[f"{ch}.trigger.endpulse.action"] == SOURCE_HOLD
             if t_end is not None and (not hold or not last or a[f"{ch}.trigger.endsweep.action"] == SOURCE_IDLE):
-                self._record(TriggerPulse(v, t_end, delay, "sweep end" if hold else
-                                          ("timer" if stim else "measure")))
+                self._record(TriggerPulse(v, t_end, delay, "sweep end" if hold else ("timer" if stim else "measure")))
                 busy += t_end
             else:  # the level stays on the cell until the output goes off
                 self._open = (ch, v, time.monotonic() + busy, delay)

@@ -54,8 +54,12 @@ class Condition:
         """The condition as the board's DACs will apply it (1 mV steps, integer ns); non-finite stays as is."""
         if not all(_finite(v) for v in (self.v_wl, self.v_bl, self.v_sl, self.width_ns)):
             return self
-        return Condition(round(self.v_wl * 1000) / 1000, round(self.v_bl * 1000) / 1000,
-                         round(self.v_sl * 1000) / 1000, round(self.width_ns))
+        return Condition(
+            round(self.v_wl * 1000) / 1000,
+            round(self.v_bl * 1000) / 1000,
+            round(self.v_sl * 1000) / 1000,
+            round(self.width_ns),
+        )
 
 
 @dataclass(frozen=True)
@@ -66,16 +70,16 @@ class Limits:
     refuses the request instead of letting it through.
     """
 
-    max_v_wl: float = 5.0           # |V| on the word line (gate) for any operation
-    max_v_bl: float = 2.5           # |V| on the bit line for SET / RESET / READ
-    max_v_sl: float = 3.0           # |V| on the source line
-    max_v_gate_set: float = 2.4     # gate voltage of a pulse with V_BL > V_SL (SET polarity): bounds I_CC
-    max_v_form: float = 4.0         # |V_BL| of a FORM pulse
-    max_v_read: float = 0.3         # |V_BL| of a READ (a read must not disturb the cell)
-    max_width_ns: int = 10_000      # longest FPGA pulse
-    smu_max_v: float = 0.5          # |V| the SMU may source
+    max_v_wl: float = 5.0  # |V| on the word line (gate) for any operation
+    max_v_bl: float = 2.5  # |V| on the bit line for SET / RESET / READ
+    max_v_sl: float = 3.0  # |V| on the source line
+    max_v_gate_set: float = 2.4  # gate voltage of a pulse with V_BL > V_SL (SET polarity): bounds I_CC
+    max_v_form: float = 4.0  # |V_BL| of a FORM pulse
+    max_v_read: float = 0.3  # |V_BL| of a READ (a read must not disturb the cell)
+    max_width_ns: int = 10_000  # longest FPGA pulse
+    smu_max_v: float = 0.5  # |V| the SMU may source
     smu_max_current_a: float = 1e-3  # largest SMU current limit (compliance)
-    smu_max_width_s: float = 0.01   # longest SMU trigger-model pulse
+    smu_max_width_s: float = 0.01  # longest SMU trigger-model pulse
 
     def check(self, op: BoardOp, cond: Condition) -> None:
         """Raise ``SafetyLimitError`` if ``cond`` used for ``op`` is past any limit."""
@@ -97,8 +101,10 @@ class Limits:
         if not abs(cond.v_bl) <= bl_max:
             problems.append(f"|V_BL| {abs(cond.v_bl):.3f} V > {bl_name} {bl_max} V")
         if op is not BoardOp.READ and not (cond.v_bl <= cond.v_sl or cond.v_wl <= self.max_v_gate_set):
-            problems.append(f"gate V_WL {cond.v_wl:.3f} V > max_v_gate_set {self.max_v_gate_set} V "
-                            "with V_BL > V_SL (I_CC would be unbounded)")
+            problems.append(
+                f"gate V_WL {cond.v_wl:.3f} V > max_v_gate_set {self.max_v_gate_set} V "
+                "with V_BL > V_SL (I_CC would be unbounded)"
+            )
         if not (cond.width_ns > 0 and cond.width_ns <= self.max_width_ns):
             problems.append(f"width {cond.width_ns} ns outside (0, {self.max_width_ns}] ns")
         if not problems and self.refused(np.array([int(op)]), np.array([values], dtype=float))[0]:
@@ -115,8 +121,9 @@ class Limits:
         op = np.asarray(op)
         c = np.asarray(cond, dtype=float).reshape(-1, 4)
         wl, bl, sl, w = c[:, 0], c[:, 1], c[:, 2], c[:, 3]
-        bl_max = np.where(op == BoardOp.FORM, self.max_v_form,
-                          np.where(op == BoardOp.READ, self.max_v_read, self.max_v_bl))
+        bl_max = np.where(
+            op == BoardOp.FORM, self.max_v_form, np.where(op == BoardOp.READ, self.max_v_read, self.max_v_bl)
+        )
         with np.errstate(invalid="ignore"):
             ok = (op >= 0) & (op <= int(max(BoardOp)))
             ok &= np.isfinite(c).all(axis=1)
@@ -129,8 +136,10 @@ class Limits:
         """Raise ``SafetyLimitError`` if an SMU source request is past the SMU limits."""
         problems: list[str] = []
         if not (_finite(v) and _finite(i_limit_a) and (width_s is None or _finite(width_s))):
-            raise SafetyLimitError(f"SMU request refused, nothing was sent: non-finite value (V {v!r}, "
-                                   f"current limit {i_limit_a!r}, width {width_s!r})")
+            raise SafetyLimitError(
+                f"SMU request refused, nothing was sent: non-finite value (V {v!r}, "
+                f"current limit {i_limit_a!r}, width {width_s!r})"
+            )
         if not abs(v) <= self.smu_max_v:
             problems.append(f"|V| {abs(v):.4g} V > smu_max_v {self.smu_max_v} V")
         if not (i_limit_a > 0 and i_limit_a <= self.smu_max_current_a):
@@ -168,9 +177,9 @@ def conditions_array(conditions: Sequence[Condition]) -> np.ndarray:
 @dataclass(frozen=True)
 class SmuConfig:
     driver: str = "keithley2600"
-    model: str = ""                 # instrument model ("2636B"); "" = the driver's default (caps.DEFAULT_MODEL)
+    model: str = ""  # instrument model ("2636B"); "" = the driver's default (caps.DEFAULT_MODEL)
     resource: str = "TCPIP::192.168.0.2::5025::SOCKET"
-    visa_library: str = "@py"       # "@py" (pyvisa-py), "" (system VISA) or "<file.yaml>@sim" (pyvisa-sim)
+    visa_library: str = "@py"  # "@py" (pyvisa-py), "" (system VISA) or "<file.yaml>@sim" (pyvisa-sim)
     channel: str = "a"
     timeout_ms: int = 2000
     current_limit_a: float = 1e-4
@@ -193,7 +202,7 @@ class FormTable:
     v_bl_stop: float = 4.0
     v_bl_step: float = 0.2
     width_ns: int = 1000
-    verify_g_us: float = 10.0       # a device reading above this after a FORM pulse is formed
+    verify_g_us: float = 10.0  # a device reading above this after a FORM pulse is formed
 
     def ramp_v(self) -> list[float]:
         n = math.floor((self.v_bl_stop - self.v_bl_start) / self.v_bl_step + 1e-9) + 1
@@ -298,14 +307,21 @@ class BenchConfig:
 
 
 _SECTIONS: dict[str, type] = {
-    "smu": SmuConfig, "fpga": FpgaConfig, "form": FormTable, "set": SetTable, "reset": ResetTable,
-    "read": ReadTable, "limits": Limits, "b1500": B1500Config,
+    "smu": SmuConfig,
+    "fpga": FpgaConfig,
+    "form": FormTable,
+    "set": SetTable,
+    "reset": ResetTable,
+    "read": ReadTable,
+    "limits": Limits,
+    "b1500": B1500Config,
 }
 
 
 # ------------------------------------------------------------------ per-section checks at load
 # Each takes the whole bench (types already checked) and returns its problems. Comparisons are written
 # so that NaN fails them. A second SMU driver gets its caps from ``caps.SMU_MODEL_CAPS[driver]``.
+
 
 def _in(x: float, lo: float, hi: float, lo_open: bool = True) -> bool:
     return (lo < x if lo_open else lo <= x) and x <= hi
@@ -321,8 +337,10 @@ def _check_limits(b: BenchConfig) -> list[str]:
     lim, out = b.limits, []
     for name in ("max_v_wl", "max_v_bl", "max_v_sl", "max_v_gate_set", "max_v_form", "max_v_read"):
         if not _in(getattr(lim, name), 0.0, BOARD_CAPS.max_v):
-            out.append(f"[limits] {name} = {getattr(lim, name)!r} must be > 0 and <= {BOARD_CAPS.max_v} V "
-                       "(what the FPGA protocol carries: int16 mV)")
+            out.append(
+                f"[limits] {name} = {getattr(lim, name)!r} must be > 0 and <= {BOARD_CAPS.max_v} V "
+                "(what the FPGA protocol carries: int16 mV)"
+            )
     if not _in(lim.max_width_ns, 0, BOARD_CAPS.max_width_ns):
         out.append(f"[limits] max_width_ns = {lim.max_width_ns} must be 1..{BOARD_CAPS.max_width_ns} ns")
     return out
@@ -359,14 +377,19 @@ def _check_smu(b: BenchConfig) -> list[str]:
     if not _in(lim.smu_max_v, 0.0, cap.max_v):
         out.append(f"[limits] smu_max_v = {lim.smu_max_v} must be > 0 and <= {cap.max_v} V (the {model}'s range)")
     if not _in(lim.smu_max_current_a, cap.min_current_limit_a, cap.max_current_a, lo_open=False):
-        out.append(f"[limits] smu_max_current_a = {lim.smu_max_current_a} must be {cap.min_current_limit_a:g}.."
-                   f"{cap.max_current_a:g} A (the {model}'s current limit range)")
+        out.append(
+            f"[limits] smu_max_current_a = {lim.smu_max_current_a} must be {cap.min_current_limit_a:g}.."
+            f"{cap.max_current_a:g} A (the {model}'s current limit range)"
+        )
     if not _in(lim.smu_max_width_s, cap.min_width_s, cap.max_width_s, lo_open=False):
-        out.append(f"[limits] smu_max_width_s = {lim.smu_max_width_s} must be {cap.min_width_s:g}.."
-                   f"{cap.max_width_s:g} s")
+        out.append(
+            f"[limits] smu_max_width_s = {lim.smu_max_width_s} must be {cap.min_width_s:g}..{cap.max_width_s:g} s"
+        )
     if not _in(s.current_limit_a, cap.min_current_limit_a, lim.smu_max_current_a, lo_open=False):
-        out.append(f"[smu] current_limit_a = {s.current_limit_a} must be {cap.min_current_limit_a:g} A (the "
-                   f"{model}'s smallest) .. smu_max_current_a {lim.smu_max_current_a} A")
+        out.append(
+            f"[smu] current_limit_a = {s.current_limit_a} must be {cap.min_current_limit_a:g} A (the "
+            f"{model}'s smallest) .. smu_max_current_a {lim.smu_max_current_a} A"
+        )
     return out
 
 
@@ -407,8 +430,13 @@ def _check_b1500(b: BenchConfig) -> list[str]:
         return []
     lim = b.limits
     try:
-        b.b1500.validate("", smu_max_v=lim.smu_max_v, smu_max_current_a=lim.smu_max_current_a,
-                         smu_max_width_s=lim.smu_max_width_s, max_v_wl=lim.max_v_wl)
+        b.b1500.validate(
+            "",
+            smu_max_v=lim.smu_max_v,
+            smu_max_current_a=lim.smu_max_current_a,
+            smu_max_width_s=lim.smu_max_width_s,
+            max_v_wl=lim.max_v_wl,
+        )
     except ConfigError as exc:
         return [str(exc).removeprefix(": ")]
     return []
@@ -416,12 +444,19 @@ def _check_b1500(b: BenchConfig) -> list[str]:
 
 #: run in order by ``BenchConfig.validate``; a driver-specific check can be appended
 SECTION_CHECKS: list[Callable[[BenchConfig], list[str]]] = [
-    _check_top, _check_limits, _check_fpga, _check_smu, _check_tables, _check_b1500]
+    _check_top,
+    _check_limits,
+    _check_fpga,
+    _check_smu,
+    _check_tables,
+    _check_b1500,
+]
 
 
 def _typed(where: str, key: str, value: Any, default: Any) -> Any:
     """``value`` checked against the type of ``default``: no bool for a number, no float for an integer,
     no string for either, finite numbers only. Returns the value as that type; ``ConfigError`` if not."""
+
     def bad(why: str) -> ConfigError:
         return ConfigError(f"{where} {key} = {value!r}: {why}")
 
@@ -469,8 +504,11 @@ def bench_from_dict(data: dict[str, Any], source_path: str = "") -> BenchConfig:
     unknown = sorted(set(top) - {"name", "tiles"})
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key(s) {unknown}")
-    kw: dict[str, Any] = {"name": _typed(where, "name", top.get("name", Path(source_path).stem or "bench"), ""),
-                          "tiles": _typed(where, "tiles", top.get("tiles", 1), 0), "source_path": source_path}
+    kw: dict[str, Any] = {
+        "name": _typed(where, "name", top.get("name", Path(source_path).stem or "bench"), ""),
+        "tiles": _typed(where, "tiles", top.get("tiles", 1), 0),
+        "source_path": source_path,
+    }
     for sec, cls in _SECTIONS.items():
         if sec in data:
             if not isinstance(data[sec], dict):
@@ -478,8 +516,9 @@ def bench_from_dict(data: dict[str, Any], source_path: str = "") -> BenchConfig:
             kw[sec] = _build(cls, data[sec], f"{where} [{sec}]")
     missing = sorted({f.name for f in fields(Limits)} - set(data.get("limits", {})))
     if missing:
-        raise ConfigError(f"{where}: [limits] must state every safety limit; missing {missing} "
-                          "(see docs/bench-config.md)")
+        raise ConfigError(
+            f"{where}: [limits] must state every safety limit; missing {missing} (see docs/bench-config.md)"
+        )
     return BenchConfig(**kw).validate()
 
 

@@ -69,9 +69,17 @@ class LinkStats:
 class FpgaBoard:
     """The addressing board over a serial port (pyserial URL or device path)."""
 
-    def __init__(self, port: str, *, limits: Limits, baud: int = 921_600, timeout_s: float = 0.5,
-                 retries: int = 3, max_batch_ops: int = 4096,
-                 serial_factory: SerialFactory | None = None) -> None:
+    def __init__(
+        self,
+        port: str,
+        *,
+        limits: Limits,
+        baud: int = 921_600,
+        timeout_s: float = 0.5,
+        retries: int = 3,
+        max_batch_ops: int = 4096,
+        serial_factory: SerialFactory | None = None,
+    ) -> None:
         self.limits = limits
         self.port = port
         self.baud = int(baud)
@@ -90,16 +98,22 @@ class FpgaBoard:
         self.info: BoardInfo | None = None
         factory = serial_factory or serial.serial_for_url
         try:
-            self.ser = factory(port, baudrate=self.baud, timeout=self.timeout_s,
-                               write_timeout=max(self.timeout_s, 5.0))
+            self.ser = factory(port, baudrate=self.baud, timeout=self.timeout_s, write_timeout=max(self.timeout_s, 5.0))
         except (serial.SerialException, OSError, ValueError) as exc:
             raise InstrumentError(f"FPGA board: cannot open serial port {port!r}: {exc}") from None
 
     @classmethod
     def from_bench(cls, bench: BenchConfig, **kw: Any) -> FpgaBoard:
         f = bench.fpga
-        return cls(f.port, limits=bench.limits, baud=f.baud, timeout_s=f.timeout_s, retries=f.retries,
-                   max_batch_ops=f.max_batch_ops, **kw)
+        return cls(
+            f.port,
+            limits=bench.limits,
+            baud=f.baud,
+            timeout_s=f.timeout_s,
+            retries=f.retries,
+            max_batch_ops=f.max_batch_ops,
+            **kw,
+        )
 
     # ------------------------------------------------------------------ link
     def _next_seq(self) -> int:
@@ -141,8 +155,14 @@ class FpgaBoard:
         self.stats.frames += 1
         self.stats.bytes_tx += len(frame)
 
-    def exchange_many(self, cmd: Cmd, payloads: Sequence[bytes], timeouts_s: Sequence[float],
-                      window: int = 1, on_answer: Callable[[int, bytes], None] | None = None) -> list[bytes]:
+    def exchange_many(
+        self,
+        cmd: Cmd,
+        payloads: Sequence[bytes],
+        timeouts_s: Sequence[float],
+        window: int = 1,
+        on_answer: Callable[[int, bytes], None] | None = None,
+    ) -> list[bytes]:
         """Several requests of one command, up to ``window`` of them in flight (the link is full duplex).
 
         With ``window=2`` the next request travels while the board executes the previous one and sends
@@ -173,8 +193,14 @@ class FpgaBoard:
         finally:
             self._recovering = False
 
-    def _exchange_many(self, cmd: Cmd, payloads: Sequence[bytes], timeouts_s: Sequence[float],
-                       window: int = 1, on_answer: Callable[[int, bytes], None] | None = None) -> list[bytes]:
+    def _exchange_many(
+        self,
+        cmd: Cmd,
+        payloads: Sequence[bytes],
+        timeouts_s: Sequence[float],
+        window: int = 1,
+        on_answer: Callable[[int, bytes], None] | None = None,
+    ) -> list[bytes]:
         n = len(payloads)
         seqs = [self._next_seq() for _ in range(n)]
         frames = [encode_frame(q, cmd, p) for q, p in zip(seqs, payloads, strict=True)]
@@ -224,8 +250,9 @@ class FpgaBoard:
     def _retransmit(self, cmd: Cmd, frames: list[bytes], attempts: list[int], k: int, problem: str) -> None:
         attempts[k] += 1
         if attempts[k] > self.retries:
-            raise ProtocolError(f"FPGA board on {self.port}: {cmd.name} failed after {self.retries + 1} "
-                                f"attempt(s): {problem}")
+            raise ProtocolError(
+                f"FPGA board on {self.port}: {cmd.name} failed after {self.retries + 1} attempt(s): {problem}"
+            )
         self.stats.retries += 1
         self._write(frames[k])
 
@@ -237,10 +264,8 @@ class FpgaBoard:
                 raise SafetyLimitError(f"FPGA board refused {cmd.name}: past its own limits (NAK {name})")
             raise ProtocolError(f"FPGA board refused {cmd.name}: NAK {name}")
         if item.cmd != Cmd.ACK or not item.payload or item.payload[0] != cmd:
-            raise ProtocolError(f"FPGA board answered {cmd.name} with an unexpected frame "
-                                f"(cmd 0x{item.cmd:02x})")
+            raise ProtocolError(f"FPGA board answered {cmd.name} with an unexpected frame (cmd 0x{item.cmd:02x})")
         return item.payload[1:]
-
 
     # ------------------------------------------------------------------ commands
     def identify(self) -> BoardInfo:
@@ -267,8 +292,9 @@ class FpgaBoard:
         """Set the three terminal DACs (V). Checked against the per-terminal limits."""
         lim = self.limits
         if not all(_finite(v) for v in (v_wl, v_bl, v_sl)):
-            raise SafetyLimitError(f"SET_DAC refused, nothing was sent: non-finite level ({v_wl!r}, {v_bl!r}, "
-                                   f"{v_sl!r})")
+            raise SafetyLimitError(
+                f"SET_DAC refused, nothing was sent: non-finite level ({v_wl!r}, {v_bl!r}, {v_sl!r})"
+            )
         bl_max = max(lim.max_v_bl, lim.max_v_form)
         bad = [f"|V_WL| {abs(v_wl)} V > {lim.max_v_wl} V" for _ in [0] if not abs(v_wl) <= lim.max_v_wl]
         bad += [f"|V_BL| {abs(v_bl)} V > {bl_max} V" for _ in [0] if not abs(v_bl) <= bl_max]
@@ -285,7 +311,8 @@ class FpgaBoard:
             raise InstrumentError(
                 f"FPGA board on {self.port}: {what} refused, nothing was sent: an earlier exchange failed, so "
                 f"the board's DAC levels are unknown; {'it was sent to SAFE' if sent else 'SAFE got no answer'}. "
-                "Set the DACs again (set_dac) before the next pulse.")
+                "Set the DACs again (set_dac) before the next pulse."
+            )
         return self._dac
 
     def pulse(self, op: BoardOp, width_ns: int) -> None:
@@ -319,13 +346,26 @@ class FpgaBoard:
     # ------------------------------------------------------------------ batch
     def _check_address(self, tile: np.ndarray, row: np.ndarray, col: np.ndarray) -> None:
         n_tiles = self.info.tiles if self.info else 255
-        if tile.size and (tile.min() < 0 or tile.max() >= n_tiles or row.min() < 0 or row.max() >= ROW_CELLS
-                          or col.min() < 0 or col.max() >= ROW_CELLS):
+        if tile.size and (
+            tile.min() < 0
+            or tile.max() >= n_tiles
+            or row.min() < 0
+            or row.max() >= ROW_CELLS
+            or col.min() < 0
+            or col.max() >= ROW_CELLS
+        ):
             raise ProtocolError(f"FPGA board: address outside {n_tiles} tile(s) of {ROW_CELLS}x{ROW_CELLS}")
 
-    def batch(self, tile: np.ndarray, row: np.ndarray, col: np.ndarray, op: np.ndarray | int,
-              cond: np.ndarray | int, conditions: Sequence[Condition],
-              on_ack: Callable[[int, int, np.ndarray], None] | None = None) -> np.ndarray:
+    def batch(
+        self,
+        tile: np.ndarray,
+        row: np.ndarray,
+        col: np.ndarray,
+        op: np.ndarray | int,
+        cond: np.ndarray | int,
+        conditions: Sequence[Condition],
+        on_ack: Callable[[int, int, np.ndarray], None] | None = None,
+    ) -> np.ndarray:
         """Apply ``(address, op, conditions[cond])`` entries in as few frames as possible.
 
         Every entry is checked against the limits on its own (op, condition values) before the first frame
@@ -349,8 +389,9 @@ class FpgaBoard:
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             self.limits.check(BoardOp(int(op_a[k])), conditions[int(cond_a[k])].quantized())
-            raise SafetyLimitError(f"batch entry {k} ({BoardOp(int(op_a[k])).name}, condition "
-                                   f"{int(cond_a[k])}) refused, nothing was sent")
+            raise SafetyLimitError(
+                f"batch entry {k} ({BoardOp(int(op_a[k])).name}, condition {int(cond_a[k])}) refused, nothing was sent"
+            )
         qconds = [Condition(float(r[0]), float(r[1]), float(r[2]), int(r[3])) for r in carr[np.unique(cond_a)]]
         qmap = dict(zip(np.unique(cond_a).tolist(), qconds, strict=True))
         entries = np.empty(n, dtype=OP_DTYPE)

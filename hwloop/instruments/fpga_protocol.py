@@ -23,7 +23,7 @@ from hwloop.instruments.bench import BoardOp, Condition
 
 SOF = b"\xa5\x5a"
 HEADER = struct.Struct("<2sBBH")  # sof, seq, cmd, len
-HEADER_SIZE = HEADER.size          # 6
+HEADER_SIZE = HEADER.size  # 6
 CRC_SIZE = 2
 OVERHEAD = HEADER_SIZE + CRC_SIZE  # 8 bytes of framing per frame
 MAX_PAYLOAD = 65_535
@@ -146,16 +146,21 @@ def encode_conditions(conds: list[Condition]) -> np.ndarray:
 
 
 def decode_condition(row: np.void) -> Condition:
-    return Condition(int(row["v_wl_mv"]) / 1000.0, int(row["v_bl_mv"]) / 1000.0,
-                     int(row["v_sl_mv"]) / 1000.0, int(row["width_ns"]))
+    return Condition(
+        int(row["v_wl_mv"]) / 1000.0, int(row["v_bl_mv"]) / 1000.0, int(row["v_sl_mv"]) / 1000.0, int(row["width_ns"])
+    )
 
 
 def encode_batch(conds: np.ndarray, ops: np.ndarray) -> bytes:
     """BATCH payload: n_cond u8, conditions, n_ops u16, operations."""
     if not 1 <= conds.size <= MAX_CONDITIONS:
         raise ValueError(f"a batch carries 1..{MAX_CONDITIONS} conditions, got {conds.size}")
-    return (bytes([conds.size]) + conds.astype(COND_DTYPE, copy=False).tobytes()
-            + struct.pack("<H", ops.size) + ops.astype(OP_DTYPE, copy=False).tobytes())
+    return (
+        bytes([conds.size])
+        + conds.astype(COND_DTYPE, copy=False).tobytes()
+        + struct.pack("<H", ops.size)
+        + ops.astype(OP_DTYPE, copy=False).tobytes()
+    )
 
 
 def decode_batch(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -169,8 +174,7 @@ def decode_batch(payload: bytes) -> tuple[np.ndarray, np.ndarray]:
     conds = np.frombuffer(payload, dtype=COND_DTYPE, count=n_cond, offset=1)
     (n_ops,) = struct.unpack_from("<H", payload, off)
     if len(payload) != off + 2 + n_ops * OP_DTYPE.itemsize:
-        raise ValueError(f"batch payload length {len(payload)} does not match "
-                         f"{n_cond} conditions, {n_ops} ops")
+        raise ValueError(f"batch payload length {len(payload)} does not match {n_cond} conditions, {n_ops} ops")
     ops = np.frombuffer(payload, dtype=OP_DTYPE, count=n_ops, offset=off + 2)
     return conds, ops
 
@@ -181,6 +185,21 @@ def batch_frame_bytes(n_ops: int, n_cond: int = 1) -> int:
 
 
 __all__ = [
-    "COND_DTYPE", "MAX_CONDITIONS", "MAX_PAYLOAD", "OP_DTYPE", "OP_ENTRY_BYTES", "OVERHEAD", "SOF", "BadCrc",
-    "BoardOp", "Cmd", "Frame", "FrameParser", "Nak", "crc16", "decode_batch", "encode_batch", "encode_frame",
+    "COND_DTYPE",
+    "MAX_CONDITIONS",
+    "MAX_PAYLOAD",
+    "OP_DTYPE",
+    "OP_ENTRY_BYTES",
+    "OVERHEAD",
+    "SOF",
+    "BadCrc",
+    "BoardOp",
+    "Cmd",
+    "Frame",
+    "FrameParser",
+    "Nak",
+    "crc16",
+    "decode_batch",
+    "encode_batch",
+    "encode_frame",
 ]

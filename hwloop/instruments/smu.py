@@ -106,45 +106,77 @@ class Keithley2600Channel:
     @property
     def i_bounds(self) -> tuple[float, float]:
         """From the model's smallest current limit (e.g. 10 nA on the 2601B-2614B) to the bench's largest."""
-        return (self.parent.caps.min_current_limit_a,
-                min(self.parent.limits.smu_max_current_a, self.parent.caps.max_current_a))
+        return (
+            self.parent.caps.min_current_limit_a,
+            min(self.parent.limits.smu_max_current_a, self.parent.caps.max_current_a),
+        )
 
     @property
     def width_bounds(self) -> tuple[float, float]:
         return (100e-6, self.parent.limits.smu_max_width_s)
 
     source_function = Control(
-        "print({ch}.source.func)", "{ch}.source.func = {value}",
+        "print({ch}.source.func)",
+        "{ch}.source.func = {value}",
         "Source function: 'voltage' (OUTPUT_DCVOLTS) or 'current' (OUTPUT_DCAMPS).",
-        validator=strict_discrete_set, values=("voltage", "current"),
+        validator=strict_discrete_set,
+        values=("voltage", "current"),
         set_map={"voltage": "{ch}.OUTPUT_DCVOLTS", "current": "{ch}.OUTPUT_DCAMPS"},
-        get_map={1.0: "voltage", 0.0: "current"}, error=ConfigError)
+        get_map={1.0: "voltage", 0.0: "current"},
+        error=ConfigError,
+    )
     source_voltage_range = Control(
-        "print({ch}.source.rangev)", "{ch}.source.rangev = {value:.6g}",
-        "Source voltage range (V); the instrument picks the range that holds this value.", values="v_bounds")
+        "print({ch}.source.rangev)",
+        "{ch}.source.rangev = {value:.6g}",
+        "Source voltage range (V); the instrument picks the range that holds this value.",
+        values="v_bounds",
+    )
     source_voltage = Control(
-        "print({ch}.source.levelv)", "{ch}.source.levelv = {value:.6g}",
-        "DC source voltage level (V), refused past the bench's smu_max_v.", values="v_bounds")
+        "print({ch}.source.levelv)",
+        "{ch}.source.levelv = {value:.6g}",
+        "DC source voltage level (V), refused past the bench's smu_max_v.",
+        values="v_bounds",
+    )
     current_limit = Control(
-        "print({ch}.source.limiti)", "{ch}.source.limiti = {value:.6g}",
-        "Current limit (compliance, A) of the voltage source.", values="i_bounds")
+        "print({ch}.source.limiti)",
+        "{ch}.source.limiti = {value:.6g}",
+        "Current limit (compliance, A) of the voltage source.",
+        values="i_bounds",
+    )
     measure_current_range = Control(
-        "print({ch}.measure.rangei)", "{ch}.measure.rangei = {value:.6g}",
-        "Current measurement range (A).", values="i_bounds")
+        "print({ch}.measure.rangei)",
+        "{ch}.measure.rangei = {value:.6g}",
+        "Current measurement range (A).",
+        values="i_bounds",
+    )
     nplc = Control(
-        "print({ch}.measure.nplc)", "{ch}.measure.nplc = {value:.6g}",
-        "Integration time in power-line cycles (0.001 to 25).", values=(0.001, 25.0), error=ConfigError)
+        "print({ch}.measure.nplc)",
+        "{ch}.measure.nplc = {value:.6g}",
+        "Integration time in power-line cycles (0.001 to 25).",
+        values=(0.001, 25.0),
+        error=ConfigError,
+    )
     output_enabled = Control(
-        "print({ch}.source.output)", "{ch}.source.output = {value}",
-        "Output relay state.", validator=strict_discrete_set, values=(True, False),
-        set_map={True: "{ch}.OUTPUT_ON", False: "{ch}.OUTPUT_OFF"}, get_map={1.0: True, 0.0: False})
+        "print({ch}.source.output)",
+        "{ch}.source.output = {value}",
+        "Output relay state.",
+        validator=strict_discrete_set,
+        values=(True, False),
+        set_map={True: "{ch}.OUTPUT_ON", False: "{ch}.OUTPUT_OFF"},
+        get_map={1.0: True, 0.0: False},
+    )
     trigger_source_limit = Control(
-        None, "{ch}.trigger.source.limiti = {value:.6g}", "Current limit during a trigger-model pulse (A).",
-        values="i_bounds")
+        None,
+        "{ch}.trigger.source.limiti = {value:.6g}",
+        "Current limit during a trigger-model pulse (A).",
+        values="i_bounds",
+    )
     pulse_width = Control(
-        None, "trigger.timer[1].delay = {value:.6g}",
+        None,
+        "trigger.timer[1].delay = {value:.6g}",
         "Pulse width (s) set by timer 1 (the 2600B's shortest pulses are about 100 us).",
-        values="width_bounds")
+        values="width_bounds",
+    )
     current = Measurement("print({ch}.measure.i())", "One current measurement (A).")
 
     def reset(self) -> None:
@@ -162,8 +194,9 @@ class Keithley2600Channel:
 class Keithley2600(Smu):
     """Keithley 2600B series SMU (2636B) over TSP, one channel used."""
 
-    def __init__(self, adapter: VisaAdapter, limits: Limits, channel: str = "a", nplc: float = 0.01,
-                 model: str = "2636B") -> None:
+    def __init__(
+        self, adapter: VisaAdapter, limits: Limits, channel: str = "a", nplc: float = 0.01, model: str = "2636B"
+    ) -> None:
         if model not in KEITHLEY_2600B:
             raise ConfigError(f"Keithley model {model!r} is not supported; choose one of {sorted(KEITHLEY_2600B)}")
         self.caps = KEITHLEY_2600B[model]
@@ -179,8 +212,7 @@ class Keithley2600(Smu):
     @classmethod
     def from_bench(cls, bench: BenchConfig, transcript: list[tuple[str, str]] | None = None) -> Keithley2600:
         s = bench.smu
-        adapter = VisaAdapter(s.resource, visa_library=s.visa_library, timeout_ms=s.timeout_ms,
-                              transcript=transcript)
+        adapter = VisaAdapter(s.resource, visa_library=s.visa_library, timeout_ms=s.timeout_ms, transcript=transcript)
         return cls(adapter, bench.limits, channel=s.channel, nplc=s.nplc, model=bench.smu_model())
 
     # ------------------------------------------------------------------ I/O
@@ -199,11 +231,13 @@ class Keithley2600(Smu):
         if model not in KEITHLEY_2600B:
             raise InstrumentError(
                 f"{self.adapter.resource_name} is not a Keithley TSP 2600B SMU hwloop supports "
-                f"({', '.join(sorted(KEITHLEY_2600B))}): *IDN? -> {idn!r}")
+                f"({', '.join(sorted(KEITHLEY_2600B))}): *IDN? -> {idn!r}"
+            )
         if model != self.caps.model:
             raise InstrumentError(
                 f"{self.adapter.resource_name} is a Keithley {model}, but the bench file says {self.caps.model}: "
-                f"set [smu] model = \"{model}\" (its limits are checked against that model's ranges)")
+                f'set [smu] model = "{model}" (its limits are checked against that model\'s ranges)'
+            )
         return idn
 
     def reset(self) -> None:
@@ -217,8 +251,9 @@ class Keithley2600(Smu):
         try:
             count = int(float(text))
         except ValueError:
-            raise InstrumentError(f"Keithley SMU: errorqueue.count answered {text!r}, not a number "
-                                  "(the exchange is out of step)") from None
+            raise InstrumentError(
+                f"Keithley SMU: errorqueue.count answered {text!r}, not a number (the exchange is out of step)"
+            ) from None
         if count <= 0:
             return
         errors: list[str] = []
@@ -236,14 +271,20 @@ class Keithley2600(Smu):
         self.limits.check_smu(v, i_limit_a, width_s)
         cap = self.caps
         if not i_limit_a >= cap.min_current_limit_a:
-            raise SafetyLimitError(f"SMU request refused, nothing was sent: current limit {i_limit_a:.4g} A is "
-                                   f"below the {cap.model}'s smallest ({cap.min_current_limit_a:g} A)")
+            raise SafetyLimitError(
+                f"SMU request refused, nothing was sent: current limit {i_limit_a:.4g} A is "
+                f"below the {cap.model}'s smallest ({cap.min_current_limit_a:g} A)"
+            )
         if not abs(v) <= cap.max_v:
-            raise SafetyLimitError(f"SMU request refused, nothing was sent: |V| {abs(v):.4g} V is past the "
-                                   f"{cap.model}'s range ({cap.max_v:g} V)")
+            raise SafetyLimitError(
+                f"SMU request refused, nothing was sent: |V| {abs(v):.4g} V is past the "
+                f"{cap.model}'s range ({cap.max_v:g} V)"
+            )
         if width_s is not None and not width_s >= cap.min_width_s:
-            raise SafetyLimitError(f"SMU request refused, nothing was sent: pulse width {width_s:.4g} s is "
-                                   f"shorter than the {cap.model}'s shortest ({cap.min_width_s:g} s)")
+            raise SafetyLimitError(
+                f"SMU request refused, nothing was sent: pulse width {width_s:.4g} s is "
+                f"shorter than the {cap.model}'s shortest ({cap.min_width_s:g} s)"
+            )
 
     def configure_voltage_source(self, i_limit_a: float, nplc: float | None = None) -> None:
         """Voltage source on the bench's range with compliance ``i_limit_a``, output still off."""
@@ -269,8 +310,10 @@ class Keithley2600(Smu):
         with self._batch():
             ch.source_voltage = v
         with self._batch():
-            text = self.ask(f"{c}.source.output = {c}.OUTPUT_ON; print({c}.measure.i()); "
-                            f"{c}.source.output = {c}.OUTPUT_OFF; {c}.source.levelv = 0")
+            text = self.ask(
+                f"{c}.source.output = {c}.OUTPUT_ON; print({c}.measure.i()); "
+                f"{c}.source.output = {c}.OUTPUT_OFF; {c}.source.levelv = 0"
+            )
         try:
             return float(text)
         except ValueError:
@@ -301,8 +344,10 @@ class Keithley2600(Smu):
             self.write(f"{c}.trigger.endpulse.stimulus = trigger.timer[1].EVENT_ID")
             self.write(f"{c}.trigger.count = 1")
         with self._batch():
-            self.write(f"{c}.source.output = {c}.OUTPUT_ON; {c}.trigger.initiate(); waitcomplete(); "
-                       f"{c}.source.output = {c}.OUTPUT_OFF")
+            self.write(
+                f"{c}.source.output = {c}.OUTPUT_ON; {c}.trigger.initiate(); waitcomplete(); "
+                f"{c}.source.output = {c}.OUTPUT_OFF"
+            )
             text = self.ask(f"printbuffer(1, {c}.nvbuffer1.n, {c}.nvbuffer1.readings)")
         self._configured = None
         try:

@@ -26,16 +26,24 @@ from hwloop.errors import ConfigError, HwloopError, InstrumentError, SafetyLimit
 class VisaAdapter:
     """A text resource (TCPIP socket, GPIB, USB...) opened through PyVISA."""
 
-    def __init__(self, resource: str, *, visa_library: str = "@py", timeout_ms: int = 2000,
-                 termination: str = "\n", transcript: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        resource: str,
+        *,
+        visa_library: str = "@py",
+        timeout_ms: int = 2000,
+        termination: str = "\n",
+        transcript: list[tuple[str, str]] | None = None,
+    ) -> None:
         import pyvisa
 
         self.resource_name = resource
         self.transcript = transcript
         try:
             self.rm = pyvisa.ResourceManager(visa_library) if visa_library else pyvisa.ResourceManager()
-            self.res = self.rm.open_resource(resource, timeout=timeout_ms, read_termination=termination,
-                                             write_termination=termination)
+            self.res = self.rm.open_resource(
+                resource, timeout=timeout_ms, read_termination=termination, write_termination=termination
+            )
         except (pyvisa.Error, OSError, ValueError) as exc:
             lib = visa_library or "system VISA"
             raise InstrumentError(f"cannot open VISA resource {resource!r} ({lib}): {exc}") from None
@@ -54,8 +62,9 @@ class VisaAdapter:
         try:
             text = self.res.read().strip()
         except (self._visa_error, OSError) as exc:
-            raise InstrumentError(f"{self.resource_name}: no answer within {self.timeout_ms} ms "
-                                  f"or link lost: {exc}") from None
+            raise InstrumentError(
+                f"{self.resource_name}: no answer within {self.timeout_ms} ms or link lost: {exc}"
+            ) from None
         if self.transcript is not None:
             self.transcript.append(("read", text))
         return text
@@ -86,10 +95,19 @@ def strict_discrete_set(value: Any, allowed: tuple[Any, ...]) -> Any:
 class Control:
     """A readable and writable setting (``get_cmd``/``set_cmd`` formatted with ``ch`` and ``value``)."""
 
-    def __init__(self, get_cmd: str | None, set_cmd: str | None, doc: str, *,
-                 validator: Callable[[Any, Any], Any] = strict_range, values: Any = None,
-                 set_map: dict[Any, str] | None = None, get_map: dict[float, Any] | None = None,
-                 cast: Callable[[str], Any] = float, error: type[HwloopError] = SafetyLimitError) -> None:
+    def __init__(
+        self,
+        get_cmd: str | None,
+        set_cmd: str | None,
+        doc: str,
+        *,
+        validator: Callable[[Any, Any], Any] = strict_range,
+        values: Any = None,
+        set_map: dict[Any, str] | None = None,
+        get_map: dict[float, Any] | None = None,
+        cast: Callable[[str], Any] = float,
+        error: type[HwloopError] = SafetyLimitError,
+    ) -> None:
         self.get_cmd, self.set_cmd = get_cmd, set_cmd
         self.__doc__ = doc
         self.validator, self.values = validator, values
@@ -126,8 +144,9 @@ class Control:
             try:
                 value = self.validator(value, values)
             except ValueError as exc:
-                raise self.error(f"{type(obj).__name__}.{self.name} = {value!r} refused, nothing was sent: "
-                                 f"{exc}") from None
+                raise self.error(
+                    f"{type(obj).__name__}.{self.name} = {value!r} refused, nothing was sent: {exc}"
+                ) from None
         literal: Any = value
         if self.set_map is not None:
             literal = self.set_map[value].format(ch=obj.ch)

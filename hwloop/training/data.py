@@ -147,8 +147,9 @@ def _load_dir(name: str, d: Path, verify: bool) -> DataSet | None:
     )
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, *, download: bool = False,
-                 verify: bool = True) -> DataSet:
+def load_dataset(
+    name: str, data_dir: str | Path | None = None, *, download: bool = False, verify: bool = True
+) -> DataSet:
     """Find and load data set ``name`` (``mnist`` or ``fashion-mnist``), or raise one clear ``DataError``."""
     if name not in FILES and name not in MD5:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(MD5)}")
@@ -235,8 +236,15 @@ def parse_tasks(spec: str) -> list[str]:
     return names
 
 
-def load_task(name: str, data_dir: str | Path | None = None, *, train_samples: int | None = None,
-              download: bool = False, cache: dict | None = None, verify: bool = True) -> Task:
+def load_task(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    train_samples: int | None = None,
+    download: bool = False,
+    cache: dict | None = None,
+    verify: bool = True,
+) -> Task:
     """Load one task by name. ``permuted-mnist-k`` is MNIST with a fixed pixel permutation (k=1: none)."""
     base = "mnist" if name.startswith("permuted-mnist") else name
     if cache is not None and base in cache:
@@ -247,8 +255,10 @@ def load_task(name: str, data_dir: str | Path | None = None, *, train_samples: i
             cache[base] = ds
     mean, std = NORMALISATION.get(base, (0.5, 0.25))
     if train_samples is not None and train_samples > len(ds.x_train):
-        raise DataError(f"--train-samples {train_samples} is more than the {len(ds.x_train)} training images of "
-                        f"{name}; give at most {len(ds.x_train)} (or leave it out for all of them)")
+        raise DataError(
+            f"--train-samples {train_samples} is more than the {len(ds.x_train)} training images of "
+            f"{name}; give at most {len(ds.x_train)} (or leave it out for all of them)"
+        )
     x_tr = ds.x_train if train_samples is None else ds.x_train[:train_samples]
     y_tr = ds.y_train if train_samples is None else ds.y_train[:train_samples]
 

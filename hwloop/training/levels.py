@@ -58,14 +58,27 @@ class LevelSet:
         t = self._dev_tables.get(dev)
         if t is None:
             side = np.stack([self.width_down, self.width_up], axis=1).reshape(-1).astype(np.float32)
-            t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(dev) for k, v in
-                 {"q": self.q_np, "mid": self.mid_np, "lut": self.lut_np, "thr": self.thr_np,
-                  "width_side": side}.items()}
+            t = {
+                k: torch.from_numpy(np.ascontiguousarray(v)).to(dev)
+                for k, v in {
+                    "q": self.q_np,
+                    "mid": self.mid_np,
+                    "lut": self.lut_np,
+                    "thr": self.thr_np,
+                    "width_side": side,
+                }.items()
+            }
             self._dev_tables[dev] = t
         return t
 
-    def index(self, w: torch.Tensor, out: torch.Tensor | None = None, work_f: torch.Tensor | None = None,
-              work_i: torch.Tensor | None = None, work_b: torch.Tensor | None = None) -> torch.Tensor:
+    def index(
+        self,
+        w: torch.Tensor,
+        out: torch.Tensor | None = None,
+        work_f: torch.Tensor | None = None,
+        work_i: torch.Tensor | None = None,
+        work_b: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Nearest-level index (int32, same device and shape as ``w``); equals ``index_np``. The optional
         ``out`` (int32), ``work_f`` (float32), ``work_i`` (int32) and ``work_b`` (bool) of ``w``'s shape make it
         allocation-free (fresh multi-megabyte buffers cost more than the arithmetic on CPU)."""

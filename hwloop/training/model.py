@@ -52,8 +52,15 @@ class QLinear(nn.Module):
 class QMLP(nn.Module):
     """784-H-H-10 MLP with a BN after each layer and ReLU between layers."""
 
-    def __init__(self, hidden: int = 512, n_in: int = 784, n_out: int = 10, n_tasks: int = 1,
-                 bn_mode: str = "per-task", bn_eval: str = "batch") -> None:
+    def __init__(
+        self,
+        hidden: int = 512,
+        n_in: int = 784,
+        n_out: int = 10,
+        n_tasks: int = 1,
+        bn_mode: str = "per-task",
+        bn_eval: str = "batch",
+    ) -> None:
         super().__init__()
         if bn_mode not in BN_MODES:
             raise ValueError(f"bn_mode must be one of {BN_MODES}")
@@ -64,8 +71,9 @@ class QMLP(nn.Module):
         self.layers = nn.ModuleList([QLinear(n_in, hidden), QLinear(hidden, hidden), QLinear(hidden, n_out)])
         n_bn = n_tasks if bn_mode == "per-task" else 1
         self.bns = nn.ModuleList(
-            nn.ModuleList(nn.BatchNorm1d(layer.out_features, affine=True, track_running_stats=running)
-                          for layer in self.layers)
+            nn.ModuleList(
+                nn.BatchNorm1d(layer.out_features, affine=True, track_running_stats=running) for layer in self.layers
+            )
             for _ in range(n_bn)
         )
         self.task = 0

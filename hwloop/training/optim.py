@@ -49,9 +49,23 @@ def metaplastic_factor(w_h: np.ndarray, w_s: np.ndarray, width: np.ndarray, m_st
     return 1.0 - np.tanh((2.0 * m_star) / width * np.abs(w_h - w_s) - m_star) ** 2
 
 
-def fused_rule(w: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, idx: torch.Tensor,
-               away: torch.Tensor, tab_q: torch.Tensor, tab_width_side: torch.Tensor, tab_thr: torch.Tensor,
-               tab_lut: torch.Tensor, sc: torch.Tensor, lo: float, hi: float, inv_h: float, top: int) -> None:
+def fused_rule(
+    w: torch.Tensor,
+    g: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    idx: torch.Tensor,
+    away: torch.Tensor,
+    tab_q: torch.Tensor,
+    tab_width_side: torch.Tensor,
+    tab_thr: torch.Tensor,
+    tab_lut: torch.Tensor,
+    sc: torch.Tensor,
+    lo: float,
+    hi: float,
+    inv_h: float,
+    top: int,
+) -> None:
     """Algorithm 1 for one hidden-weight tensor, written as plain tensor expressions for ``torch.compile``
     (which fuses it into one loop). In place: Adam moments ``m``, ``v``, weights ``w``, level index ``idx``
     (in: W_S of the weights before the step; out: nearest level after it), ``away`` (out: attenuated).
@@ -91,6 +105,7 @@ def _work(state: dict, p: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-parameter work buffers (allocated on first use, reused every step)."""
     wk = state.get("work")
     if wk is None:
+
         def f() -> torch.Tensor:
             return torch.empty_like(p, memory_format=torch.contiguous_format)
 
@@ -106,9 +121,17 @@ def _work(state: dict, p: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 class MetaplasticAdam(torch.optim.Optimizer):
-    def __init__(self, params: Iterable, levels: LevelSet, lr: float = 5e-4, m_star: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, clamp: bool = True,
-                 compile: str = "auto") -> None:
+    def __init__(
+        self,
+        params: Iterable,
+        levels: LevelSet,
+        lr: float = 5e-4,
+        m_star: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        clamp: bool = True,
+        compile: str = "auto",
+    ) -> None:
         if not lr > 0:
             raise ValueError("learning rate must be positive")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
@@ -217,11 +240,27 @@ class MetaplasticAdam(torch.optim.Optimizer):
             sc = wk["sc"] = torch.empty(7, dtype=torch.float32, device=p.device)
         sc.copy_(torch.tensor([beta1, beta2, 1 - beta1**t, 1 - beta2**t, group["eps"], lr, m_star]))
         try:
-            rule(p.data, p.grad, state["exp_avg"], state["exp_avg_sq"], idx, wk["b1"], tab["q"],
-                 tab["width_side"], tab["thr"], tab["lut"], sc, lv.lo, lv.hi, lv.lut_inv_h, lv.lut_np.size - 1)
+            rule(
+                p.data,
+                p.grad,
+                state["exp_avg"],
+                state["exp_avg_sq"],
+                idx,
+                wk["b1"],
+                tab["q"],
+                tab["width_side"],
+                tab["thr"],
+                tab["lut"],
+                sc,
+                lv.lo,
+                lv.hi,
+                lv.lut_inv_h,
+                lv.lut_np.size - 1,
+            )
         except Exception as exc:  # a compiler missing at first use: fall back, once
-            warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); using the eager metaplastic step",
-                          stacklevel=3)
+            warnings.warn(
+                f"torch.compile failed ({type(exc).__name__}: {exc}); using the eager metaplastic step", stacklevel=3
+            )
             _COMPILED["rule"] = None
             self.compiled = False
             return False
@@ -234,8 +273,9 @@ class MetaplasticAdam(torch.optim.Optimizer):
         sd = super().state_dict()
         # the level index is derived from the weights and the work buffers are scratch: both are rebuilt
         # after loading (new dicts: torch's state_dict shares the live per-parameter state dicts)
-        sd["state"] = {k: {n: v for n, v in st.items() if n not in ("level_index", "work")}
-                       for k, st in sd["state"].items()}
+        sd["state"] = {
+            k: {n: v for n, v in st.items() if n not in ("level_index", "work")} for k, st in sd["state"].items()
+        }
         return sd
 
 
