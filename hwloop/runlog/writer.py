@@ -1,34 +1,5 @@
-"""The HDF5 run log: one file per run, written in SWMR mode so it can be read while the run goes on.
-
-Schema (documented in ``docs/runlog-schema.md``):
-
-- root attributes: ``format`` ("hwloop-runlog"), ``format_version``, ``hwloop_version``, ``created_utc``,
-  ``config_json`` (the full configuration), ``seed``, ``tasks_json``, ``chip``, ``tile_backends_json``,
-  ``n_tiles``, ``writer_pid``, ``writer_host``, ``op_enum_json``.
-- ``/ops``: append-only compound table, one row per device operation (see ``OPS_DTYPE``). A whole-array
-  read is one ``READ_ALL`` row; its conductances are the matching row of ``/snapshots``.
-- ``/epochs``: one row per finished epoch (``epoch_dtype``).
-- ``/snapshots/{epoch,g_res,key,level}``: dense conductances and nominal device levels of every device,
-  once before training (epoch 0) and after each epoch; chunked per tile, shuffled and gzip-compressed off
-  the training thread. ``g_res`` (format 3) is a uint16 zigzag code of the residual from the nominal
-  level's reference conductance (``ref_us``, the calibration medians) at 0.1 µS; a row whose ``key`` is
-  not -1 holds the difference from the residuals of keyframe row ``key`` (one keyframe every
-  ``SNAPSHOT_KEY_EVERY`` rows). Format 2 stored ``g_code`` (uint16, 0.01 µS steps from -20 µS), format 1
-  ``g_us`` as float32; ``RunLog.snapshot`` is the one decoder of all three.
-- ``/checkpoint/{blob_a,blob_b,index}``: two alternating checkpoint slots for ``--resume``.
-- ``/status``, ``/heartbeat``: run status code and the time of the last flush.
-- ``/resumes`` (optional): ``/ops`` ranges kept by a ``--resume`` on real tiles (pulses after the
-  checkpoint that really happened, not followed by training).
-
-One writer at a time: it holds ``fcntl.flock`` on the sidecar ``<log>.lock`` (``hwloop.runlock``), so a
-live run cannot be resumed or appended to. Readers open with a bounded number of SWMR metadata read
-attempts (``hwloop.h5check.open_reader``); a write refused for lack of space is one ``RunLogError``.
-- ``/calibration``: the CDF table (or calibration) the run used, copied in.
-
-A killed writer loses at most the rows buffered since the last ``flush``: the orchestrator group-commits,
-flushing at most every ``--flush-s`` seconds (default 1 s), at the end of every epoch, before a checkpoint
-and on any stop, so a killed run loses at most the last second of operations.
-"""
+"""``RunLogWriter``: the buffered SWMR writer (create, reopen for --resume, group commit, snapshots and
+checkpoints off the training thread, close and compaction)."""
 
 from __future__ import annotations
 
@@ -42,7 +13,6 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -51,251 +21,40 @@ import numpy as np
 
 from hwloop import __version__
 from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Op
-from hwloop.chip.cdf import CdfTable, read_h5_group
-from hwloop.errors import CdfTableError, RunLogError
+from hwloop.chip.cdf import CdfTable
+from hwloop.errors import RunLogError
 from hwloop.h5check import (
     H5_ERRORS,
     check_metadata,
     check_not_truncated,
     first_line,
-    open_reader,
     open_swmr_bounded,
 )
 from hwloop.runlock import RunLock, writer_seems_live
-
-FORMAT_NAME = "hwloop-runlog"
-FORMAT_VERSION = 3
-#: versions this code reads (it writes and resumes only FORMAT_VERSION)
-READ_VERSIONS = (1, 2, 3)
-#: snapshot conductance code (format 2): g_us = G_OFFSET_US + G_LSB_US * code; G_CODE_NAN stands for NaN
-G_LSB_US = 0.01
-G_OFFSET_US = -20.0
-G_CODE_NAN = 65535
-G_CODE_MAX = 65534
-SNAPSHOT_GZIP_LEVEL = 4
-#: snapshot residual code (format 3): g_us = ref_us[level] + G_RES_LSB_US * q, q = unzigzag(code)
-#: (+ the keyframe's q for a delta row); |q| saturates at G_RES_Q_MAX; G_RES_NAN stands for NaN
-G_RES_LSB_US = 0.1
-G_RES_Q_MAX = 16_000
-G_RES_NAN = 65535
-#: a snapshot row is a keyframe (coded alone) when no keyframe was written in the last this-many rows, or
-#: when more than this fraction of the devices have another nominal level than in the keyframe
-SNAPSHOT_KEY_EVERY = 10
-SNAPSHOT_KEY_LEVEL_CHANGE = 0.05
-#: READ conductances in /ops are rounded to 1/OPS_G_STEPS_PER_US µS (an exact binary fraction in float32)
-OPS_G_STEPS_PER_US = 64
-
-#: op codes in /ops; READ_ALL is one row standing for a full-array read stored in /snapshots
-OP_READ_ALL = 4
-OP_CODES = {
-    "FORM": int(Op.FORM),
-    "SET": int(Op.SET),
-    "RESET": int(Op.RESET),
-    "READ": int(Op.READ),
-    "READ_ALL": OP_READ_ALL,
-}
-
-OP_ENUM = h5py.enum_dtype(OP_CODES, basetype="u1")
-OPS_DTYPE = np.dtype(
-    [
-        ("t_s", "<f8"),  # seconds since the run started (wall clock)
-        ("step", "<u4"),  # global training step (0 = set-up before training)
-        ("op", OP_ENUM),
-        ("tile", "<u2"),
-        ("row", "u1"),
-        ("col", "u1"),
-        ("level", "i1"),  # device level: 0 LCS, 1..8 HCS; -1 where not applicable
-        ("g_us", "<f4"),  # read conductance (µS); NaN for FORM/SET/RESET
-    ]
+from hwloop.runlog.schema import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    G_RES_LSB_US,
+    G_RES_NAN,
+    G_RES_Q_MAX,
+    OP_CODES,
+    OP_READ_ALL,
+    OPS_CHUNK,
+    OPS_DTYPE,
+    OPS_G_STEPS_PER_US,
+    RESUMES_DTYPE,
+    SNAPSHOT_GZIP_LEVEL,
+    SNAPSHOT_KEY_EVERY,
+    SNAPSHOT_KEY_LEVEL_CHANGE,
+    STATUS_CODES,
+    CheckpointInfo,
+    _check_format,
+    _h5_open_error,
+    _read_checkpoint,
+    epoch_dtype,
 )
-
-STATUS_CODES = {"running": 0, "finished": 1, "interrupted": 2, "failed": 3}
-STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
-OPS_CHUNK = 1 << 12
-
-
-def encode_g_us(g_us: np.ndarray) -> np.ndarray:
-    """Conductances (µS) to the snapshot code (uint16, 0.01 µS steps; out-of-range values saturate)."""
-    g = np.asarray(g_us, dtype=np.float32)
-    code = np.rint((g - np.float32(G_OFFSET_US)) * np.float32(1 / G_LSB_US))
-    np.clip(code, 0, G_CODE_MAX, out=code)
-    np.nan_to_num(code, copy=False, nan=G_CODE_NAN)
-    return code.astype(np.uint16)
-
-
-def decode_g_us(code: np.ndarray) -> np.ndarray:
-    """The snapshot code back to conductances (µS, float32)."""
-    c = np.asarray(code)
-    g = np.float32(G_OFFSET_US) + np.float32(G_LSB_US) * c.astype(np.float32)
-    g[c == G_CODE_NAN] = np.nan
-    return g
-
-
-def _level_ref(level: np.ndarray, ref_us: np.ndarray) -> np.ndarray:
-    """Reference conductance of every device: ``ref_us[level]`` (0 for unused or worn devices, level < 0)."""
-    lv = np.asarray(level)
-    r = np.zeros(lv.shape, dtype=np.float32)
-    used = lv >= 0
-    r[used] = np.asarray(ref_us, dtype=np.float32)[np.minimum(lv[used], len(ref_us) - 1)]
-    return r
-
-
-def residual_q(g_us: np.ndarray, level: np.ndarray, ref_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(q int32, nan mask): the residual from the level's reference in G_RES_LSB_US steps (NaN -> q = 0)."""
-    g = np.asarray(g_us, dtype=np.float32)
-    nan = np.isnan(g)
-    q = np.rint((g - _level_ref(level, ref_us)) * np.float32(1 / G_RES_LSB_US))
-    q[nan] = 0
-    np.clip(q, -G_RES_Q_MAX, G_RES_Q_MAX, out=q)
-    return q.astype(np.int32), nan
-
-
-def _zigzag(d: np.ndarray) -> np.ndarray:
-    return ((d << 1) ^ (d >> 31)).astype(np.uint16)
-
-
-def _unzigzag(code: np.ndarray) -> np.ndarray:
-    c = code.astype(np.int32)
-    return (c >> 1) ^ -(c & 1)
-
-
-def encode_residual(q: np.ndarray, nan: np.ndarray, q_key: np.ndarray | None) -> np.ndarray:
-    """The ``g_res`` code of residuals ``q`` (NaN where ``nan``): alone, or as a difference from ``q_key``."""
-    code = _zigzag(q if q_key is None else q - q_key)
-    code[nan] = G_RES_NAN
-    return code
-
-
-def decode_residual(
-    code: np.ndarray, level: np.ndarray, ref_us: np.ndarray, key_code: np.ndarray | None, lsb_us: float = G_RES_LSB_US
-) -> np.ndarray:
-    """``g_res`` code (with its keyframe's code, for a delta row) back to conductances (µS, float32)."""
-    c = np.asarray(code)
-    q = _unzigzag(c)
-    if key_code is not None:
-        kc = np.asarray(key_code)
-        q += np.where(kc == G_RES_NAN, 0, _unzigzag(kc))
-    g = _level_ref(level, ref_us) + np.float32(lsb_us) * q.astype(np.float32)
-    g[c == G_RES_NAN] = np.nan
-    return g
-
-
-def _compress_residual(
-    g_us: np.ndarray, level: np.ndarray, n_tiles: int, ref_us: np.ndarray, key: dict, is_key: bool
-) -> tuple[list[bytes], list[bytes]]:
-    """Format-3 snapshot chunks (shuffle + deflate), one per tile. Runs on the writer's single background
-    thread, in submission order: a keyframe leaves its residuals in ``key["q"]`` for the rows after it."""
-    q, nan = residual_q(np.asarray(g_us).reshape(-1), np.asarray(level).reshape(-1), ref_us)
-    code = encode_residual(q, nan, None if is_key else key["q"])
-    if is_key:
-        key["q"] = q
-    code = code.reshape(n_tiles, ROWS * COLS)
-    lv = np.ascontiguousarray(np.asarray(level, dtype=np.int8).reshape(n_tiles, ROWS * COLS))
-    planes = code.view(np.uint8).reshape(n_tiles, ROWS * COLS, 2).transpose(0, 2, 1).copy()  # HDF5 shuffle
-    g_chunks = [zlib.compress(planes[t].tobytes(), SNAPSHOT_GZIP_LEVEL) for t in range(n_tiles)]
-    l_chunks = [zlib.compress(lv[t].tobytes(), SNAPSHOT_GZIP_LEVEL) for t in range(n_tiles)]
-    return g_chunks, l_chunks
-
-
-def _compress_snapshot(g_us: np.ndarray, level: np.ndarray, n_tiles: int) -> tuple[list[bytes], list[bytes]]:
-    """HDF5 chunks (shuffle + deflate for the code, deflate for levels), one per tile, ready to write raw."""
-    code = encode_g_us(np.asarray(g_us).reshape(n_tiles, ROWS * COLS))
-    lv = np.ascontiguousarray(np.asarray(level, dtype=np.int8).reshape(n_tiles, ROWS * COLS))
-    planes = code.view(np.uint8).reshape(n_tiles, ROWS * COLS, 2).transpose(0, 2, 1).copy()  # HDF5 shuffle
-    g_chunks = [zlib.compress(planes[t].tobytes(), SNAPSHOT_GZIP_LEVEL) for t in range(n_tiles)]
-    l_chunks = [zlib.compress(lv[t].tobytes(), SNAPSHOT_GZIP_LEVEL) for t in range(n_tiles)]
-    return g_chunks, l_chunks
-
-
-def epoch_dtype(n_tasks: int) -> np.dtype:
-    return np.dtype(
-        [
-            ("epoch", "<u4"),  # 1-based global epoch
-            ("task", "<u2"),  # index into tasks_json of the task trained in this epoch
-            ("m_star", "<f4"),  # m* in force (0 during warm-up)
-            ("lr", "<f4"),
-            ("acc", "<f4", (n_tasks,)),  # test accuracy per task (NaN: task not seen yet)
-            ("train_loss", "<f4"),
-            ("train_acc", "<f4"),
-            ("programs", "<u8"),  # device level changes programmed (each is RESET, then SET if HCS)
-            ("sets", "<u8"),
-            ("resets", "<u8"),
-            ("reads", "<u8"),
-            ("wall_s", "<f8"),
-            ("step", "<u4"),  # global step at the end of the epoch
-            ("ops_rows", "<u8"),  # /ops rows at the end of the epoch
-        ]
-    )
-
-
-@dataclass
-class CheckpointInfo:
-    epoch: int
-    ops_rows: int
-    epochs_rows: int
-    snapshots_rows: int
-
-
-def _h5_open_error(path: Path, exc: Exception) -> RunLogError:
-    return RunLogError(
-        f"{path} is not a readable HDF5 run log ({exc}). It may be truncated or not an HDF5 file; "
-        "check the path, or re-run the training"
-    )
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """True for a write that failed for lack of space (h5py reports HDF5's errno only in the message)."""
-    import errno
-
-    text = str(exc)
-    return (
-        getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
-        or "No space left" in text
-        or ("errno = 28" in text)
-        or "Disk quota exceeded" in text
-    )
-
-
-def disk_error(path: Path, exc: BaseException, doing: str) -> RunLogError:
-    """One line for a write that failed (disk full, quota, I/O error), saying what is kept and what to do."""
-    import errno
-
-    err = getattr(exc, "errno", None)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if is_disk_full(exc):
-        why = f"the disk holding {path.parent} is full"
-    elif err == errno.EFBIG or "File too large" in text:
-        why = "the file size limit was reached"
-    else:
-        why = f"a write failed ({text})"
-    return RunLogError(
-        f"{doing} {path}: {why}. The log keeps every step flushed before this; free some space, then "
-        f"continue with: hwloop train --resume {path}"
-    )
-
-
-#: free space (bytes) kept in reserve on the log's file system: a write that would leave less is refused
-#: before HDF5 sees a full disk (HDF5 cannot recover from a failed write: its close fails too, and the
-#: process can crash at exit), and the reserve lets the writer still mark the status and close cleanly
-SPACE_RESERVE_BYTES = 1 << 20
-
-
-class DiskSpaceError(RunLogError):
-    """Not enough free space to write safely; nothing was written, the file is intact."""
-
-
-def check_space(path: Path, need_bytes: int, doing: str = "cannot write") -> None:
-    """Raise ``DiskSpaceError`` unless ``need_bytes`` plus the reserve are free where ``path`` lives."""
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        return
-    if not free >= need_bytes + SPACE_RESERVE_BYTES:
-        raise DiskSpaceError(
-            f"{doing} {path}: the disk holding {path.parent} is full ({free / 1e6:.1f} MB free, "
-            f"{(need_bytes + SPACE_RESERVE_BYTES) / 1e6:.1f} MB needed). The log keeps every step flushed "
-            f"before this; free some space, then continue with: hwloop train --resume {path}"
-        )
+from hwloop.runlog.snapcode import _compress_residual, _compress_snapshot, _snapshot_keys
+from hwloop.runlog.space import DiskSpaceError, _disk_guard, check_space, disk_error, is_disk_full
 
 
 def _refuse_live_writer(p: Path) -> None:
@@ -316,18 +75,6 @@ def _refuse_live_writer(p: Path) -> None:
             f"{p} is being written by {who}: a live run cannot be resumed or appended to. Wait for it to "
             "end, or stop it first, then resume"
         )
-
-
-#: ``/resumes`` rows: one per ``--resume`` that kept operations after the checkpoint (real tiles)
-RESUMES_DTYPE = np.dtype(
-    [
-        ("ops_start", "<u8"),  # first kept /ops row
-        ("ops_stop", "<u8"),  # one past the last kept row; rows [ops_start, ops_stop) were not followed by training
-        ("epoch", "<u4"),  # the checkpoint's epoch the run went back to
-        ("step", "<u4"),  # the checkpoint's global step
-        ("t_utc", "<f8"),  # Unix time of the resume
-    ]
-)
 
 
 def keep_post_checkpoint_ops(f: h5py.File, info: CheckpointInfo, keep_tiles: list[int]) -> int:
@@ -370,21 +117,8 @@ def keep_post_checkpoint_ops(f: h5py.File, info: CheckpointInfo, keep_tiles: lis
     return kept
 
 
-def _disk_guard(fn):  # type: ignore[no-untyped-def]
-    """A failed write (disk full) in a writer method becomes one ``RunLogError`` and marks the writer broken."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(self: RunLogWriter, *a: object, **kw: object) -> None:
-        if self._broken is not None:
-            raise self._broken
-        try:
-            fn(self, *a, **kw)
-        except OSError as exc:
-            self._broken = disk_error(self.path, exc, "cannot write")
-            raise self._broken from exc
-
-    return wrapper
+#: free space (beyond the reserve) a resume needs before it touches the log: a few epochs of rows
+RESUME_SPACE_BYTES = 4 << 20
 
 
 class RunLogWriter:
@@ -581,6 +315,8 @@ class RunLogWriter:
             check_not_truncated(p)
             check_metadata(p)
             _refuse_live_writer(p)
+            # refused before anything is cut back: a resume that cannot write must leave the log as it is
+            check_space(p, RESUME_SPACE_BYTES, "cannot resume")
             f = _open_for_append(p)
         except BaseException as exc:
             lock.release()
@@ -922,215 +658,3 @@ def _rebuild(p: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _check_format(f: h5py.File, p: Path) -> None:
-    try:
-        _check_format_inner(f, p)
-    except H5_ERRORS as exc:
-        raise RunLogError(f"{p}: run log is corrupt ({exc}); it cannot be read") from exc
-
-
-def _check_format_inner(f: h5py.File, p: Path) -> None:
-    fmt = f.attrs.get("format", None)
-    if isinstance(fmt, bytes):
-        fmt = fmt.decode()
-    if fmt != FORMAT_NAME:
-        raise RunLogError(f"{p} is an HDF5 file but not an hwloop run log (format {fmt!r})")
-    ver = int(f.attrs.get("format_version", -1))
-    if ver not in READ_VERSIONS:
-        raise RunLogError(
-            f"{p}: run log format version {ver} is not supported (this hwloop reads "
-            f"{', '.join(map(str, READ_VERSIONS))}); use the hwloop version that wrote it"
-        )
-    for name in ("ops", "epochs", "snapshots", "checkpoint", "status"):
-        if name not in f:
-            raise RunLogError(f"{p}: run log is missing '/{name}'; the file is incomplete or corrupt")
-
-
-def _read_checkpoint(f: h5py.File, p: Path) -> tuple[CheckpointInfo, bytes]:
-    idx = f["checkpoint"]["index"][()]
-    slot, nbytes = int(idx[0]), int(idx[1])
-    if slot < 0:
-        raise RunLogError(f"{p} has no checkpoint yet (the run stopped before its first epoch ended); start it again")
-    data = f["checkpoint"]["blob_b" if slot else "blob_a"][:nbytes]
-    if data.size != nbytes:
-        raise RunLogError(f"{p}: checkpoint is truncated ({data.size} of {nbytes} bytes)")
-    info = CheckpointInfo(epoch=int(idx[2]), ops_rows=int(idx[3]), epochs_rows=int(idx[4]), snapshots_rows=int(idx[5]))
-    try:
-        return info, zlib.decompress(data.tobytes())
-    except zlib.error as exc:
-        raise RunLogError(f"{p}: checkpoint is corrupt ({exc}); the run cannot be resumed") from exc
-
-
-class RunLog:
-    """Read-only view of a run log; works while the run is being written (SWMR)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        # checks first, then an SWMR open with bounded metadata read attempts: a damaged file fails at once
-        # instead of stalling in HDF5's SWMR retry loop
-        self.f = open_reader(self.path)
-        try:
-            _check_format(self.f, self.path)
-        except BaseException:
-            self.f.close()
-            raise
-
-    def __enter__(self) -> RunLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.f.id.valid:
-            self.f.close()
-
-    def refresh(self) -> None:
-        try:
-            for name in ("ops", "epochs", "status", "heartbeat"):
-                self.f[name].refresh()
-            for k in _snapshot_keys(self.f["snapshots"]):
-                self.f["snapshots"][k].refresh()
-        except H5_ERRORS as exc:
-            raise self._damaged("its tables", exc) from exc
-
-    # ------------------------------------------------------------------ metadata
-    @property
-    def config(self) -> dict:
-        try:
-            return json.loads(self.f.attrs["config_json"])
-        except (*H5_ERRORS, json.JSONDecodeError) as exc:
-            raise RunLogError(f"{self.path}: the run configuration stored in the log is unreadable ({exc})") from exc
-
-    @property
-    def tasks(self) -> list[str]:
-        return json.loads(self.f.attrs["tasks_json"])
-
-    @property
-    def n_tiles(self) -> int:
-        return int(self.f.attrs["n_tiles"])
-
-    @property
-    def tile_backends(self) -> list[str]:
-        return json.loads(self.f.attrs["tile_backends_json"])
-
-    @property
-    def attrs(self) -> dict:
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self.f.attrs.items()}
-
-    def table(self) -> CdfTable:
-        try:
-            return read_h5_group(self.f["calibration"], f"{self.path}:/calibration")
-        except (CdfTableError, KeyError) as exc:
-            raise RunLogError(f"{self.path}: the calibration copied into the run log is unreadable ({exc})") from exc
-
-    @property
-    def status(self) -> str:
-        """running, finished, interrupted, failed, or crashed (says running but its writer is gone)."""
-        code = int(self.f["status"][0])
-        name = STATUS_NAMES.get(code, "unknown")
-        if name == "running" and not self._writer_alive():
-            return "crashed"
-        return name
-
-    def _writer_alive(self) -> bool:
-        if self.attrs.get("writer_host") != socket.gethostname():
-            return time.time() - float(self.f["heartbeat"][0]) < 3600
-        pid = int(self.f.attrs.get("writer_pid", -1))
-        if pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    # ------------------------------------------------------------------ tables
-    @property
-    def ops(self) -> h5py.Dataset:
-        return self.f["ops"]
-
-    def iter_ops(self, chunk_rows: int = 1 << 20, fields: list[str] | None = None) -> Iterator[np.ndarray]:
-        ds = self.f["ops"]
-        n = ds.shape[0]
-        for start in range(0, n, chunk_rows):
-            try:
-                block = ds[start : min(n, start + chunk_rows)]
-            except H5_ERRORS as exc:
-                raise self._damaged(f"/ops rows {start:,}..", exc) from exc
-            yield block if fields is None else block[fields]
-
-    def _damaged(self, what: str, exc: BaseException) -> RunLogError:
-        return RunLogError(
-            f"{self.path}: {what} cannot be read ({first_line(exc)}); the run log is damaged: "
-            "copy it again from its source"
-        )
-
-    def epochs(self) -> np.ndarray:
-        try:
-            return self.f["epochs"][()]
-        except H5_ERRORS as exc:
-            raise self._damaged("/epochs", exc) from exc
-
-    def results(self) -> dict:
-        """The results of the run, read from the epoch table: ``final_acc`` (task -> test accuracy of the
-        last epoch, a fraction; tasks not evaluated yet are left out), ``acc_after_task`` (task -> the
-        accuracies of the tasks so far at the end of its last epoch), ``epochs``, ``steps``, ``programs``
-        and ``wall_s`` (summed over epochs). The one reader of these figures (trainer, sweep)."""
-        ep, tasks = self.epochs(), self.tasks
-        if ep.size == 0:
-            return {"final_acc": {}, "acc_after_task": {}, "epochs": 0, "steps": 0, "programs": 0, "wall_s": 0.0}
-        last = ep["acc"][-1]
-        ept = int(self.config.get("epochs_per_task", 0)) or 1
-        after: dict[str, dict[str, float]] = {}
-        for row in ep[ep["epoch"] % ept == 0]:  # the rows of task ends only
-            t = int(row["epoch"]) // ept - 1
-            if 0 <= t < len(tasks):
-                after[tasks[t]] = {tasks[j]: float(row["acc"][j]) for j in range(t + 1)}
-        return {
-            "final_acc": {n: float(last[i]) for i, n in enumerate(tasks) if not np.isnan(last[i])},
-            "acc_after_task": after,
-            "epochs": int(ep["epoch"][-1]),
-            "steps": int(ep["step"][-1]),
-            "programs": int(ep["programs"].sum()),
-            "wall_s": float(ep["wall_s"].sum()),
-        }
-
-    def snapshot_epochs(self) -> np.ndarray:
-        try:
-            return self.f["snapshots"]["epoch"][()]
-        except H5_ERRORS as exc:
-            raise self._damaged("/snapshots/epoch", exc) from exc
-
-    def snapshot(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Snapshot row ``k``: read conductances (µS, float32) and nominal levels (int8), (n_tiles, 128, 128)."""
-        sg = self.f["snapshots"]
-        try:
-            if "g_res" in sg:  # format 3
-                gr, lv = sg["g_res"], sg["level"][k]
-                key = int(sg["key"][k])
-                n = int(sg["epoch"].shape[0])
-                k_abs = k % n if k < 0 else k
-                if key >= 0 and not (key < k_abs and int(sg["key"][key]) < 0):
-                    raise RunLogError(
-                        f"{self.path}: snapshot {k} names row {key} as its keyframe, which is not "
-                        "one; the run log is damaged: copy it again from its source"
-                    )
-                return decode_residual(
-                    gr[k], lv, gr.attrs["ref_us"], gr[key] if key >= 0 else None, float(gr.attrs["g_lsb_us"])
-                ), lv
-            if "g_code" in sg:
-                return decode_g_us(sg["g_code"][k]), sg["level"][k]
-            return sg["g_us"][k], sg["level"][k]  # format 1
-        except H5_ERRORS as exc:
-            raise self._damaged(f"snapshot {k}", exc) from exc
-
-
-def _snapshot_keys(sg: h5py.Group) -> tuple[str, ...]:
-    if "g_res" in sg:
-        return ("epoch", "g_res", "level", "key")
-    return ("epoch", "g_code" if "g_code" in sg else "g_us", "level")
