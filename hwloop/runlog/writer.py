@@ -415,16 +415,11 @@ class RunLogWriter:
             return True
         return False
 
+    @_disk_guard
     def flush(self) -> None:
         """Write buffered rows and make them visible to SWMR readers. A failed write (disk full) raises one
         ``RunLogError``; the rows stay buffered, and the file keeps what earlier flushes wrote."""
-        if self._broken is not None:
-            raise self._broken
-        try:
-            self._flush()
-        except OSError as exc:
-            self._broken = disk_error(self.path, exc, "cannot write")
-            raise self._broken from exc
+        self._flush()
 
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
@@ -513,15 +508,10 @@ class RunLogWriter:
             self._pending[0][1].result()
             self._guarded_write_done()
 
+    @_disk_guard
     def _guarded_write_done(self) -> None:
         """``_write_done``; a failed write (disk full) becomes one ``RunLogError`` and marks the writer broken."""
-        if self._broken is not None:
-            raise self._broken
-        try:
-            self._write_done()
-        except OSError as exc:
-            self._broken = disk_error(self.path, exc, "cannot write")
-            raise self._broken from exc
+        self._write_done()
 
     def _write_done(self) -> None:
         wrote = False
