@@ -134,3 +134,13 @@ def test_sweep_lists_refuse_non_finite_values(spec: str) -> None:
 
     with pytest.raises(ConfigError, match="finite"):
         parse_list(spec, float, "--lr")
+
+
+def test_batch_of_one_is_refused_before_training() -> None:
+    """Batch-norm cannot train on one sample: a batch of 1 is refused at the configuration, not a traceback."""
+    from hwloop.errors import ConfigError
+    from hwloop.training.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="at least 2"):
+        TrainConfig(batch_size=1).validate()
+    TrainConfig(batch_size=2).validate()

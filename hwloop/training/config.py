@@ -101,6 +101,8 @@ class TrainConfig:
         for name in ("epochs_per_task", "hidden", "batch_size", "eval_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.batch_size < 2:  # batch-norm in training mode needs two samples per channel
+            raise ConfigError("--batch-size must be at least 2 (batch-norm normalises over the batch)")
         for name in ("m_star", "lr"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
