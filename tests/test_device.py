@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tiny import tiny_config
 
 from hwloop.errors import ConfigError
 from hwloop.orchestrator import TrainConfig, Trainer
@@ -26,25 +27,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
-    base = dict(
-        tasks="mnist,fashion-mnist",
-        epochs_per_task=2,
-        warmup=1,
-        m_star=3.0,
-        hidden=16,
-        lr=5e-3,
-        batch_size=50,
-        train_samples=300,
-        chip="sim",
-        data_dir=str(data),
-        verify_data=False,
-        out=str(out),
-        progress=False,
-        eval_batch=200,
-        device="cpu",
-    )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+    return tiny_config(data, out, **{"device": "cpu", **kw})
 
 
 @pytest.mark.skipif(not NO_GPU, reason="a GPU is present")

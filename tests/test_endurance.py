@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from _synthlogs import script_env, write_sim_log
+from _tiny import tiny_config
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -383,25 +384,10 @@ def test_log_without_device_operations(tmp_path: Path) -> None:
 def test_endurance_of_a_real_training_run(tiny_data: Path, tmp_path: Path) -> None:
     """Acceptance: a log written by the trainer (`hwloop train --chip sim`, here in process on the tiny
     synthetic data sets) gives the same figures as a count straight from its op table."""
-    from hwloop.orchestrator import TrainConfig, train
+    from hwloop.orchestrator import train
 
     out = tmp_path / "train.h5"
-    cfg = TrainConfig(
-        tasks="mnist,fashion-mnist",
-        epochs_per_task=1,
-        warmup=0,
-        m_star=3.0,
-        hidden=16,
-        lr=5e-3,
-        batch_size=50,
-        train_samples=200,
-        chip="sim",
-        data_dir=str(tiny_data),
-        verify_data=False,
-        out=str(out),
-        progress=False,
-        eval_batch=200,
-    )
+    cfg = tiny_config(tiny_data, out, epochs_per_task=1, warmup=0, train_samples=200)
     res = train(cfg)
     s = _endurance_json(out)
     ref = _independent(out)

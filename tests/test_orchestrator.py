@@ -16,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _tiny import tiny_config
 
 from hwloop.chip.default_table import default_table
 from hwloop.errors import ConfigError, RunLogError
@@ -26,24 +27,7 @@ Q, SCALE_US = default_table().weight_levels()
 
 
 def tiny_cfg(data: Path, out: Path, **kw: object) -> TrainConfig:
-    base = dict(
-        tasks="mnist,fashion-mnist",
-        epochs_per_task=2,
-        warmup=1,
-        m_star=3.0,
-        hidden=16,
-        lr=5e-3,
-        batch_size=50,
-        train_samples=300,
-        chip="sim",
-        data_dir=str(data),
-        verify_data=False,
-        out=str(out),
-        progress=False,
-        eval_batch=200,
-    )
-    base.update(kw)
-    return TrainConfig(**base)  # type: ignore[arg-type]
+    return tiny_config(data, out, **kw)
 
 
 # ---------------------------------------------------------------------------- the hardware loop

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("starlette", reason="hwloop serve needs the serve extra: pip install -e '.[serve]'")
 pytest.importorskip("httpx2", reason="the Starlette test client needs httpx2 (in the test extra)")
 
+from _tiny import tiny_config
 from starlette.testclient import TestClient
 
 from hwloop.analysis.endurance import count_ops
@@ -31,27 +32,11 @@ LOCAL = "http://127.0.0.1:8750"
 @pytest.fixture(scope="module")
 def finished_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real two-task training run (sim chip, tiny synthetic data), finished."""
-    from hwloop.orchestrator import TrainConfig, train
+    from hwloop.orchestrator import train
 
     d = tmp_path_factory.mktemp("runs")
     out = d / "sub" / "done.h5"
-    cfg = TrainConfig(
-        tasks="mnist,fashion-mnist",
-        epochs_per_task=2,
-        warmup=1,
-        m_star=3.0,
-        hidden=16,
-        lr=5e-3,
-        batch_size=50,
-        train_samples=200,
-        chip="sim",
-        data_dir=str(tiny_data),
-        verify_data=False,
-        out=str(out),
-        progress=False,
-        eval_batch=200,
-        threads=1,
-    )
+    cfg = tiny_config(tiny_data, out, train_samples=200, threads=1)
     train(cfg)
     return out
 

@@ -34,6 +34,7 @@ if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         allow_module_level=True,
     )
 
+from _tiny import tiny_config  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 from hwloop.runlog import RunLog  # noqa: E402
@@ -71,28 +72,10 @@ def wait_for(cond: Callable[[], object], timeout_s: float, what: str, every_s: f
 
 
 def _finished_run(folder: Path, data: Path) -> Path:
-    from hwloop.orchestrator import TrainConfig, train
+    from hwloop.orchestrator import train
 
     out = folder / "done.h5"
-    train(
-        TrainConfig(
-            tasks="mnist,fashion-mnist",
-            epochs_per_task=2,
-            warmup=1,
-            m_star=3.0,
-            hidden=16,
-            lr=5e-3,
-            batch_size=50,
-            train_samples=200,
-            chip="sim",
-            data_dir=str(data),
-            verify_data=False,
-            out=str(out),
-            progress=False,
-            eval_batch=200,
-            threads=1,
-        )
-    )
+    train(tiny_config(data, out, train_samples=200, threads=1))
     return out
 
 
