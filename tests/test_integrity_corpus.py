@@ -7,13 +7,13 @@ that sent HDF5's SWMR reader into its retry loop for many minutes)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from _child import repo_env
 from _damaged import make_corpus
 
 from hwloop.orchestrator import TrainConfig, train
@@ -66,13 +66,6 @@ print(json.dumps(out))
 """
 
 
-def _env() -> dict:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    }
-
-
 @pytest.fixture(scope="module")
 def corpus(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("corpus")
@@ -102,7 +95,7 @@ def corpus(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         "import os, sys; from hwloop.runlog import RunLogWriter; "
         "w, _, _ = RunLogWriter.reopen(sys.argv[1]); w.flush(); os._exit(0)"
     )
-    subprocess.run([sys.executable, "-c", code, str(crashed)], check=True, env=_env(), timeout=120)
+    subprocess.run([sys.executable, "-c", code, str(crashed)], check=True, env=repo_env(), timeout=120)
     return make_corpus(clean, crashed, d / "damaged")
 
 
@@ -120,7 +113,11 @@ def test_every_library_reader_answers_each_damaged_log_in_bounded_time(corpus: d
     for name, path in sorted(corpus.items()):
         t0 = time.monotonic()
         r = subprocess.run(
-            [sys.executable, "-c", _PROBE, str(path)], capture_output=True, text=True, env=_env(), timeout=5 * BOUND_S
+            [sys.executable, "-c", _PROBE, str(path)],
+            capture_output=True,
+            text=True,
+            env=repo_env(),
+            timeout=5 * BOUND_S,
         )
         dt = time.monotonic() - t0
         assert r.returncode == 0, f"{name}: probe died (rc {r.returncode}): {r.stderr[-1500:]}"
@@ -166,7 +163,7 @@ def test_cli_readers_give_one_line_on_the_worst_damaged_log(
         [sys.executable, "-m", "hwloop.cli", *args[reader]],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=repo_env(),
         timeout=5 * BOUND_S,
         cwd=tmp_path,
     )

@@ -11,15 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _child import repo_env
 
 from hwloop.runlog import RunLog
-
-
-def _env() -> dict:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    }
 
 
 @pytest.fixture
@@ -69,7 +63,7 @@ def test_disk_full_gives_one_line_keeps_the_log_and_resumes_after_space_is_freed
         str(out),
     ]
     r = subprocess.run(
-        [sys.executable, "-m", "hwloop.cli", *args], capture_output=True, text=True, env=_env(), timeout=300
+        [sys.executable, "-m", "hwloop.cli", *args], capture_output=True, text=True, env=repo_env(), timeout=300
     )
     assert r.returncode == 2, r.stdout + r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
@@ -93,7 +87,7 @@ def test_disk_full_gives_one_line_keeps_the_log_and_resumes_after_space_is_freed
         ],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=repo_env(),
         timeout=300,
     )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -115,7 +109,7 @@ def test_disk_full_gives_one_line_keeps_the_log_and_resumes_after_space_is_freed
         ],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=repo_env(),
         timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]

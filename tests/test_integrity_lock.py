@@ -14,18 +14,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _child import repo_env
 
 from hwloop.chip.default_table import default_table
 from hwloop.errors import RunLogError
 from hwloop.runlock import STALE_HEARTBEAT_S, RunLock, holder, lock_path, writer_seems_live
 from hwloop.runlog import RunLog, RunLogWriter
-
-
-def _env() -> dict:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    }
 
 
 def _new_writer(p: Path) -> RunLogWriter:
@@ -133,7 +127,7 @@ def _cli(*args: str, **kw: object) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=_env(),
+        env=repo_env(),
         **kw,
     )  # type: ignore[call-overload]
 
@@ -147,7 +141,7 @@ def test_a_live_run_cannot_be_resumed_and_still_finishes(tiny_data: Path, tmp_pa
             [sys.executable, "-m", "hwloop.cli", "train", "--resume", str(out), "--data-dir", str(tiny_data)],
             capture_output=True,
             text=True,
-            env=_env(),
+            env=repo_env(),
             timeout=120,
         )
         assert r.returncode == 2, r.stderr

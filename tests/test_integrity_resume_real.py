@@ -4,7 +4,6 @@ item 9). Simulated chips keep the roll-back (tests/test_training.py)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,17 +13,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _child import repo_env
 
 from hwloop.runlog import OP_CODES, RunLog
 
 emulator = pytest.importorskip("hwloop.emulator")
-
-
-def _env() -> dict:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    }
 
 
 def _progress(log: Path) -> tuple[int, int]:
@@ -85,7 +78,7 @@ def test_resume_on_a_real_chip_keeps_the_pulses_after_the_checkpoint(tiny_data: 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=repo_env(),
         )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
@@ -121,7 +114,7 @@ def test_resume_on_a_real_chip_keeps_the_pulses_after_the_checkpoint(tiny_data: 
             ],
             capture_output=True,
             text=True,
-            env=_env(),
+            env=repo_env(),
             timeout=600,
         )
         assert r.returncode == 0, r.stderr[-2000:]
@@ -148,7 +141,7 @@ def test_resume_refuses_a_bench_whose_chip_does_not_match(tiny_data: Path, tmp_p
             [sys.executable, "-m", "hwloop.cli", *_train_args(vb.bench_path, tiny_data, out)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env=_env(),
+            env=repo_env(),
         )
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None and _progress(out)[0] < 1:
@@ -172,7 +165,7 @@ def test_resume_refuses_a_bench_whose_chip_does_not_match(tiny_data: Path, tmp_p
             ],
             capture_output=True,
             text=True,
-            env=_env(),
+            env=repo_env(),
             timeout=300,
         )
     assert r.returncode == 2, r.stderr[-2000:]
