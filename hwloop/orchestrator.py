@@ -47,7 +47,7 @@ from hwloop.resume_real import (
 )
 from hwloop.runlock import RunLock, refuse_if_held
 from hwloop.runlog import RunLog, RunLogWriter
-from hwloop.signals import check_stop, cooperative
+from hwloop.signals import check_stop, cooperative, deferred
 from hwloop.training.checkpoint import build_payload, load_payload, serialise
 from hwloop.training.config import TrainConfig, check_same_experiment
 from hwloop.training.data import load_task, parse_tasks
@@ -340,10 +340,11 @@ class Trainer:
             status = "interrupted"
             raise
         finally:
-            if self.writer is not None:
-                self.writer.close(status)
-            if self.chip is not None:
-                self.chip.close()
+            with deferred():  # a (second) SIGTERM now only flags: the log is closed whole, its status written
+                if self.writer is not None:
+                    self.writer.close(status)
+                if self.chip is not None:
+                    self.chip.close()
         final = self._final_acc()
         return TrainResult(
             log=str(self.cfg.out),
