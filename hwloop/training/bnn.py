@@ -29,11 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-#: their MNIST -> FMNIST command: --lr 0.005 --decay 1e-7 --meta 1.5 --epochs-per-task 50, 4096-4096 hidden
-BNN_LR = 5e-3
-BNN_META = 1.5
-BNN_WEIGHT_DECAY = 1e-7
-BNN_INIT_HALF_WIDTH = 0.05
+from hwloop.training.bnn_defaults import BNN_INIT_HALF_WIDTH, BNN_LR, BNN_META, BNN_WEIGHT_DECAY
 
 
 class SignSTE(torch.autograd.Function):
