@@ -16,10 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-from _child import repo_env
+from _child import TINY_TRAIN, hwloop_popen, repo_env, wait_checkpoint
 
 from hwloop.runlock import lock_path
 from hwloop.runlog import RunLog
@@ -78,53 +77,21 @@ def test_a_stop_while_a_run_closes_only_flags() -> None:
 
 
 # ---------------------------------------------------------------------------- end to end: train --resume
-_COMMON = [
-    "train",
-    "--chip",
-    "sim",
-    "--tasks",
-    "mnist",
-    "--hidden",
-    "16",
-    "--batch-size",
-    "20",
-    "--train-samples",
-    "300",
-    "--lr",
-    "5e-3",
-    "--no-verify-data",
-    "--no-progress",
-    "--threads",
-    "1",
-]
 
 
 def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hwloop", *args],  # the console script's entry (hwloop.__main__:run)
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=repo_env(),
-    )
+    return hwloop_popen(*args, module="hwloop")  # the console script's entry (hwloop.__main__:run)
 
 
 def _crashed_log(tiny_data: Path, out: Path) -> None:
-    run = _cli(*_COMMON, "--epochs-per-task", "200", "--warmup", "1", "--data-dir", str(tiny_data), "--out", str(out))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with h5py.File(out, "r", libver="latest", swmr=True) as f:
-                if f["checkpoint"]["index"][2] >= 1:
-                    break
-        except (OSError, KeyError):
-            pass
-        time.sleep(0.2)
-    else:
-        run.kill()
-        raise AssertionError("no checkpoint after 120 s")
-    run.send_signal(signal.SIGKILL)
-    run.communicate()
+    run = _cli(
+        *TINY_TRAIN, "--epochs-per-task", "200", "--warmup", "1", "--data-dir", str(tiny_data), "--out", str(out)
+    )
+    try:
+        wait_checkpoint(out, 1)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.communicate()
 
 
 def _sha(p: Path) -> str:

@@ -29,7 +29,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hwloop.training.adamstate import adam_step
 from hwloop.training.bnn_defaults import BNN_INIT_HALF_WIDTH, BNN_LR, BNN_META, BNN_WEIGHT_DECAY
+from hwloop.training.model import LayeredMLP
 
 
 class SignSTE(torch.autograd.Function):
@@ -61,8 +63,10 @@ class BinaryLinear(nn.Module):
         return F.linear(x, w)
 
 
-class BinaryMLP(nn.Module):
+class BinaryMLP(LayeredMLP):
     """784-H-H-10 BNN: BinaryLinear -> BN -> sign, with one BN state per task (their "task" scenario)."""
+
+    activation = staticmethod(SignSTE.apply)
 
     def __init__(self, hidden: int = 4096, n_in: int = 784, n_out: int = 10, n_tasks: int = 1) -> None:
         super().__init__()
@@ -94,17 +98,6 @@ class BinaryMLP(nn.Module):
                     dst.load_state_dict(src.state_dict())
             self.last_task.fill_(task)
         self.task = task
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bns = self.bns[self.task]
-        for i, (layer, bn) in enumerate(zip(self.layers, bns, strict=True)):
-            x = bn(layer(x))
-            if i < len(self.layers) - 1:
-                x = SignSTE.apply(x)
-        return x
-
-    def hidden_weights(self) -> list[nn.Parameter]:
-        return [layer.weight for layer in self.layers]
 
 
 class AdamMeta(torch.optim.Optimizer):
@@ -142,12 +135,7 @@ class AdamMeta(torch.optim.Optimizer):
                 if group["weight_decay"] != 0:
                     grad = grad.add(p, alpha=group["weight_decay"])
                 state = self.state[p]
-                if "step" not in state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                t = state["step"]
+                t = adam_step(state, p)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m.mul_(beta1).add_(grad, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)

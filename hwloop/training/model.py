@@ -13,6 +13,8 @@ code); ``bn_eval="running"`` keeps running averages in training and tests with t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -49,8 +51,32 @@ class QLinear(nn.Module):
         return F.linear(x, _StraightThrough.apply(self.weight, self.w_used))
 
 
-class QMLP(nn.Module):
+class LayeredMLP(nn.Module):
+    """The forward pass of both MLPs (the QNN here, the BNN baseline in ``hwloop.training.bnn``): each layer,
+    then the current task's BN (``bns[task]``), then ``activation`` between layers (not after the last)."""
+
+    layers: nn.ModuleList
+    bns: nn.ModuleList
+    task: int
+    activation: Callable[[torch.Tensor], torch.Tensor]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bns = self.bns[self.task]
+        last = len(self.layers) - 1
+        for i, (layer, bn) in enumerate(zip(self.layers, bns, strict=True)):
+            x = bn(layer(x))
+            if i < last:
+                x = self.activation(x)
+        return x
+
+    def hidden_weights(self) -> list[nn.Parameter]:
+        return [layer.weight for layer in self.layers]
+
+
+class QMLP(LayeredMLP):
     """784-H-H-10 MLP with a BN after each layer and ReLU between layers."""
+
+    activation = staticmethod(F.relu)
 
     def __init__(
         self,
@@ -80,17 +106,6 @@ class QMLP(nn.Module):
 
     def set_task(self, task: int) -> None:
         self.task = task if self.bn_mode == "per-task" else 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bns = self.bns[self.task]
-        for i, (layer, bn) in enumerate(zip(self.layers, bns, strict=True)):
-            x = bn(layer(x))
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
-
-    def hidden_weights(self) -> list[nn.Parameter]:
-        return [layer.weight for layer in self.layers]
 
     def bn_parameters(self, task: int | None = None) -> list[nn.Parameter]:
         if task is None:
