@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from hwloop.training.adamstate import adam_step
 from hwloop.training.bnn_defaults import BNN_INIT_HALF_WIDTH, BNN_LR, BNN_META, BNN_WEIGHT_DECAY
-from hwloop.training.model import LayeredMLP
+from hwloop.training.model import HiddenLinear, LayeredMLP
 
 
 class SignSTE(torch.autograd.Function):
@@ -48,15 +48,8 @@ class SignSTE(torch.autograd.Function):
         return grad * (x.abs() <= 1.0).to(grad.dtype)
 
 
-class BinaryLinear(nn.Module):
+class BinaryLinear(HiddenLinear):
     """Linear layer without bias whose forward uses sign(W_H), the gradient going straight to W_H."""
-
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
-        self.weight.metaplastic = True  # type: ignore[attr-defined]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight + (self.weight.sign() - self.weight).detach()

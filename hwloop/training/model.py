@@ -36,8 +36,10 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-class QLinear(nn.Module):
-    """Linear layer whose forward uses ``w_used`` with a straight-through gradient to ``weight``."""
+class HiddenLinear(nn.Module):
+    """A bias-free linear layer's hidden weight ``weight`` (out × in, zeros until initialised), flagged
+    ``metaplastic`` for the optimizers; the QNN's ``QLinear`` and the BNN's ``BinaryLinear`` add how the
+    forward pass uses it."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -45,6 +47,13 @@ class QLinear(nn.Module):
         self.out_features = out_features
         self.weight = nn.Parameter(torch.zeros(out_features, in_features))
         self.weight.metaplastic = True  # type: ignore[attr-defined]
+
+
+class QLinear(HiddenLinear):
+    """Linear layer whose forward uses ``w_used`` with a straight-through gradient to ``weight``."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features)
         self.register_buffer("w_used", torch.zeros(out_features, in_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
