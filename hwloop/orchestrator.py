@@ -453,13 +453,10 @@ class Trainer:
         if epoch % cfg.epochs_per_task == 0:
             self.acc_after_task[self.task_names[t_idx]] = {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}
         self._checkpoint()
-        accs = " ".join(f"{self.task_names[j]} {100 * acc[j]:.2f}%" for j in range(t_idx + 1))
-        bar.write(
-            f"epoch {epoch:3d} [{task.name}, m*={self.opt.m_star:g}] test: {accs}  "
-            f"programs {rec['programs']:,}  {rec['wall_s']:.1f} s"
-        )
+        done = {**rec, "acc": {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}}
+        bar.write(epoch_line(done))
         if self.on_epoch is not None:
-            self.on_epoch({**rec, "acc": {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}})
+            self.on_epoch(done)
 
     def _program_step(self) -> None:
         """After the optimizer step: program the devices whose level changed (only those weights cross to
@@ -511,6 +508,17 @@ class Trainer:
         self.writer.submit_checkpoint(lambda: serialise(payload), self.epoch)
 
 
+def epoch_line(rec: dict) -> str:
+    """The line that reports a finished epoch (the record ``on_epoch`` receives): epoch, task, m*, the test
+    accuracy of every task so far, programs and wall time."""
+    accs = " ".join(f"{name} {100 * a:.2f}%" for name, a in rec["acc"].items())
+    task = list(rec["acc"])[rec["task"]]
+    return (
+        f"epoch {rec['epoch']:3d} [{task}, m*={rec['m_star']:g}] test: {accs}  "
+        f"programs {rec['programs']:,}  {rec['wall_s']:.1f} s"
+    )
+
+
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return NoBar()
@@ -541,4 +549,4 @@ def lr_for_epoch(epoch_in_run: int, epochs_per_task: int, lr: float, decay: floa
     return lr * decay ** ((epoch_in_run - 1) % epochs_per_task)
 
 
-__all__ = ["TrainResult", "Trainer", "build_chip_for_run", "config_from_log", "lr_for_epoch", "train"]
+__all__ = ["TrainResult", "Trainer", "build_chip_for_run", "config_from_log", "epoch_line", "lr_for_epoch", "train"]
