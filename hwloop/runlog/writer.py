@@ -104,9 +104,8 @@ class RunLogWriter(BackgroundWrites):
             lock.release()
             raise RunLogError(f"cannot create run log {p}: {exc}") from exc
         try:
-            return cls._init_file(
+            write_layout(
                 f,
-                p,
                 config=config,
                 table=table,
                 tasks=tasks,
@@ -115,43 +114,14 @@ class RunLogWriter(BackgroundWrites):
                 chip=chip,
                 seed=seed,
                 layer_tiles=layer_tiles,
-                lock=lock,
             )
+            return cls(f, p, len(tasks), n_tiles, lock=lock)
         except BaseException as exc:
             f.close()
             lock.release()
             if isinstance(exc, OSError):
                 raise disk_error(p, exc, "cannot create") from exc
             raise
-
-    @classmethod
-    def _init_file(
-        cls,
-        f: h5py.File,
-        p: Path,
-        *,
-        config: dict,
-        table: CdfTable,
-        tasks: list[str],
-        n_tiles: int,
-        tile_backends: list[str],
-        chip: str,
-        seed: int,
-        layer_tiles: list[dict] | None,
-        lock: RunLock,
-    ) -> RunLogWriter:
-        write_layout(
-            f,
-            config=config,
-            table=table,
-            tasks=tasks,
-            n_tiles=n_tiles,
-            tile_backends=tile_backends,
-            chip=chip,
-            seed=seed,
-            layer_tiles=layer_tiles,
-        )
-        return cls(f, p, len(tasks), n_tiles, lock=lock)
 
     @classmethod
     def reopen(
