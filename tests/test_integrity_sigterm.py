@@ -118,6 +118,16 @@ def _wait(cond, p: subprocess.Popen) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_a_sigterm_while_the_cli_is_imported_exits_130() -> None:
+    p = hwloop_popen("chip", "info", "--chip", "sim", module="hwloop")
+    _wait(lambda: _catches_sigterm(p.pid), p)  # hwloop.__main__ flags from here; the CLI takes ~1 s to import
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, (p.returncode, err)
+    assert err.strip() == "hwloop: interrupted" and out == ""  # stopped before the command started
+
+
 # when to send SIGTERM: seconds after the program installed its first handler (importing the CLI, then
 # torch), or after the resume took the log's lock (checkpoint load, optimizer state: torch imports its
 # compiler lazily there, and the first steps)
@@ -144,7 +154,7 @@ def test_sigterm_at_any_start_up_moment_exits_130_and_keeps_the_log(tiny_data: P
     for i, (after, delay_s) in enumerate(_MOMENTS):
         out = tmp_path / f"resume{i}.h5"
         shutil.copy(crashed, out)
-        p = _cli("train", "--resume", str(out), "--data-dir", str(tiny_data), "--json")
+        p = _cli("train", "--resume", str(out), "--data-dir", str(tiny_data), "--json", "--no-progress")
         try:
             if after == "lock":
                 _wait(lock_path(out).exists, p)
