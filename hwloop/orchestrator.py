@@ -47,7 +47,7 @@ from hwloop.resume_real import (
 )
 from hwloop.runlock import RunLock, refuse_if_held
 from hwloop.runlog import RunLog, RunLogWriter
-from hwloop.signals import check_stop, cooperative, deferred
+from hwloop.signals import check_stop, cooperative, deferred, stop_point
 from hwloop.training.checkpoint import build_payload, load_payload, serialise
 from hwloop.training.config import TrainConfig, check_same_experiment
 from hwloop.training.data import load_task, parse_tasks
@@ -148,7 +148,8 @@ class Trainer:
             )
             for n in self.task_names
         ]
-        self.table = self._load_table()
+        with stop_point():  # may read an HDF5 table: a SIGTERM stops after it (h5py: see run)
+            self.table = self._load_table()
         self.n_in = self.tasks[0].x_train.shape[1]
         self.n_out = max(10, int(max(t.y_train.max() for t in self.tasks)) + 1)
         self.device = resolve_device(cfg.device)
@@ -255,7 +256,9 @@ class Trainer:
         self.model.to("cpu")  # the initial draw is made on the host, the same on every device
         init_hidden(self.model, self.levels, cfg.init, gen)
         self.model.to(self.device)
+        check_stop()
         self.form_yield = self.hw.form()
+        check_stop()
         self.hw.program(hidden_levels(self.model, self.levels))
         self._push_weights()
         self._record_programmed()
@@ -333,7 +336,10 @@ class Trainer:
         t_wall = time.monotonic()
         status = "failed"
         try:
-            self.start(resume)
+            # start-up: a SIGTERM only flags (h5py turns an exception raised inside its calls into a
+            # SystemError); the stop is taken at the checks between its steps, or when it ends
+            with stop_point():
+                self.start(resume)
             self._loop()
             status = "finished"
         except KeyboardInterrupt:
@@ -345,7 +351,8 @@ class Trainer:
                     self.writer.close(status)
                 if self.chip is not None:
                     self.chip.close()
-        final = self._final_acc()
+        with deferred():  # the run is over: a stop now has nothing left to stop
+            final = self._final_acc()
         return TrainResult(
             log=str(self.cfg.out),
             tasks=self.task_names,
@@ -530,7 +537,7 @@ def _progress(total: int, initial: int, enabled: bool):
 def config_from_log(path: str) -> dict:
     refuse_if_held(path)  # a live run: say so, rather than what a half-written file looks like
     try:
-        with RunLog(path) as log:
+        with stop_point(), RunLog(path) as log:  # a SIGTERM stops after the read (h5py: see Trainer.run)
             return log.config
     except RunLogError:
         refuse_if_held(path)  # another resume may have taken the log meanwhile
