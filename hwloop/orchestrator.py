@@ -47,7 +47,7 @@ from hwloop.resume_real import (
 )
 from hwloop.runlock import RunLock, refuse_if_held
 from hwloop.runlog import RunLog, RunLogWriter
-from hwloop.signals import check_stop, cooperative
+from hwloop.signals import check_stop, cooperative, deferred, stop_point
 from hwloop.training.checkpoint import build_payload, load_payload, serialise
 from hwloop.training.config import TrainConfig, check_same_experiment
 from hwloop.training.data import load_task, parse_tasks
@@ -148,7 +148,8 @@ class Trainer:
             )
             for n in self.task_names
         ]
-        self.table = self._load_table()
+        with stop_point():  # may read an HDF5 table: a SIGTERM stops after it (h5py: see run)
+            self.table = self._load_table()
         self.n_in = self.tasks[0].x_train.shape[1]
         self.n_out = max(10, int(max(t.y_train.max() for t in self.tasks)) + 1)
         self.device = resolve_device(cfg.device)
@@ -255,7 +256,9 @@ class Trainer:
         self.model.to("cpu")  # the initial draw is made on the host, the same on every device
         init_hidden(self.model, self.levels, cfg.init, gen)
         self.model.to(self.device)
+        check_stop()
         self.form_yield = self.hw.form()
+        check_stop()
         self.hw.program(hidden_levels(self.model, self.levels))
         self._push_weights()
         self._record_programmed()
@@ -333,18 +336,23 @@ class Trainer:
         t_wall = time.monotonic()
         status = "failed"
         try:
-            self.start(resume)
+            # start-up: a SIGTERM only flags (h5py turns an exception raised inside its calls into a
+            # SystemError); the stop is taken at the checks between its steps, or when it ends
+            with stop_point():
+                self.start(resume)
             self._loop()
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
-            if self.writer is not None:
-                self.writer.close(status)
-            if self.chip is not None:
-                self.chip.close()
-        final = self._final_acc()
+            with deferred():  # a (second) SIGTERM now only flags: the log is closed whole, its status written
+                if self.writer is not None:
+                    self.writer.close(status)
+                if self.chip is not None:
+                    self.chip.close()
+        with deferred():  # the run is over: a stop now has nothing left to stop
+            final = self._final_acc()
         return TrainResult(
             log=str(self.cfg.out),
             tasks=self.task_names,
@@ -452,13 +460,10 @@ class Trainer:
         if epoch % cfg.epochs_per_task == 0:
             self.acc_after_task[self.task_names[t_idx]] = {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}
         self._checkpoint()
-        accs = " ".join(f"{self.task_names[j]} {100 * acc[j]:.2f}%" for j in range(t_idx + 1))
-        bar.write(
-            f"epoch {epoch:3d} [{task.name}, m*={self.opt.m_star:g}] test: {accs}  "
-            f"programs {rec['programs']:,}  {rec['wall_s']:.1f} s"
-        )
+        done = {**rec, "acc": {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}}
+        bar.write(epoch_line(done))
         if self.on_epoch is not None:
-            self.on_epoch({**rec, "acc": {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}})
+            self.on_epoch(done)
 
     def _program_step(self) -> None:
         """After the optimizer step: program the devices whose level changed (only those weights cross to
@@ -510,6 +515,17 @@ class Trainer:
         self.writer.submit_checkpoint(lambda: serialise(payload), self.epoch)
 
 
+def epoch_line(rec: dict) -> str:
+    """The line that reports a finished epoch (the record ``on_epoch`` receives): epoch, task, m*, the test
+    accuracy of every task so far, programs and wall time."""
+    accs = " ".join(f"{name} {100 * a:.2f}%" for name, a in rec["acc"].items())
+    task = list(rec["acc"])[rec["task"]]
+    return (
+        f"epoch {rec['epoch']:3d} [{task}, m*={rec['m_star']:g}] test: {accs}  "
+        f"programs {rec['programs']:,}  {rec['wall_s']:.1f} s"
+    )
+
+
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return NoBar()
@@ -521,7 +537,7 @@ def _progress(total: int, initial: int, enabled: bool):
 def config_from_log(path: str) -> dict:
     refuse_if_held(path)  # a live run: say so, rather than what a half-written file looks like
     try:
-        with RunLog(path) as log:
+        with stop_point(), RunLog(path) as log:  # a SIGTERM stops after the read (h5py: see Trainer.run)
             return log.config
     except RunLogError:
         refuse_if_held(path)  # another resume may have taken the log meanwhile
@@ -540,4 +556,4 @@ def lr_for_epoch(epoch_in_run: int, epochs_per_task: int, lr: float, decay: floa
     return lr * decay ** ((epoch_in_run - 1) % epochs_per_task)
 
 
-__all__ = ["TrainResult", "Trainer", "build_chip_for_run", "config_from_log", "lr_for_epoch", "train"]
+__all__ = ["TrainResult", "Trainer", "build_chip_for_run", "config_from_log", "epoch_line", "lr_for_epoch", "train"]

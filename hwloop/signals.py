@@ -4,10 +4,21 @@ A signal handler that raises can land inside a finalizer or weakref callback, wh
 exception. So the CLI's handler (:func:`request_stop`) also sets a flag, and the training loop turns it into
 ``KeyboardInterrupt`` between steps (:func:`check_stop`), taking the same path as Ctrl-C.
 
+- :func:`flag_only`: the handler while ``python -m hwloop`` (or the console script) imports the CLI.
 - :func:`request_stop`: the CLI's handler for every command (``hwloop.cli.main``).
 - :func:`interrupt_now`: raise ``KeyboardInterrupt`` at once (a sweep driver and its worker processes, which
   run no cooperative loop of their own).
 - :func:`handling`: install a handler for the duration of a ``with`` block (main thread only), then restore.
+- :func:`deferred`: a block (closing a run log) that a SIGTERM only flags, so it cannot be cut in two.
+
+Every stop raises :class:`Terminated`, a subclass of ``KeyboardInterrupt`` (so ``except KeyboardInterrupt``
+takes it as Ctrl-C), never ``KeyboardInterrupt`` itself. A handler runs wherever the main thread is, and
+during start-up that is often inside code that ``exec()`` compiled from a string: ``dataclasses`` builds
+every ``__init__``/``__eq__`` that way, and torch and scipy define hundreds of dataclasses in modules they
+import lazily. When a plain ``KeyboardInterrupt`` leaves such an ``exec``, CPython records it as an
+*unhandled* Ctrl-C (``_Py_UnhandledKeyboardInterrupt``, set on the exact type) and keeps that record even
+after the exception is caught; a ``python -m`` process then ends by killing itself with SIGINT (exit status
+-2) instead of exiting 130 as asked. A subclass is not recorded.
 """
 
 from __future__ import annotations
@@ -26,22 +37,32 @@ stop_requested = threading.Event()
 cooperative = threading.Event()
 
 
+class Terminated(KeyboardInterrupt):
+    """A stop asked by a signal (SIGTERM): the Ctrl-C path, without CPython's exit-by-SIGINT record."""
+
+
 def check_stop() -> None:
-    """Raise ``KeyboardInterrupt`` if a stop was requested."""
+    """Raise :class:`Terminated` if a stop was requested."""
     if stop_requested.is_set():
-        raise KeyboardInterrupt("stop requested (SIGTERM)")
+        raise Terminated("stop requested (SIGTERM)")
 
 
 def request_stop(signum: int, frame: FrameType | None) -> None:
-    """Flag a stop; raise ``KeyboardInterrupt`` here unless a cooperative loop will look at the flag."""
+    """Flag a stop; raise :class:`Terminated` here unless a cooperative loop will look at the flag."""
     stop_requested.set()
     if not cooperative.is_set():  # no loop will look at the flag: interrupt right here
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise Terminated(f"signal {signum}")
+
+
+def flag_only(signum: int, frame: FrameType | None) -> None:
+    """Flag a stop and return: the handler of a program's first moments (``python -m hwloop``), while the
+    CLI is still being imported and nothing is open yet; ``hwloop.cli.main`` then exits 130 at once."""
+    stop_requested.set()
 
 
 def interrupt_now(signum: int, frame: FrameType | None) -> None:
-    """Raise ``KeyboardInterrupt`` (SIGTERM takes the Ctrl-C path)."""
-    raise KeyboardInterrupt(f"signal {signum}")
+    """Raise :class:`Terminated` (SIGTERM takes the Ctrl-C path)."""
+    raise Terminated(f"signal {signum}")
 
 
 @contextlib.contextmanager
@@ -77,3 +98,17 @@ def stop_point() -> Iterator[None]:
     finally:
         cooperative.clear()
     check_stop()
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A block that a SIGTERM only flags and never cuts (closing a run log: drain, status, compaction).
+    Unlike :func:`stop_point` it does not stop when it ends: it is the last thing done before returning or
+    re-raising, and a stop that arrives while a run is closing has nothing left to stop."""
+    was = cooperative.is_set()
+    cooperative.set()
+    try:
+        yield
+    finally:
+        if not was:
+            cooperative.clear()

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from hwloop.emulator.lineserver import recv_lines
+
 
 class _Server:
     def __init__(self, pairs: Sequence[tuple[str, str | None]], eol: str) -> None:
@@ -37,31 +39,21 @@ class _Server:
         except OSError:
             return
         self.connected.set()
-        buf = b""
         with conn:
             conn.settimeout(10.0)
-            while True:
-                try:
-                    data = conn.recv(65536)
-                except OSError:
+            for line in recv_lines(conn):  # the emulated SMUs' line reader; 10 s of silence ends it
+                cmd = line.rstrip("\r")
+                self.received.append(cmd)
+                if self.used >= len(self.pairs):
+                    self.problem = f"unexpected command {cmd!r} after the last expected pair"
                     return
-                if not data:
+                want, reply = self.pairs[self.used]
+                if cmd != want:
+                    self.problem = f"command {self.used + 1}: expected {want!r}, got {cmd!r}"
                     return
-                buf += data
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    cmd = line.decode("ascii", "replace").rstrip("\r")
-                    self.received.append(cmd)
-                    if self.used >= len(self.pairs):
-                        self.problem = f"unexpected command {cmd!r} after the last expected pair"
-                        return
-                    want, reply = self.pairs[self.used]
-                    if cmd != want:
-                        self.problem = f"command {self.used + 1}: expected {want!r}, got {cmd!r}"
-                        return
-                    self.used += 1
-                    if reply is not None:
-                        conn.sendall(reply.encode() + self.eol)
+                self.used += 1
+                if reply is not None:
+                    conn.sendall(reply.encode() + self.eol)
 
     def finish(self) -> None:
         if not self.connected.wait(1.0 if self.pairs else 0.05):

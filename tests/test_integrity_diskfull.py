@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _child import repo_env
+from _child import TINY_TRAIN, hwloop_run
 
 from hwloop.runlog import RunLog
 
@@ -36,23 +35,7 @@ def test_disk_full_gives_one_line_keeps_the_log_and_resumes_after_space_is_freed
 ) -> None:
     out = small_fs / "run.h5"
     args = [
-        "train",
-        "--chip",
-        "sim",
-        "--tasks",
-        "mnist",
-        "--hidden",
-        "16",
-        "--batch-size",
-        "20",
-        "--train-samples",
-        "300",
-        "--lr",
-        "5e-3",
-        "--no-verify-data",
-        "--no-progress",
-        "--threads",
-        "1",
+        *TINY_TRAIN,
         "--epochs-per-task",
         "40",
         "--warmup",
@@ -62,9 +45,7 @@ def test_disk_full_gives_one_line_keeps_the_log_and_resumes_after_space_is_freed
         "--out",
         str(out),
     ]
-    r = subprocess.run(
-        [sys.executable, "-m", "hwloop.cli", *args], capture_output=True, text=True, env=repo_env(), timeout=300
-    )
+    r = hwloop_run(*args)
     assert r.returncode == 2, r.stdout + r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert "full" in r.stderr and "--resume" in r.stderr
@@ -73,45 +54,13 @@ def test_disk_full_gives_one_line_keeps_the_log_and_resumes_after_space_is_freed
         n_before = len(log.epochs())
         assert 1 <= n_before < 40, "the disk filled too late or too early for this test"
     # still full: the resume is refused with one line as well, and the log is untouched
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hwloop.cli",
-            "train",
-            "--resume",
-            str(out),
-            "--data-dir",
-            str(tiny_data),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        env=repo_env(),
-        timeout=300,
-    )
+    r = hwloop_run("train", "--resume", str(out), "--data-dir", str(tiny_data), "--no-progress")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     with RunLog(out) as log:
         assert len(log.epochs()) >= n_before
     # space freed: the resume finishes
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_fs)], check=True)
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hwloop.cli",
-            "train",
-            "--resume",
-            str(out),
-            "--data-dir",
-            str(tiny_data),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        env=repo_env(),
-        timeout=300,
-    )
+    r = hwloop_run("train", "--resume", str(out), "--data-dir", str(tiny_data), "--no-progress")
     assert r.returncode == 0, r.stderr[-2000:]
     with RunLog(out) as log:
         assert log.status == "finished"

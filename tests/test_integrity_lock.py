@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from _child import repo_env
+from _child import TINY_TRAIN, hwloop_popen, repo_env, wait_checkpoint
 
 from hwloop.chip.default_table import default_table
 from hwloop.errors import RunLogError
@@ -87,56 +87,15 @@ def test_resume_refuses_a_log_written_from_another_host_with_a_fresh_heartbeat(t
 
 
 # ---------------------------------------------------------------------------- live runs and racing resumes
-_COMMON = [
-    "train",
-    "--chip",
-    "sim",
-    "--tasks",
-    "mnist",
-    "--hidden",
-    "16",
-    "--batch-size",
-    "20",
-    "--train-samples",
-    "300",
-    "--lr",
-    "5e-3",
-    "--no-verify-data",
-    "--no-progress",
-    "--threads",
-    "1",
-]
-
-
-def _wait_checkpoint(log: Path, n: int, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with h5py.File(log, "r", libver="latest", swmr=True) as f:
-                if f["checkpoint"]["index"][2] >= n:
-                    return
-        except (OSError, KeyError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"no checkpoint {n} in {log} after {timeout_s} s")
-
-
-def _cli(*args: str, **kw: object) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hwloop.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=repo_env(),
-        **kw,
-    )  # type: ignore[call-overload]
 
 
 def test_a_live_run_cannot_be_resumed_and_still_finishes(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "live.h5"
-    live = _cli(*_COMMON, "--epochs-per-task", "200", "--warmup", "1", "--data-dir", str(tiny_data), "--out", str(out))
+    live = hwloop_popen(
+        *TINY_TRAIN, "--epochs-per-task", "200", "--warmup", "1", "--data-dir", str(tiny_data), "--out", str(out)
+    )
     try:
-        _wait_checkpoint(out, 1)
+        wait_checkpoint(out, 1)
         r = subprocess.run(
             [sys.executable, "-m", "hwloop.cli", "train", "--resume", str(out), "--data-dir", str(tiny_data)],
             capture_output=True,
@@ -162,13 +121,15 @@ def test_a_live_run_cannot_be_resumed_and_still_finishes(tiny_data: Path, tmp_pa
 
 def test_two_simultaneous_resumes_one_wins_the_other_names_the_holder(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "crashed.h5"
-    run = _cli(*_COMMON, "--epochs-per-task", "200", "--warmup", "1", "--data-dir", str(tiny_data), "--out", str(out))
-    _wait_checkpoint(out, 1)
+    run = hwloop_popen(
+        *TINY_TRAIN, "--epochs-per-task", "200", "--warmup", "1", "--data-dir", str(tiny_data), "--out", str(out)
+    )
+    wait_checkpoint(out, 1)
     run.send_signal(signal.SIGKILL)
     run.communicate()
     with RunLog(out) as log:
         assert log.status == "crashed"
-    procs = [_cli("train", "--resume", str(out), "--data-dir", str(tiny_data), "--json") for _ in range(2)]
+    procs = [hwloop_popen("train", "--resume", str(out), "--data-dir", str(tiny_data), "--json") for _ in range(2)]
     try:
         # the winner holds the log until it ends (200 epochs: long after the loser); stop it once the loser answered
         deadline = time.monotonic() + 180

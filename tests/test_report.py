@@ -16,9 +16,10 @@ from click.testing import CliRunner
 
 from hwloop.analysis import plots
 from hwloop.analysis.footprint import architecture, paper_qnn_accuracy
-from hwloop.analysis.report import build_report, pm
+from hwloop.analysis.report import build_report
 from hwloop.cli import cli, main
 from hwloop.errors import RunLogError
+from hwloop.formatting import format_pm
 
 
 def _acc_fn(forget: bool):
@@ -162,8 +163,8 @@ def test_paper_qnn_accuracy_by_size() -> None:
 
 
 def test_pm_format() -> None:
-    assert pm(97.4666, 0.3301, 15) == "97.47 % ± 0.33 %"
-    assert pm(97.4666, float("nan"), 1) == "97.47 %"
+    assert format_pm(97.4666, 0.3301, 15) == "97.47 % ± 0.33 %"
+    assert format_pm(97.4666, float("nan"), 1) == "97.47 %"
 
 
 CRASHER = textwrap.dedent(

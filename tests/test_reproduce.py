@@ -17,7 +17,8 @@ from hwloop.chip.default_table import default_table
 from hwloop.reproduce import protocol
 from hwloop.reproduce.planner import blocks
 from hwloop.reproduce.presets import PRESETS
-from hwloop.reproduce.report import load_paper, sigma_diff
+from hwloop.reproduce.report import sigma_diff
+from hwloop.reproduce.results import load_paper
 
 TINY = [
     "--epochs-per-task",

@@ -35,10 +35,6 @@ from hwloop.formatting import format_pct, format_pm, md_table, mean_std
 FORGET_PP = 10.0
 
 
-#: the name callers on other branches import; the one formatter is :func:`hwloop.formatting.format_pm`
-pm = format_pm
-
-
 @dataclass
 class Group:
     """Runs with the same configuration except the seed (repetitions)."""
@@ -462,7 +458,8 @@ def _table_one(groups: OrderedDict[str, Group], summary: dict) -> list[str]:
         end_m, end_s = mean_std(np.stack([r.end_of_task_acc() for r in g.runs]))
         fin_m, fin_s = mean_std(np.stack([r.final_acc() for r in g.runs]))
         acc = "; ".join(
-            f"{t}: {pm(end_m[i], end_s[i], n)} → {pm(fin_m[i], fin_s[i], n)}" for i, t in enumerate(r0.tasks)
+            f"{t}: {format_pm(end_m[i], end_s[i], n)} → {format_pm(fin_m[i], fin_s[i], n)}"
+            for i, t in enumerate(r0.tasks)
         )
         levels = str(2 * r0.table.n_hcs + 1) if r0.table is not None else "?"
         paper = paper_qnn_accuracy(architecture(r0.config, r0.tasks))

@@ -150,14 +150,6 @@ def _fmt_num(v: float) -> str:
     return "?" if not math.isfinite(v) else f"{v:g}"
 
 
-def _as_percent(acc: np.ndarray) -> np.ndarray:
-    """The trainer stores fractions (0..1); a log already in percent is detected and kept."""
-    a = np.asarray(acc, dtype=np.float64)
-    if a.size and np.isfinite(a).any() and np.nanmax(a) <= 1.0 + 1e-6:
-        return a * 100.0
-    return a
-
-
 def load_run(path: str | Path, with_table: bool = True) -> RunInfo:
     """Read one run log's metadata, epoch table and calibration; raises ``RunLogError`` if unreadable."""
     p = Path(path)
@@ -166,7 +158,6 @@ def load_run(path: str | Path, with_table: bool = True) -> RunInfo:
             log.refresh()
             ep = log.epochs()
             tasks = log.tasks
-            acc = ep["acc"].reshape(ep.shape[0], -1) if ep.size else np.zeros((0, len(tasks)))
             attrs = log.attrs
             info = RunInfo(
                 path=p,
@@ -177,7 +168,7 @@ def load_run(path: str | Path, with_table: bool = True) -> RunInfo:
                 chip=str(attrs.get("chip", "")),
                 n_tiles=log.n_tiles,
                 epochs=ep,
-                acc_pct=_as_percent(acc),
+                acc_pct=log.accuracy(ep, percent=True),
                 snapshots=int(log.snapshot_epochs().size),
             )
             from hwloop.analysis.endurance import layer_tiles

@@ -13,7 +13,7 @@ import click
 
 from hwloop import __version__
 from hwloop.errors import HwloopError
-from hwloop.signals import request_stop
+from hwloop.signals import Terminated, flag_only, request_stop, stop_requested
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM (kill, a scheduler stopping the job) takes the Ctrl-C path: instruments to their safe
     # state, run logs flushed and marked interrupted. Commands with their own handler (sweep, emulate)
     # replace this one while they run.
-    signal.signal(signal.SIGTERM, request_stop)
-    try:
+    try:  # installed inside the try: a SIGTERM from here on is the KeyboardInterrupt below
+        if signal.signal(signal.SIGTERM, request_stop) is flag_only and stop_requested.is_set():
+            raise Terminated("SIGTERM while the CLI was imported")  # (``hwloop.__main__``): nothing started
         rv = cli.main(args=argv, prog_name="hwloop", standalone_mode=False)
     except HwloopError as exc:
         click.echo(f"hwloop: error: {exc}", err=True)

@@ -8,6 +8,7 @@ import sys
 import click
 
 from hwloop.cli import cli
+from hwloop.reproduce.presets import FIGURES, PRESETS
 
 
 def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
@@ -22,14 +23,12 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 @cli.command("reproduce")
 @click.option(
     "--preset",
-    type=click.Choice(["quick", "paper"]),
+    type=click.Choice(list(PRESETS)),
     default="quick",
     show_default=True,
     help="paper: the paper's exact protocol; quick: fewer epochs and seeds (about an hour here).",
 )
-@click.option(
-    "--only", default=None, help="Comma-separated subset of fig2a, fig2bc, fig4b, fig5a, fig5b, table1 (default: all)."
-)
+@click.option("--only", default=None, help=f"Comma-separated subset of {', '.join(FIGURES)} (default: all).")
 @click.option(
     "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes (one run each)."
 )
@@ -101,7 +100,7 @@ def reproduce_cmd(
     a crash or Ctrl-C; a run finished for one figure is reused by the others). The report is OUT/report.md
     with PNGs. A folder holds one preset only.
     """
-    from hwloop.reproduce import reproduce
+    from hwloop.reproduce.session import reproduce
 
     overrides = {
         "epochs_per_task": epochs_per_task,

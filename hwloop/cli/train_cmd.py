@@ -237,7 +237,12 @@ _D = TrainConfig()
     help="Group commit: flush the run log at most every this many seconds (and at every epoch end, "
     "checkpoint and stop). A killed run loses at most this much of its operation log.",
 )
-@click.option("--progress/--no-progress", default=_D.progress, show_default=True, help="Progress bars on stderr.")
+@click.option(
+    "--progress/--no-progress",
+    default=_D.progress,
+    show_default=True,
+    help="Progress bars on stderr; without them, one plain line per epoch on stdout (not with --json).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (final_acc per task, log, ...).")
 @click.pass_context
 def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: bool, **opts: object) -> None:
@@ -247,7 +252,7 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
     epochs, batch 100, m* = 3. Every chip operation goes to the HDF5 run log.
     """
     from hwloop.experiments import train
-    from hwloop.orchestrator import config_from_log
+    from hwloop.orchestrator import config_from_log, epoch_line
 
     if resume:
         base = config_from_log(resume)
@@ -258,8 +263,11 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
     else:
         cfg = TrainConfig(**opts)  # type: ignore[arg-type]
     cfg.progress = progress
+    # without the bar (nohup, a scheduler's log file): one plain line per epoch on stdout, as the bar writes
+    # them; --json keeps stdout for its summary
+    on_epoch = None if progress or as_json else (lambda rec: click.echo(epoch_line(rec)))
     try:
-        result = train(cfg, resume=resume)
+        result = train(cfg, resume=resume, on_epoch=on_epoch)
     except KeyboardInterrupt:
         log = resume or cfg.out
         if log:

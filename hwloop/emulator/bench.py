@@ -223,12 +223,16 @@ class VirtualBench:
 DEFAULT_B1500 = B1500Config(wl_slot=1, bl_slot=2, wl_module="B1511B", bl_module="B1517A")
 
 
+#: the SMU drivers the virtual bench emulates (``hwloop emulate --smu``)
+EMULATED_SMUS = ("keithley2600", "b1500")
+
+
 def with_smu_driver(cfg: BenchConfig, smu: str | None) -> BenchConfig:
     """``cfg`` with ``[smu] driver = smu`` and that driver's default model (a B1500 gets ``DEFAULT_B1500``
     slots if the file names none)."""
     if smu is None or smu == cfg.smu.driver:
         return cfg
-    if smu not in ("keithley2600", "b1500"):
-        raise ConfigError(f"--smu {smu!r}: the virtual bench emulates 'keithley2600' or 'b1500'")
+    if smu not in EMULATED_SMUS:
+        raise ConfigError(f"--smu {smu!r}: the virtual bench emulates {' or '.join(map(repr, EMULATED_SMUS))}")
     b1500 = cfg.b1500 if cfg.b1500.bl_slot else DEFAULT_B1500
     return replace(cfg, smu=replace(cfg.smu, driver=smu, model=""), b1500=b1500).validate()

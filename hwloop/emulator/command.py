@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from hwloop.clicktypes import FiniteFloat
+from hwloop.emulator.bench import EMULATED_SMUS
 
 
 @click.command("emulate")
@@ -83,7 +84,7 @@ from hwloop.clicktypes import FiniteFloat
 )
 @click.option(
     "--smu",
-    type=click.Choice(["keithley2600", "b1500"]),
+    type=click.Choice(list(EMULATED_SMUS)),
     default=None,
     help="SMU to emulate (default: the bench file's [smu] driver). b1500 uses the file's [b1500] "
     "slots, or WL slot 1 (B1511B) and BL slot 2 (B1517A) if it has none.",

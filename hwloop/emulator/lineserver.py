@@ -10,9 +10,33 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from typing import Self
 
 from hwloop.emulator.faults import Faults
+
+
+def recv_lines(conn: socket.socket, running: Callable[[], bool] | None = None) -> Iterator[str]:
+    """The lines a peer sends on ``conn`` (ASCII, without the ``\\n``), until it closes or the link fails.
+
+    With ``running``, reading goes on while it returns True: it is asked before each read, and a read that
+    times out (``conn``'s timeout) only asks again. Without it, a timeout ends the lines."""
+    buf = b""
+    while running is None or running():
+        try:
+            data = conn.recv(65536)
+        except TimeoutError:
+            if running is None:
+                return
+            continue
+        except OSError:
+            return
+        if not data:
+            return
+        buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line.decode("ascii", "replace")
 
 
 class LineServer:
@@ -57,22 +81,10 @@ class LineServer:
 
     def _client(self, conn: socket.socket) -> None:
         conn.settimeout(0.1)
-        buf = b""
         with conn:
-            while not self._stop.is_set() and self.connected:
-                try:
-                    data = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
+            for text in recv_lines(conn, lambda: not self._stop.is_set() and self.connected):
+                if not self._line(conn, text):
                     return
-                if not data:
-                    return
-                buf += data
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if not self._line(conn, line.decode("ascii", "replace")):
-                        return
 
     def _draw_fault(self) -> str | None:
         """Count one command and draw its fault (``Faults.smu_fault``). A disconnect fault (drawn, or the

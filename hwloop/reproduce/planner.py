@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hwloop.errors import ConfigError, HwloopError
+from hwloop.jsonutil import read_json_record
 from hwloop.reproduce.presets import Protocol
 from hwloop.sweep import load_manifest, plan, run_sweep
 
@@ -89,12 +90,7 @@ def check_record(out: Path, proto: Protocol, calibration: str | None) -> None:
     path = out / RECORD_NAME
     mine = {"preset": proto.preset, "protocol": proto.as_dict(), "calibration": calibration}
     if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path} is unreadable ({exc}); use another --out") from exc
-        if not isinstance(old, dict) or old.get("format") != FORMAT_NAME:
-            raise ConfigError(f"{path} is not an hwloop reproduce record; use another --out")
+        old = read_json_record(path, FORMAT_NAME, "an hwloop reproduce record", "use another --out")
         if old.get("preset") != proto.preset:
             raise ConfigError(
                 f"{out} holds results of the {old.get('preset')!r} preset: a folder never mixes presets; "

@@ -3,6 +3,9 @@
 A :class:`Protocol` says how many epochs, seeds and which sizes each figure and table uses. Options of
 ``hwloop reproduce`` may override fields (tests use tiny settings); the overrides are recorded in the folder
 and in the report header, and a folder never mixes two protocols.
+
+Free of torch (the import-linter contract ``torch-free``): the CLI takes its ``--preset`` choices and
+``--only`` figure names from here when it starts.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from hwloop.errors import ConfigError
-from hwloop.training.bnn import BNN_LR, BNN_META
+from hwloop.training.bnn_defaults import BNN_LR, BNN_META
 
 FIGURES = ("fig2a", "fig2bc", "fig4b", "fig5a", "fig5b", "table1")
 #: minutes a full-size run (50 + 50 epochs, H 512, sim chip) takes once the training loop is fast

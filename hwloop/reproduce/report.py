@@ -1,4 +1,5 @@
-"""``DIR/report.md`` (+ PNGs and ``summary.json``): every figure and table of the paper from the runs of DIR.
+"""``DIR/report.md`` (+ PNGs and ``summary.json``): every figure and table of the paper from the runs of DIR
+(read by ``results``), formatted here.
 
 Every number is read from the run logs when the report is written (never from a cache): change a run and
 the report changes. Each measured number stands beside the paper's (``hwloop/data/paper_dagostino2023.json``),
@@ -12,7 +13,6 @@ import math
 import platform
 import subprocess
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,100 +21,28 @@ import numpy as np
 from hwloop.analysis.endurance import endurance_summary
 from hwloop.analysis.footprint import fmt_count, mlp_weights
 from hwloop.analysis.logfile import open_runlog
-from hwloop.analysis.report import mean_std, pm
-from hwloop.analysis.runs import RunInfo, load_run
-from hwloop.errors import HwloopError
-from hwloop.formatting import md_table
+from hwloop.formatting import format_pm, md_table, mean_std
 from hwloop.jsonutil import json_default
 from hwloop.reproduce import plots
-from hwloop.reproduce.planner import Block, block_dir
+from hwloop.reproduce.planner import Block
 from hwloop.reproduce.presets import FULL_RUN_MIN, Protocol
-from hwloop.sweep import load_manifest
+from hwloop.reproduce.results import (
+    TASKS,
+    acc_stats,
+    block_runs,
+    bnn_runs,
+    curves,
+    epoch_numbers,
+    load_paper,
+    same_value,
+    select_runs,
+    task_columns,
+)
 
-PAPER_FILE = "paper_dagostino2023.json"
-TASKS = ("mnist", "fashion-mnist")
 LABEL = {"mnist": "MNIST", "fashion-mnist": "F-MNIST"}
 
 
-def load_paper() -> dict:
-    """The paper's numbers (package data)."""
-    return json.loads(resources.files("hwloop").joinpath("data", PAPER_FILE).read_text())
-
-
-# ---------------------------------------------------------------------------- reading the runs
-def block_runs(out: Path, name: str) -> tuple[list[RunInfo], list[str]]:
-    """Finished runs of a block (read from their logs now), and the names of the points not finished."""
-    d = block_dir(out, name)
-    if not (d / "sweep.json").is_file():
-        return [], []
-    man = load_manifest(d)
-    done, missing = [], []
-    for p in man.points:
-        log = man.log_path(p)
-        info = None
-        if log.is_file():
-            try:
-                info = load_run(log, with_table=False)
-            except HwloopError:
-                info = None
-        if info is not None and info.status == "finished":
-            done.append(info)
-        else:
-            missing.append(p.name)
-    return done, missing
-
-
-def _cfg(info: RunInfo, key: str) -> Any:
-    return info.config.get(key)
-
-
-def _select(runs: list[RunInfo], **want: Any) -> list[RunInfo]:
-    return [r for r in runs if all(_close(_cfg(r, k), v) for k, v in want.items())]
-
-
-def _close(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
-
-
-def _task_cols(info: RunInfo) -> list[int | None]:
-    return [info.tasks.index(t) if t in info.tasks else None for t in TASKS]
-
-
-def acc_table(runs: list[RunInfo], which: str) -> np.ndarray:
-    """(n_runs, 2) accuracy % on MNIST, F-MNIST: ``final`` (last epoch) or ``max`` (over all epochs)."""
-    out = np.full((len(runs), len(TASKS)), np.nan)
-    for i, r in enumerate(runs):
-        vals = r.final_acc() if which == "final" else r.best_acc()
-        for j, c in enumerate(_task_cols(r)):
-            if c is not None:
-                out[i, j] = vals[c]
-    return out
-
-
-def curves(runs: list[RunInfo]) -> list[np.ndarray]:
-    out = []
-    for r in runs:
-        a = np.full((r.acc_pct.shape[0], len(TASKS)), np.nan)
-        for j, c in enumerate(_task_cols(r)):
-            if c is not None:
-                a[:, j] = r.acc_pct[:, c]
-        out.append(a)
-    return out
-
-
-def _stats(runs: list[RunInfo], which: str) -> tuple[np.ndarray, np.ndarray]:
-    if not runs:
-        return np.full(len(TASKS), np.nan), np.full(len(TASKS), np.nan)
-    return mean_std(acc_table(runs, which))
-
-
 # ---------------------------------------------------------------------------- formatting
-def _pm(m: float, s: float, n: int) -> str:
-    return pm(float(m), float(s), n)
-
-
 def _paper_pm(v: Any) -> str:
     if v is None:
         return "–"
@@ -150,10 +78,6 @@ def _missing_note(missing: list[str]) -> list[str]:
     ]
 
 
-def _epochs(runs: list[RunInfo]) -> np.ndarray:
-    return runs[0].epoch_numbers if runs else np.zeros(0, dtype=np.int64)
-
-
 # ---------------------------------------------------------------------------- the sections
 def _fig2a(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
     runs, missing = block_runs(out, "qnn-mstar")
@@ -170,12 +94,14 @@ def _fig2a(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
     rows, pts = [], {"m_star": [], "final_mean": [], "final_std": [], "end_mean": [], "end_std": []}
     summary["fig2a"] = []
     for m in proto.m_stars:
-        sel = _select(runs, m_star=float(m))
-        fm, fs = _stats(sel, "final")
-        bm, bs = _stats(sel, "max")
+        sel = select_runs(runs, m_star=float(m))
+        fm, fs = acc_stats(sel, "final")
+        bm, bs = acc_stats(sel, "max")
         n = len(sel)
         if n:
-            end = np.array([[r.end_of_task_acc()[c] if c is not None else np.nan for c in _task_cols(r)] for r in sel])
+            end = np.array(
+                [[r.end_of_task_acc()[c] if c is not None else np.nan for c in task_columns(r)] for r in sel]
+            )
             em, es = mean_std(end)
             pts["m_star"].append(float(m))
             pts["final_mean"].append(fm)
@@ -183,7 +109,14 @@ def _fig2a(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
             pts["end_mean"].append(em)
             pts["end_std"].append(es)
         rows.append(
-            [f"{m:g}", str(n), _pm(fm[0], fs[0], n), _pm(fm[1], fs[1], n), _pm(bm[0], bs[0], n), _pm(bm[1], bs[1], n)]
+            [
+                f"{m:g}",
+                str(n),
+                format_pm(fm[0], fs[0], n),
+                format_pm(fm[1], fs[1], n),
+                format_pm(bm[0], bs[0], n),
+                format_pm(bm[1], bs[1], n),
+            ]
         )
         summary["fig2a"].append(
             {
@@ -198,7 +131,7 @@ def _fig2a(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
     lines += _md(["m*", "runs", "MNIST final", "F-MNIST final", "MNIST max", "F-MNIST max"], rows)
     claims = paper["fig2a"]["claims"]
     lines += ["Paper's claims: " + "; ".join(claims) + ".", ""]
-    at3 = next((r for r in summary["fig2a"] if _close(r["m_star"], 3.0) and r["n"]), None)
+    at3 = next((r for r in summary["fig2a"] if same_value(r["m_star"], 3.0) and r["n"]), None)
     if at3:
         ref = paper["fig2a"]["claims_pct_at_m3"]
         lines += [
@@ -212,13 +145,9 @@ def _fig2a(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
     return lines
 
 
-def _bnn_runs(out: Path) -> tuple[list[RunInfo], list[str]]:
-    return block_runs(out, "bnn")
-
-
 def _fig2bc(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
     runs, missing = block_runs(out, "qnn-curves")
-    bnn, bmissing = _bnn_runs(out)
+    bnn, bmissing = bnn_runs(out)
     lines = [
         "## Figs. 2b, 2c: accuracy per epoch at m* = 2.2 and m* = 3, with the BNN",
         "",
@@ -231,20 +160,20 @@ def _fig2bc(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]
     bnn_curves = curves(bnn)
     summary["fig2bc"] = []
     for k, m in zip("bc", proto.curve_m_stars, strict=False):
-        sel = _select(runs, m_star=float(m))
+        sel = select_runs(runs, m_star=float(m))
         panels.append(
             {
                 "title": f"Fig. 2{k}: m* = {m:g}",
-                "epochs": _epochs(sel),
+                "epochs": epoch_numbers(sel),
                 "qnn": curves(sel),
                 "bnn": bnn_curves,
-                "bnn_epochs": _epochs(bnn),
+                "bnn_epochs": epoch_numbers(bnn),
                 "boundary": proto.epochs_per_task + 0.5,
             }
         )
         for who, rs in ((f"QNN m* = {m:g}", sel), ("BNN", bnn)):
-            fm, _ = _stats(rs, "final")
-            bm, _ = _stats(rs, "max")
+            fm, _ = acc_stats(rs, "final")
+            bm, _ = acc_stats(rs, "max")
             rows.append(
                 [f"2{k}", who, str(len(rs)), f"{fm[0]:.2f} %", f"{fm[1]:.2f} %", f"{bm[0]:.2f} %", f"{bm[1]:.2f} %"]
             )
@@ -284,7 +213,7 @@ def _fig4b(out: Path, proto: Protocol, paper: dict, summary: dict, table, table_
 
 def _fig5a(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
     runs, missing = block_runs(out, "qnn-reps")
-    bnn, bmissing = _bnn_runs(out)
+    bnn, bmissing = bnn_runs(out)
     ref = paper["fig5a"]["acc_pct"]
     n = len(runs)
     lines = [
@@ -297,14 +226,14 @@ def _fig5a(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
         "",
         *_missing_note(missing + bmissing),
     ]
-    fm, fs = _stats(runs, "final")
-    bm, bs = _stats(runs, "max")
+    fm, fs = acc_stats(runs, "final")
+    bm, bs = acc_stats(runs, "max")
     rows = [
         [
             LABEL[t],
             str(n),
-            _pm(bm[j], bs[j], n),
-            _pm(fm[j], fs[j], n),
+            format_pm(bm[j], bs[j], n),
+            format_pm(fm[j], fs[j], n),
             _paper_pm(ref[t]),
             sigma_diff(float(bm[j]), ref[t]),
             sigma_diff(float(fm[j]), ref[t]),
@@ -325,10 +254,10 @@ def _fig5a(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
             [
                 {
                     "title": f"m* = {proto.m_star:g}, {n} runs",
-                    "epochs": _epochs(runs),
+                    "epochs": epoch_numbers(runs),
                     "qnn": curves(runs),
                     "bnn": curves(bnn),
-                    "bnn_epochs": _epochs(bnn),
+                    "bnn_epochs": epoch_numbers(bnn),
                     "boundary": proto.epochs_per_task + 0.5,
                 }
             ],
@@ -364,13 +293,13 @@ def _fig5b(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
     rows = [
         [
             "devices with < 25 operations",
-            _pm(m[0], sd[0], n),
+            format_pm(m[0], sd[0], n),
             f"{ref['pct_under_25']:.2f} %",
             sigma_diff(float(m[0]), ref["pct_under_25"]),
         ],
         [
             "devices with > 50 operations",
-            _pm(m[1], sd[1], n),
+            format_pm(m[1], sd[1], n),
             f"{ref['pct_over_50']:.2f} %",
             sigma_diff(float(m[1]), ref["pct_over_50"]),
         ],
@@ -395,7 +324,7 @@ def _fig5b(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
 
 def _table1(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
     runs, missing = block_runs(out, "qnn-size")
-    bnn, bmissing = _bnn_runs(out)
+    bnn, bmissing = bnn_runs(out)
     ref = paper["table1"]
     lines = [
         "## Table I: BNN and QNNs of different sizes",
@@ -410,10 +339,10 @@ def _table1(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]
     summary["table1"] = {"qnn": {}, "bnn": None}
     paper_sizes = list(ref["qnn"])
     for k, h in enumerate(proto.hidden_sizes):
-        sel = _select(runs, hidden=int(h))
+        sel = select_runs(runs, hidden=int(h))
         n = len(sel)
-        fm, fs = _stats(sel, "final")
-        bm, bs = _stats(sel, "max")
+        fm, fs = acc_stats(sel, "final")
+        bm, bs = acc_stats(sel, "max")
         devices = 2 * mlp_weights(784, [h, h], 10)
         pref = ref["qnn"].get(str(h)) or ref["qnn"][paper_sizes[k]]
         for j, t in enumerate(TASKS):
@@ -422,8 +351,8 @@ def _table1(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]
                     f"QNN H {h} ({fmt_count(devices)} devices; paper {pref['devices_label']})",
                     LABEL[t],
                     str(n),
-                    _pm(bm[j], bs[j], n),
-                    _pm(fm[j], fs[j], n),
+                    format_pm(bm[j], bs[j], n),
+                    format_pm(fm[j], fs[j], n),
                     _paper_pm(pref["acc_pct"][t]),
                     sigma_diff(float(bm[j]), pref["acc_pct"][t]),
                 ]
@@ -439,8 +368,8 @@ def _table1(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]
         }
     nb = len(bnn)
     bw = mlp_weights(784, [proto.bnn_hidden, proto.bnn_hidden], 10)
-    fm, fs = _stats(bnn, "final")
-    bm, bs = _stats(bnn, "max")
+    fm, fs = acc_stats(bnn, "final")
+    bm, bs = acc_stats(bnn, "max")
     for j, t in enumerate(TASKS):
         rows.append(
             [
@@ -448,8 +377,8 @@ def _table1(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]
                 f"{ref['bnn']['devices_1t1r_label']} / {ref['bnn']['devices_2t2r_label']})",
                 LABEL[t],
                 str(nb),
-                _pm(bm[j], bs[j], nb),
-                _pm(fm[j], fs[j], nb),
+                format_pm(bm[j], bs[j], nb),
+                format_pm(fm[j], fs[j], nb),
                 _paper_pm(ref["bnn"]["acc_pct"][t]),
                 sigma_diff(float(bm[j]), ref["bnn"]["acc_pct"][t]),
             ]

@@ -29,9 +29,12 @@ A killed writer loses at most the rows buffered since the last ``flush``: the or
 flushing at most every ``--flush-s`` seconds (default 1 s), at the end of every epoch, before a checkpoint
 and on any stop, so a killed run loses at most the last second of operations.
 
-The package: ``schema`` (format constants and checks), ``snapcode`` (snapshot coding), ``space`` (disk
-space), ``writer`` (``RunLogWriter``) and ``reader`` (``RunLog``). Everything is importable from
-``hwloop.runlog``.
+The package, one job a module: ``schema`` (format constants and checks), ``snapcode`` (snapshot coding),
+``space`` (disk space), ``layout`` (the datasets of a new log), ``writer`` (``RunLogWriter``: create, reopen,
+op buffer and group commit, epochs, close), ``background`` (snapshots and checkpoints written off the
+training thread, a mixin of the writer), ``resume`` (what a ``--resume`` checks and keeps), ``rebuild``
+(compaction; a crashed writer's file made writable again) and ``reader`` (``RunLog``). Everything is
+importable from ``hwloop.runlog``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from __future__ import annotations
 from hwloop.runlog.reader import (
     RunLog,
 )
+from hwloop.runlog.rebuild import _drop_stale_checkpoint, _open_for_append, _rebuild  # noqa: F401
+from hwloop.runlog.resume import RESUME_SPACE_BYTES, _refuse_live_writer, keep_post_checkpoint_ops  # noqa: F401
 from hwloop.runlog.schema import (  # noqa: F401
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -90,14 +95,7 @@ from hwloop.runlog.space import (  # noqa: F401
     disk_error,
     is_disk_full,
 )
-from hwloop.runlog.writer import (  # noqa: F401
-    RunLogWriter,
-    _drop_stale_checkpoint,
-    _open_for_append,
-    _rebuild,
-    _refuse_live_writer,
-    keep_post_checkpoint_ops,
-)
+from hwloop.runlog.writer import RunLogWriter
 
 __all__ = [
     "FORMAT_NAME",

@@ -136,21 +136,37 @@ class RunLog:
         except H5_ERRORS as exc:
             raise self._damaged("/epochs", exc) from exc
 
-    def results(self) -> dict:
+    def accuracy(self, ep: np.ndarray | None = None, percent: bool = False) -> np.ndarray:
+        """Test accuracy of every task after every epoch: ``(n_epochs, n_tasks)`` float64, NaN where a task
+        was not evaluated; a fraction, or in percent with ``percent``. ``ep``: the epoch table if the caller
+        has read it already (a live log may have grown since). The trainer stores fractions; a log whose
+        column is already in percent (another tool's) is detected and scaled. The one reader of the column
+        (``results``, the reports, the dashboard)."""
+        ep = self.epochs() if ep is None else ep
+        if not ep.size:
+            return np.zeros((0, len(self.tasks)))
+        a = np.asarray(ep["acc"].reshape(ep.shape[0], -1), dtype=np.float64)
+        in_percent = bool(np.isfinite(a).any() and np.nanmax(a) > 1.0 + 1e-6)
+        if percent:
+            return a if in_percent else a * 100.0
+        return a / 100.0 if in_percent else a
+
+    def results(self, ep: np.ndarray | None = None) -> dict:
         """The results of the run, read from the epoch table: ``final_acc`` (task -> test accuracy of the
         last epoch, a fraction; tasks not evaluated yet are left out), ``acc_after_task`` (task -> the
         accuracies of the tasks so far at the end of its last epoch), ``epochs``, ``steps``, ``programs``
         and ``wall_s`` (summed over epochs). The one reader of these figures (trainer, sweep)."""
-        ep, tasks = self.epochs(), self.tasks
+        ep, tasks = (self.epochs() if ep is None else ep), self.tasks
         if ep.size == 0:
             return {"final_acc": {}, "acc_after_task": {}, "epochs": 0, "steps": 0, "programs": 0, "wall_s": 0.0}
-        last = ep["acc"][-1]
+        acc = self.accuracy(ep)
+        last = acc[-1]
         ept = int(self.config.get("epochs_per_task", 0)) or 1
         after: dict[str, dict[str, float]] = {}
-        for row in ep[ep["epoch"] % ept == 0]:  # the rows of task ends only
-            t = int(row["epoch"]) // ept - 1
+        for r in np.flatnonzero(ep["epoch"] % ept == 0):  # the rows of task ends only
+            t = int(ep["epoch"][r]) // ept - 1
             if 0 <= t < len(tasks):
-                after[tasks[t]] = {tasks[j]: float(row["acc"][j]) for j in range(t + 1)}
+                after[tasks[t]] = {tasks[j]: float(acc[r, j]) for j in range(t + 1)}
         return {
             "final_acc": {n: float(last[i]) for i, n in enumerate(tasks) if not np.isnan(last[i])},
             "acc_after_task": after,

@@ -1,5 +1,6 @@
-"""``RunLogWriter``: the buffered SWMR writer (create, reopen for --resume, group commit, snapshots and
-checkpoints off the training thread, close and compaction)."""
+"""``RunLogWriter``: the buffered SWMR writer: create, reopen for --resume, the op buffer and its group
+commit, epochs, close. The file's layout is ``layout``; snapshots and checkpoints off the training thread
+are ``background``; what a resume checks and keeps is ``resume``; the compaction at close is ``rebuild``."""
 
 from __future__ import annotations
 
@@ -7,121 +8,38 @@ import concurrent.futures
 import contextlib
 import json
 import os
-import shutil
 import socket
-import tempfile
 import time
-import zlib
-from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from hwloop import __version__
 from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Op
 from hwloop.chip.cdf import CdfTable
 from hwloop.errors import RunLogError
-from hwloop.h5check import (
-    H5_ERRORS,
-    check_metadata,
-    check_not_truncated,
-    first_line,
-    open_swmr_bounded,
-)
-from hwloop.runlock import RunLock, writer_seems_live
+from hwloop.h5check import H5_ERRORS, check_metadata, check_not_truncated, first_line
+from hwloop.runlock import RunLock
+from hwloop.runlog.background import BackgroundWrites
+from hwloop.runlog.layout import write_layout
+from hwloop.runlog.rebuild import _drop_stale_checkpoint, _open_for_append, _rebuild
+from hwloop.runlog.resume import RESUME_SPACE_BYTES, _refuse_live_writer, keep_post_checkpoint_ops
 from hwloop.runlog.schema import (
-    FORMAT_NAME,
     FORMAT_VERSION,
-    G_RES_LSB_US,
-    G_RES_NAN,
-    G_RES_Q_MAX,
-    OP_CODES,
     OP_READ_ALL,
-    OPS_CHUNK,
     OPS_DTYPE,
     OPS_G_STEPS_PER_US,
-    RESUMES_DTYPE,
-    SNAPSHOT_GZIP_LEVEL,
-    SNAPSHOT_KEY_EVERY,
-    SNAPSHOT_KEY_LEVEL_CHANGE,
     STATUS_CODES,
     CheckpointInfo,
     _check_format,
-    _h5_open_error,
     _read_checkpoint,
-    epoch_dtype,
 )
-from hwloop.runlog.snapcode import _compress_residual, _compress_snapshot, _snapshot_keys
+from hwloop.runlog.snapcode import _snapshot_keys
 from hwloop.runlog.space import DiskSpaceError, _disk_guard, check_space, disk_error, is_disk_full
 
 
-def _refuse_live_writer(p: Path) -> None:
-    """The backup to the lock (another host, or a writer without the lock): a fresh heartbeat from a writer
-    that is still alive refuses the resume."""
-    try:
-        with open_swmr_bounded(p) as f:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            status = int(f["status"][0]) if "status" in f else -1
-            hb = float(f["heartbeat"][0]) if "heartbeat" in f else None
-    except H5_ERRORS:
-        return  # unreadable: the open for append that follows reports it
-    if status != STATUS_CODES["running"]:
-        return
-    who = writer_seems_live(attrs, hb)
-    if who is not None:
-        raise RunLogError(
-            f"{p} is being written by {who}: a live run cannot be resumed or appended to. Wait for it to "
-            "end, or stop it first, then resume"
-        )
-
-
-def keep_post_checkpoint_ops(f: h5py.File, info: CheckpointInfo, keep_tiles: list[int]) -> int:
-    """Move the rows after the checkpoint that belong to ``keep_tiles`` (real hardware: those pulses really
-    happened) to just after the checkpoint's rows, drop the rest (simulated tiles roll back, READ_ALL rows
-    belong to snapshots that are rolled back), and record the kept range in ``/resumes``. Returns the
-    number of rows kept. Done in blocks: no Python loop per row."""
-    ds = f["ops"]
-    n = int(ds.shape[0])
-    if not keep_tiles or n <= info.ops_rows:
-        return 0
-    keep = np.zeros(max(int(f.attrs["n_tiles"]), max(keep_tiles) + 1), dtype=bool)
-    keep[np.asarray(keep_tiles, dtype=np.int64)] = True
-    kept = 0
-    block = 1 << 20
-    write_at = info.ops_rows
-    for start in range(info.ops_rows, n, block):  # the write position never overtakes the read position
-        rows = ds[start : min(n, start + block)]
-        m = keep[rows["tile"].astype(np.int64)] & (rows["op"] != OP_READ_ALL)
-        sel = rows[m]
-        if sel.size:
-            ds[write_at : write_at + sel.size] = sel
-            write_at += sel.size
-            kept += int(sel.size)
-    if kept:
-        if "resumes" not in f:
-            r = f.create_dataset("resumes", shape=(0,), maxshape=(None,), dtype=RESUMES_DTYPE, chunks=(64,))
-            r.attrs["description"] = (
-                "/ops rows [ops_start, ops_stop) happened on real tiles after the checkpoint a --resume went "
-                "back to: real pulses, counted in endurance, but not followed by training"
-            )
-        r = f["resumes"]
-        k = r.shape[0]
-        if not (k and int(r[k - 1]["ops_start"]) == info.ops_rows):  # a resume of the same checkpoint again
-            r.resize((k + 1,))  # (after a refused one) widens its entry instead of adding a second
-        else:
-            k -= 1
-        step = int(ds[info.ops_rows - 1]["step"]) if info.ops_rows else 0
-        r[k] = np.array((info.ops_rows, info.ops_rows + kept, info.epoch, step, time.time()), dtype=RESUMES_DTYPE)
-    return kept
-
-
-#: free space (beyond the reserve) a resume needs before it touches the log: a few epochs of rows
-RESUME_SPACE_BYTES = 4 << 20
-
-
-class RunLogWriter:
+class RunLogWriter(BackgroundWrites):
     """Buffered SWMR writer. Attach ``listener`` to a chip with ``chip.add_listener``."""
 
     def __init__(
@@ -186,9 +104,8 @@ class RunLogWriter:
             lock.release()
             raise RunLogError(f"cannot create run log {p}: {exc}") from exc
         try:
-            return cls._init_file(
+            write_layout(
                 f,
-                p,
                 config=config,
                 table=table,
                 tasks=tasks,
@@ -197,106 +114,14 @@ class RunLogWriter:
                 chip=chip,
                 seed=seed,
                 layer_tiles=layer_tiles,
-                lock=lock,
             )
+            return cls(f, p, len(tasks), n_tiles, lock=lock)
         except BaseException as exc:
             f.close()
             lock.release()
             if isinstance(exc, OSError):
                 raise disk_error(p, exc, "cannot create") from exc
             raise
-
-    @classmethod
-    def _init_file(
-        cls,
-        f: h5py.File,
-        p: Path,
-        *,
-        config: dict,
-        table: CdfTable,
-        tasks: list[str],
-        n_tiles: int,
-        tile_backends: list[str],
-        chip: str,
-        seed: int,
-        layer_tiles: list[dict] | None,
-        lock: RunLock,
-    ) -> RunLogWriter:
-        f.attrs["format"] = FORMAT_NAME
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["hwloop_version"] = __version__
-        f.attrs["created_utc"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        f.attrs["config_json"] = json.dumps(config, sort_keys=True)
-        f.attrs["seed"] = int(seed)
-        f.attrs["tasks_json"] = json.dumps(tasks)
-        f.attrs["chip"] = chip
-        f.attrs["n_tiles"] = int(n_tiles)
-        f.attrs["tile_backends_json"] = json.dumps(tile_backends)
-        f.attrs["op_enum_json"] = json.dumps(OP_CODES)
-        f.attrs["layer_tiles_json"] = json.dumps(layer_tiles or [])
-        f.attrs["writer_pid"] = os.getpid()
-        f.attrs["writer_host"] = socket.gethostname()
-        table.write_h5_group(f.create_group("calibration"))
-        f["calibration"].attrs["source_path"] = table.source_path
-        ops = f.create_dataset(
-            "ops",
-            shape=(0,),
-            maxshape=(None,),
-            dtype=OPS_DTYPE,
-            chunks=(OPS_CHUNK,),
-            compression="gzip",
-            compression_opts=1,
-            shuffle=True,
-        )
-        ops.attrs["op_enum_json"] = json.dumps(OP_CODES)
-        ops.attrs["description"] = (
-            "one row per device operation; READ_ALL = whole-array read whose values are the matching "
-            "row (in order) of /snapshots"
-        )
-        f.create_dataset("epochs", shape=(0,), maxshape=(None,), dtype=epoch_dtype(len(tasks)), chunks=(256,))
-        sg = f.create_group("snapshots")
-        sg.create_dataset("epoch", shape=(0,), maxshape=(None,), dtype="<i4", chunks=(256,))
-        gc = sg.create_dataset(
-            "g_res",
-            shape=(0, n_tiles, ROWS, COLS),
-            maxshape=(None, n_tiles, ROWS, COLS),
-            dtype="<u2",
-            chunks=(1, 1, ROWS, COLS),
-            compression="gzip",
-            compression_opts=SNAPSHOT_GZIP_LEVEL,
-            shuffle=True,
-        )
-        gc.attrs["g_lsb_us"] = G_RES_LSB_US
-        gc.attrs["ref_us"] = np.asarray(table.medians_us, dtype=np.float32)  # by device level 0 (LCS), 1..
-        gc.attrs["nan_code"] = G_RES_NAN
-        gc.attrs["q_max"] = G_RES_Q_MAX
-        gc.attrs["description"] = (
-            "read conductance as a residual code: q = (code >> 1) ^ -(code & 1) (zigzag); if key[row] >= 0 add "
-            "the q of row key[row]; g_us = ref_us[level] + g_lsb_us * q (ref 0 for level < 0); nan_code = NaN; "
-            "|q| saturates at q_max"
-        )
-        sg.create_dataset("key", shape=(0,), maxshape=(None,), dtype="<i4", chunks=(256,))
-        sg.create_dataset(
-            "level",
-            shape=(0, n_tiles, ROWS, COLS),
-            maxshape=(None, n_tiles, ROWS, COLS),
-            dtype="i1",
-            chunks=(1, 1, ROWS, COLS),
-            compression="gzip",
-            compression_opts=SNAPSHOT_GZIP_LEVEL,
-        )
-        cg = f.create_group("checkpoint")
-        for slot in ("blob_a", "blob_b"):
-            # uncompressed on purpose: rewriting compressed chunks in a SWMR file allocates new space each
-            # time and never reuses the old; fixed-size chunks are overwritten in place
-            cg.create_dataset(slot, shape=(0,), maxshape=(None,), dtype="u1", chunks=(1 << 20,))
-        cg.create_dataset("index", data=np.full(6, -1, dtype="<i8"))
-        cg["index"].attrs["fields"] = "slot(0=a,1=b), nbytes, epoch, ops_rows, epochs_rows, snapshots_rows"
-        cg.attrs["encoding"] = "zlib-compressed torch.save payload; slots grow only, the first nbytes are valid"
-        f.create_dataset("status", data=np.array([STATUS_CODES["running"]], dtype="i1"))
-        f.create_dataset("heartbeat", data=np.array([time.time()], dtype="<f8"))
-        f.swmr_mode = True
-        return cls(f, p, len(tasks), n_tiles, lock=lock)
 
     @classmethod
     def reopen(
@@ -448,112 +273,6 @@ class RunLogWriter:
         ds[n] = row[0]
         self.flush()
 
-    @_disk_guard
-    def append_snapshot(self, epoch: int, g_us: np.ndarray, level: np.ndarray) -> None:
-        """Write the snapshot of ``epoch`` now (after any submitted earlier) and flush."""
-        self.submit_snapshot(epoch, g_us, level)
-        self.drain()
-        self.flush()
-
-    def submit_snapshot(self, epoch: int, g_us: np.ndarray, level: np.ndarray) -> None:
-        """Compress the snapshot of ``epoch`` off this thread; it is written in order by a later
-        ``maybe_flush``, ``drain`` or ``close``. The arrays are copied: the caller may change them."""
-        g = np.array(g_us, dtype=np.float32, copy=True)
-        lv = np.array(level, dtype=np.int8, copy=True)
-        if self._ref_us is None:  # format 2 (tests of the old writer path only: reopen refuses other formats)
-            self._submit("snapshot", (epoch, -1), _compress_snapshot, g, lv, self.n_tiles)
-        else:
-            row = self._snap_rows
-            is_key = (
-                self._key_row < 0
-                or row - self._key_row >= SNAPSHOT_KEY_EVERY
-                or np.count_nonzero(lv != self._key_level) > SNAPSHOT_KEY_LEVEL_CHANGE * lv.size
-            )
-            if is_key:
-                self._key_row, self._key_level = row, lv
-            self._submit(
-                "snapshot",
-                (epoch, -1 if is_key else self._key_row),
-                _compress_residual,
-                g,
-                lv,
-                self.n_tiles,
-                self._ref_us,
-                self._key,
-                is_key,
-            )
-        self._snap_rows += 1
-
-    def save_checkpoint(self, blob: bytes, epoch: int) -> None:
-        """Write a checkpoint into the slot not holding the current one, then switch the index to it."""
-        self.submit_checkpoint(lambda: blob, epoch)
-        self.drain()
-
-    def submit_checkpoint(self, make_blob: Callable[[], bytes], epoch: int) -> None:
-        """Serialise and compress a checkpoint off this thread (``make_blob`` must only touch data the
-        training thread no longer changes); it is written after everything submitted before it. The row
-        counts it records are taken now, after a flush, so the checkpoint marks this point of the run."""
-        self.flush()
-        counts = (self.f["ops"].shape[0], self.f["epochs"].shape[0], self._snap_rows)
-        self._submit("checkpoint", (epoch, *counts), lambda: zlib.compress(make_blob(), 1))
-
-    def _submit(self, kind: str, meta: tuple, fn: Callable, *args: object) -> None:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="runlog")
-        self._pending.append((kind, self._pool.submit(fn, *args), meta))
-
-    def drain(self) -> None:
-        """Wait for all background work and write it (in submission order)."""
-        while self._pending:
-            self._pending[0][1].result()
-            self._guarded_write_done()
-
-    @_disk_guard
-    def _guarded_write_done(self) -> None:
-        """``_write_done``; a failed write (disk full) becomes one ``RunLogError`` and marks the writer broken."""
-        self._write_done()
-
-    def _write_done(self) -> None:
-        wrote = False
-        while self._pending and self._pending[0][1].done():
-            kind, fut, meta = self._pending.pop(0)
-            if kind == "snapshot":
-                self._write_snapshot(meta[0], meta[1], *fut.result())
-            else:
-                self._write_checkpoint(fut.result(), *meta)
-            wrote = True
-        if wrote:
-            self.flush()
-
-    def _write_snapshot(self, epoch: int, key_row: int, g_chunks: list[bytes], l_chunks: list[bytes]) -> None:
-        check_space(self.path, sum(map(len, g_chunks)) + sum(map(len, l_chunks)) + self._buf_rows * OPS_DTYPE.itemsize)
-        sg = self.f["snapshots"]
-        n = sg["epoch"].shape[0]
-        keys = _snapshot_keys(sg)
-        for k in keys:
-            sg[k].resize((n + 1, *sg[k].shape[1:]))
-        g_name = keys[1]
-        for t in range(self.n_tiles):
-            sg[g_name].id.write_direct_chunk((n, t, 0, 0), g_chunks[t])
-            sg["level"].id.write_direct_chunk((n, t, 0, 0), l_chunks[t])
-        if "key" in sg:
-            sg["key"][n] = key_row
-        sg["epoch"][n] = epoch
-
-    def _write_checkpoint(self, zblob: bytes, epoch: int, ops_rows: int, epochs_rows: int, snap_rows: int) -> None:
-        check_space(self.path, len(zblob))
-        cg = self.f["checkpoint"]
-        idx = cg["index"][()]
-        slot = 1 if int(idx[0]) == 0 else 0
-        ds = cg["blob_b" if slot else "blob_a"]
-        data = np.frombuffer(zblob, dtype=np.uint8)
-        if ds.shape[0] < data.size:  # grow only: a slot keeps its chunks, later checkpoints overwrite them
-            ds.resize((data.size,))
-        ds[: data.size] = data
-        self.f.flush()
-        cg["index"][:] = np.array([slot, data.size, epoch, ops_rows, epochs_rows, snap_rows], dtype="<i8")
-        self.f.flush()
-
     def close(self, status: str = "finished", compact: bool = True) -> None:
         """Write the final status and close. With ``compact``, rewrite the file without the space that SWMR
         appends leave behind (a SWMR writer never reuses freed chunk space)."""
@@ -606,45 +325,3 @@ class RunLogWriter:
                 f"{self.path}: the last snapshot or checkpoint could not be written ({late}); "
                 "the operations logged before it are kept"
             ) from late
-
-
-def _drop_stale_checkpoint(f: h5py.File) -> None:
-    """Empty the checkpoint slot that does not hold the current checkpoint (only a half-written checkpoint
-    needs it): the rebuild at close then leaves its space out."""
-    cg = f["checkpoint"]
-    slot = int(cg["index"][0])
-    if slot >= 0:
-        cg["blob_a" if slot else "blob_b"].resize((0,))
-
-
-def _open_for_append(p: Path) -> h5py.File:
-    """Open for writing; a file left by a crashed SWMR writer is first rebuilt from its readable content."""
-    try:
-        return h5py.File(p, "r+", libver="latest")
-    except H5_ERRORS as first:
-        try:
-            src = open_swmr_bounded(p)
-        except H5_ERRORS as exc:
-            raise _h5_open_error(p, exc) from first
-        src.close()
-        _rebuild(p)
-        return h5py.File(p, "r+", libver="latest")
-
-
-def _rebuild(p: Path) -> None:
-    """Copy every object of a run log into a fresh file and swap it in (drops unused space, clears the
-    status flags a crashed SWMR writer leaves). Chunks are copied as they are, without recompression."""
-    check_space(p, p.stat().st_size, "not enough space to rewrite")
-    fd, tmp = tempfile.mkstemp(suffix=".h5.tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        with open_swmr_bounded(p) as src, h5py.File(tmp, "w", libver="latest") as dst:
-            for k, v in src.attrs.items():
-                dst.attrs[k] = v
-            for name in src:
-                src.copy(src[name], dst, name=name)
-        shutil.copymode(p, tmp)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -21,7 +21,6 @@ import numpy as np
 
 from hwloop.analysis.endurance import layer_tiles
 from hwloop.analysis.logfile import H5_ERRORS, open_runlog
-from hwloop.analysis.runs import _as_percent
 from hwloop.chip.base import COLS, ROWS
 from hwloop.chip.cdf import CdfTable
 from hwloop.errors import HwloopError, RunLogError
@@ -95,7 +94,7 @@ def _progress(log: RunLog, stall_s: float) -> dict:
     status = log.status
     now = time.time()
     hb = heartbeat_s(log)
-    acc = _as_percent(ep["acc"].reshape(ep.shape[0], -1)) if ep.size else np.zeros((0, len(tasks)))
+    acc = log.accuracy(ep, percent=True)
     final = acc[-1] if acc.shape[0] else np.full(len(tasks), np.nan)
     total = _total_epochs(cfg, len(tasks))
     done = int(ep.shape[0])
@@ -137,12 +136,12 @@ def detail(path: Path, rel: str, root: int, stall_s: float = DEFAULT_STALL_S) ->
             log.refresh()
             out = _progress(log, stall_s)
             ep = log.epochs()
+            acc = log.accuracy(ep, percent=True)
             snaps = log.snapshot_epochs()
             layers = layer_tiles(log)
         except H5_ERRORS as exc:
             raise RunLogError(f"{path}: the run log is truncated or corrupt ({exc})") from exc
     tasks = out["tasks"]
-    acc = _as_percent(ep["acc"].reshape(ep.shape[0], -1)) if ep.size else np.zeros((0, len(tasks)))
     epoch = ep["epoch"].astype(np.int64) if ep.size else np.zeros(0, dtype=np.int64)
     task = ep["task"].astype(np.int64) if ep.size else np.zeros(0, dtype=np.int64)
     ms = ep["m_star"].astype(np.float64) if ep.size else np.zeros(0)
@@ -338,10 +337,10 @@ def compare(runs: list[tuple[str, Path]]) -> dict:
                 log.refresh()
                 ep = log.epochs()
                 tasks = log.tasks
+                acc = log.accuracy(ep, percent=True)
         except (HwloopError, OSError, *H5_ERRORS) as exc:
             errors.append({"id": rid, "error": str(exc)})
             continue
-        acc = _as_percent(ep["acc"].reshape(ep.shape[0], -1)) if ep.size else np.zeros((0, len(tasks)))
         curves.append({"id": rid, "name": p.stem, "tasks": tasks, "epoch": ep["epoch"].astype(np.int64), "acc": acc})
     task_names: list[str] = []
     for c in curves:

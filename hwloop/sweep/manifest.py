@@ -13,7 +13,7 @@ from typing import Any
 
 from hwloop import __version__
 from hwloop.errors import ConfigError
-from hwloop.jsonutil import json_default
+from hwloop.jsonutil import json_default, read_json_record
 from hwloop.training.config import EXPERIMENT_FREE
 
 FORMAT_NAME = "hwloop-sweep"
@@ -155,12 +155,7 @@ def load_manifest(sweep_dir: str | Path) -> Manifest:
     path = d / MANIFEST_NAME
     if not path.is_file():
         raise ConfigError(f"{d} is not a sweep folder: it has no {MANIFEST_NAME}")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path} is unreadable ({exc})") from exc
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
-        raise ConfigError(f"{path} is not an hwloop sweep manifest (format {raw.get('format')!r})")
+    raw = read_json_record(path, FORMAT_NAME, "an hwloop sweep manifest")
     if int(raw.get("format_version", -1)) != FORMAT_VERSION:
         raise ConfigError(
             f"{path}: sweep format version {raw.get('format_version')} is not supported "

@@ -29,11 +29,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-#: their MNIST -> FMNIST command: --lr 0.005 --decay 1e-7 --meta 1.5 --epochs-per-task 50, 4096-4096 hidden
-BNN_LR = 5e-3
-BNN_META = 1.5
-BNN_WEIGHT_DECAY = 1e-7
-BNN_INIT_HALF_WIDTH = 0.05
+from hwloop.training.adamstate import adam_step
+from hwloop.training.bnn_defaults import BNN_INIT_HALF_WIDTH, BNN_LR, BNN_META, BNN_WEIGHT_DECAY
+from hwloop.training.model import HiddenLinear, LayeredMLP
 
 
 class SignSTE(torch.autograd.Function):
@@ -50,23 +48,18 @@ class SignSTE(torch.autograd.Function):
         return grad * (x.abs() <= 1.0).to(grad.dtype)
 
 
-class BinaryLinear(nn.Module):
+class BinaryLinear(HiddenLinear):
     """Linear layer without bias whose forward uses sign(W_H), the gradient going straight to W_H."""
-
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
-        self.weight.metaplastic = True  # type: ignore[attr-defined]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight + (self.weight.sign() - self.weight).detach()
         return F.linear(x, w)
 
 
-class BinaryMLP(nn.Module):
+class BinaryMLP(LayeredMLP):
     """784-H-H-10 BNN: BinaryLinear -> BN -> sign, with one BN state per task (their "task" scenario)."""
+
+    activation = staticmethod(SignSTE.apply)
 
     def __init__(self, hidden: int = 4096, n_in: int = 784, n_out: int = 10, n_tasks: int = 1) -> None:
         super().__init__()
@@ -98,17 +91,6 @@ class BinaryMLP(nn.Module):
                     dst.load_state_dict(src.state_dict())
             self.last_task.fill_(task)
         self.task = task
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bns = self.bns[self.task]
-        for i, (layer, bn) in enumerate(zip(self.layers, bns, strict=True)):
-            x = bn(layer(x))
-            if i < len(self.layers) - 1:
-                x = SignSTE.apply(x)
-        return x
-
-    def hidden_weights(self) -> list[nn.Parameter]:
-        return [layer.weight for layer in self.layers]
 
 
 class AdamMeta(torch.optim.Optimizer):
@@ -146,12 +128,7 @@ class AdamMeta(torch.optim.Optimizer):
                 if group["weight_decay"] != 0:
                     grad = grad.add(p, alpha=group["weight_decay"])
                 state = self.state[p]
-                if "step" not in state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                t = state["step"]
+                t = adam_step(state, p)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m.mul_(beta1).add_(grad, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)

@@ -13,6 +13,8 @@ code); ``bn_eval="running"`` keeps running averages in training and tests with t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -34,8 +36,10 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-class QLinear(nn.Module):
-    """Linear layer whose forward uses ``w_used`` with a straight-through gradient to ``weight``."""
+class HiddenLinear(nn.Module):
+    """A bias-free linear layer's hidden weight ``weight`` (out × in, zeros until initialised), flagged
+    ``metaplastic`` for the optimizers; the QNN's ``QLinear`` and the BNN's ``BinaryLinear`` add how the
+    forward pass uses it."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -43,14 +47,45 @@ class QLinear(nn.Module):
         self.out_features = out_features
         self.weight = nn.Parameter(torch.zeros(out_features, in_features))
         self.weight.metaplastic = True  # type: ignore[attr-defined]
+
+
+class QLinear(HiddenLinear):
+    """Linear layer whose forward uses ``w_used`` with a straight-through gradient to ``weight``."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features)
         self.register_buffer("w_used", torch.zeros(out_features, in_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, _StraightThrough.apply(self.weight, self.w_used))
 
 
-class QMLP(nn.Module):
+class LayeredMLP(nn.Module):
+    """The forward pass of both MLPs (the QNN here, the BNN baseline in ``hwloop.training.bnn``): each layer,
+    then the current task's BN (``bns[task]``), then ``activation`` between layers (not after the last)."""
+
+    layers: nn.ModuleList
+    bns: nn.ModuleList
+    task: int
+    activation: Callable[[torch.Tensor], torch.Tensor]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bns = self.bns[self.task]
+        last = len(self.layers) - 1
+        for i, (layer, bn) in enumerate(zip(self.layers, bns, strict=True)):
+            x = bn(layer(x))
+            if i < last:
+                x = self.activation(x)
+        return x
+
+    def hidden_weights(self) -> list[nn.Parameter]:
+        return [layer.weight for layer in self.layers]
+
+
+class QMLP(LayeredMLP):
     """784-H-H-10 MLP with a BN after each layer and ReLU between layers."""
+
+    activation = staticmethod(F.relu)
 
     def __init__(
         self,
@@ -80,17 +115,6 @@ class QMLP(nn.Module):
 
     def set_task(self, task: int) -> None:
         self.task = task if self.bn_mode == "per-task" else 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bns = self.bns[self.task]
-        for i, (layer, bn) in enumerate(zip(self.layers, bns, strict=True)):
-            x = bn(layer(x))
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
-
-    def hidden_weights(self) -> list[nn.Parameter]:
-        return [layer.weight for layer in self.layers]
 
     def bn_parameters(self, task: int | None = None) -> list[nn.Parameter]:
         if task is None:

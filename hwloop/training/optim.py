@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
+from hwloop.training.adamstate import adam_step
 from hwloop.training.levels import LevelSet
 
 
@@ -172,12 +173,7 @@ class MetaplasticAdam(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                if "step" not in state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                t = state["step"]
+                t = adam_step(state, p)
                 meta = getattr(p, "metaplastic", False)
                 if meta and self.compiled and self._fused_step(p, state, group, lr, t, m_star):
                     continue  # the whole rule, moments included, in one compiled pass
