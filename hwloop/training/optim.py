@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
+from hwloop.training import fused_cpu
 from hwloop.training.levels import LevelSet
 
 
@@ -131,6 +132,7 @@ class MetaplasticAdam(torch.optim.Optimizer):
         eps: float = 1e-8,
         clamp: bool = True,
         compile: str = "auto",
+        kernel: str = "auto",
     ) -> None:
         if not lr > 0:
             raise ValueError("learning rate must be positive")
@@ -141,16 +143,40 @@ class MetaplasticAdam(torch.optim.Optimizer):
         self._away: list[torch.Tensor] = []  # attenuated masks of the last step
         if compile not in ("auto", "always", "never"):
             raise ValueError("compile must be auto, always or never")
+        if kernel not in ("auto", "numba", "torch"):
+            raise ValueError("kernel must be auto, numba or torch")
         metas = [p for g in self.param_groups for p in g["params"] if getattr(p, "metaplastic", False)]
         off_cpu = any(p.device.type != "cpu" for p in metas)
         enabled = os.environ.get("HWLOOP_COMPILE", "1") != "0"
-        #: whether the fused, compiled rule is in use (turned off for good if compiling fails)
-        self.compiled = clamp and enabled and (compile == "always" or (compile == "auto" and off_cpu))
+        #: CPU hidden weights go through the one-pass numba kernel (``hwloop.training.fused_cpu``)
+        self.numba = kernel == "numba" or (kernel == "auto" and enabled and not off_cpu)
+        if self.numba and off_cpu:
+            raise ValueError("kernel='numba' needs the hidden weights on the CPU")
+        #: whether the fused, compiled torch rule is in use (turned off for good if compiling fails)
+        self.compiled = (
+            not self.numba and clamp and enabled and (compile == "always" or (compile == "auto" and off_cpu))
+        )
+        self._n_away = 0  # attenuated weights counted by the numba kernel in the last step
+        self._runner = fused_cpu.Runner()
 
     @property
     def attenuated(self) -> int:
         """Weights attenuated in the last step (diagnostic, counted when read; it synchronises the device)."""
-        return int(sum(int(torch.count_nonzero(a)) for a in self._away))
+        return self._n_away + int(sum(int(torch.count_nonzero(a)) for a in self._away))
+
+    def track_levels(self, p: torch.Tensor, record: torch.Tensor) -> None:
+        """After every step, diff hidden weight ``p``'s level index against ``record`` (int32, one per weight,
+        on ``p``'s device; the levels last programmed): ``changed_levels(p)`` then lists the weights whose
+        level changed, and ``record`` holds the new levels. The record is the caller's (not saved)."""
+        if record.dtype != torch.int32 or record.numel() != p.numel() or record.device != p.device:
+            raise ValueError("the level record must be int32, one entry per weight, on the weight's device")
+        self.state[p]["record"] = record.view(-1)
+        self.state[p]["changed"] = torch.zeros(0, dtype=torch.int64, device=p.device)
+
+    def changed_levels(self, p: torch.Tensor) -> torch.Tensor:
+        """Flat indices (int64, ascending, on ``p``'s device) of the weights of ``p`` whose level changed in
+        the last step against the record of ``track_levels``; their new levels are in the record."""
+        return self.state[p]["changed"]
 
     def level_index(self, p: torch.Tensor) -> torch.Tensor:
         """Nearest-level index (int32 tensor on ``p``'s device) of hidden weight ``p`` after the last step."""
@@ -164,6 +190,7 @@ class MetaplasticAdam(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         self._away = []
+        self._n_away = 0
         lv, m_star = self.levels, self.m_star
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
@@ -179,7 +206,11 @@ class MetaplasticAdam(torch.optim.Optimizer):
                 state["step"] += 1
                 t = state["step"]
                 meta = getattr(p, "metaplastic", False)
+                if meta and self.numba:
+                    self._numba_step(p, state, group, lr, t, m_star)
+                    continue  # the whole rule, moments and level diff included, in one pass
                 if meta and self.compiled and self._fused_step(p, state, group, lr, t, m_star):
+                    self._diff_record(state)
                     continue  # the whole rule, moments included, in one compiled pass
                 m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
                 m.mul_(beta1).add_(g, alpha=1 - beta1)
@@ -220,7 +251,72 @@ class MetaplasticAdam(torch.optim.Optimizer):
                     w.clamp_(lv.lo, lv.hi)
                 # the new index overwrites the old one in place (W_S is not needed any more)
                 state["level_index"] = lv.index(w, out=idx, work_f=f, work_i=wk["i"], work_b=wk["b1"])
+                self._diff_record(state)
         return loss
+
+    def _diff_record(self, state: dict) -> None:
+        """The torch paths' level diff against the ``track_levels`` record (the numba kernel does it inline)."""
+        rec = state.get("record")
+        if rec is None:
+            return
+        idx = state["level_index"].view(-1)
+        wk = state["work"]
+        nz = torch.ne(idx, rec, out=wk["b2"].view(-1)).nonzero().view(-1)
+        if nz.numel():
+            rec.index_copy_(0, nz, idx.index_select(0, nz))
+        state["changed"] = nz
+
+    def _numba_step(self, p: torch.Tensor, state: dict, group: dict, lr: float, t: int, m_star: float) -> None:
+        """Algorithm 1 on ``p`` in one pass of ``fused_cpu.rule`` (CPU tensors, shared with numpy)."""
+        lv = self.levels
+        idx = state.get("level_index")
+        if idx is None:
+            idx = state["level_index"] = lv.index(p.data)
+        wk = state.get("work")
+        if wk is None:
+            wk = state["work"] = {
+                "changed": np.empty(p.numel(), dtype=np.int64),
+                "scal": np.empty(10, dtype=np.float32),
+                "flags": np.empty(4, dtype=np.int64),
+                "none_f": np.zeros(1, dtype=np.float32),
+                "none_i": np.zeros(1, dtype=np.int32),
+            }
+        beta1, beta2 = group["betas"]
+        wk["scal"][:] = (
+            beta1,
+            beta2,
+            1.0 / math.sqrt(1 - beta2**t),
+            group["eps"],
+            lr / (1 - beta1**t),
+            m_star,
+            lv.lo,
+            lv.hi,
+            lv.lut_inv_h,
+            lv.width_np[-1],
+        )
+        rec = state.get("record")
+        clamp_mode = fused_cpu.CLAMP_HARD if self.clamp else fused_cpu.CLAMP_NONE
+        wk["flags"][:] = (clamp_mode, 0, rec is not None, lv.lut_np.size - 1)
+        args = (
+            p.data.view(-1).numpy(),
+            p.grad.reshape(-1).numpy(),
+            state["exp_avg"].view(-1).numpy(),
+            state["exp_avg_sq"].view(-1).numpy(),
+            idx.view(-1).numpy(),
+            wk["none_f"],
+            rec.numpy() if rec is not None else wk["none_i"],
+            wk["changed"],
+            lv.q_np,
+            lv.width_side_np,
+            lv.lut_np,
+            lv.thr_np,
+            wk["scal"],
+            wk["flags"],
+        )
+        changed, n_away = self._runner.run(torch.get_num_threads(), p.numel(), args, wk["changed"])
+        self._n_away += n_away
+        if rec is not None:
+            state["changed"] = torch.from_numpy(changed)
 
     def _fused_step(self, p: torch.Tensor, state: dict, group: dict, lr: float, t: int, m_star: float) -> bool:
         """The compiled rule on ``p`` (False, and the eager path from then on, where it cannot compile)."""
@@ -269,12 +365,20 @@ class MetaplasticAdam(torch.optim.Optimizer):
             self._away.append(wk["b1"])
         return True
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Torch's, keeping the level records of ``track_levels`` (the caller's, not part of the state)."""
+        records = {p: st["record"] for p, st in self.state.items() if "record" in st}
+        super().load_state_dict(state_dict)
+        for p, rec in records.items():
+            self.track_levels(p, rec)
+
     def state_dict(self) -> dict:
         sd = super().state_dict()
         # the level index is derived from the weights and the work buffers are scratch: both are rebuilt
         # after loading (new dicts: torch's state_dict shares the live per-parameter state dicts)
         sd["state"] = {
-            k: {n: v for n, v in st.items() if n not in ("level_index", "work")} for k, st in sd["state"].items()
+            k: {n: v for n, v in st.items() if n not in ("level_index", "work", "record", "changed")}
+            for k, st in sd["state"].items()
         }
         return sd
 
