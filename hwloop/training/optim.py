@@ -9,7 +9,9 @@ For every hidden weight W_H (parameters flagged ``metaplastic``):
 Hidden weights are then clamped to [Q_0, Q_n] (the paper's levels span [-1.5, 1.5]).
 Other parameters (batch-norm) get plain Adam. ``m_star`` can be changed between steps (warm-up uses 0).
 
-The step runs in torch, in place, on whatever device the parameters live on (multi-threaded on CPU).
+On the CPU the hidden weights go through ``hwloop.training.fused_cpu``: the whole rule, Adam's moments, the
+new level index and the diff against the programmed levels in one pass (numba), ``kernel="auto"``. Elsewhere
+(and with ``kernel="torch"``) the step runs in torch, in place, on whatever device the parameters live on.
 W_S and I come from small lookup tables indexed by the level index (``LevelSet.tables``), never from
 full-size temporaries: every intermediate lives in per-parameter work buffers allocated once, because on
 CPU a fresh multi-megabyte tensor costs more (page faults) than the arithmetic done in it. The plain
