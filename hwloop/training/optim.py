@@ -9,6 +9,15 @@ For every hidden weight W_H (parameters flagged ``metaplastic``):
 Hidden weights are then clamped to [Q_0, Q_n] (the paper's levels span [-1.5, 1.5]).
 Other parameters (batch-norm) get plain Adam. ``m_star`` can be changed between steps (warm-up uses 0).
 
+Two options of the Fashion-MNIST gap study (docs/training.md, "Options of Algorithm 1"), eager path only:
+  ``ws_source="read"``: W_S is the weight the layer used in its forward pass (``set_read_weights``: the
+      weights read from the chip), in the sign test and in |W_H - W_S|; I stays the nominal interval
+      holding W_H (the side of Q[level index] that W_H is on).
+  ``clamp_mode``: ``"hard"`` clamps to [Q_0, Q_n] (default); ``"none"`` does not clamp; ``"soft"`` does not
+      clamp, but an outward step of a W_H past an outer level is also scaled by
+      S = 1 - tanh^2(m* |W_H - Q_outer| / I_outer), I_outer the interval next to that outer level.
+  Quantisation of a W_H beyond [Q_0, Q_n] gives the outer level (``LevelSet.index`` saturates).
+
 The step runs in torch, in place, on whatever device the parameters live on (multi-threaded on CPU).
 W_S and I come from small lookup tables indexed by the level index (``LevelSet.tables``), never from
 full-size temporaries: every intermediate lives in per-parameter work buffers allocated once, because on
@@ -41,6 +50,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
+from hwloop.training.config import CLAMP_MODES, WS_SOURCES
 from hwloop.training.levels import LevelSet
 
 
@@ -131,13 +141,24 @@ class MetaplasticAdam(torch.optim.Optimizer):
         eps: float = 1e-8,
         clamp: bool = True,
         compile: str = "auto",
+        ws_source: str = "nominal",
+        clamp_mode: str = "hard",
     ) -> None:
         if not lr > 0:
             raise ValueError("learning rate must be positive")
+        if ws_source not in WS_SOURCES:
+            raise ValueError(f"ws_source must be one of {WS_SOURCES}")
+        if clamp_mode not in CLAMP_MODES:
+            raise ValueError(f"clamp_mode must be one of {CLAMP_MODES}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
         self.levels = levels
         self.m_star = float(m_star)
-        self.clamp = clamp
+        #: W_S of the rule: the nominal level ("nominal") or the weight read from the chip ("read")
+        self.ws_source = ws_source
+        #: "hard" (clamp to [Q_0, Q_n]), "none" or "soft"; ``clamp=False`` is the older spelling of "none"
+        self.clamp_mode = clamp_mode if clamp else "none"
+        self.clamp = self.clamp_mode == "hard"
+        self._w_read: dict[torch.Tensor, torch.Tensor] = {}  # hidden weight -> weights its layer read
         self._away: list[torch.Tensor] = []  # attenuated masks of the last step
         if compile not in ("auto", "always", "never"):
             raise ValueError("compile must be auto, always or never")
@@ -145,7 +166,19 @@ class MetaplasticAdam(torch.optim.Optimizer):
         off_cpu = any(p.device.type != "cpu" for p in metas)
         enabled = os.environ.get("HWLOOP_COMPILE", "1") != "0"
         #: whether the fused, compiled rule is in use (turned off for good if compiling fails)
-        self.compiled = clamp and enabled and (compile == "always" or (compile == "auto" and off_cpu))
+        default_rule = self.clamp_mode == "hard" and ws_source == "nominal"  # the only rule fused_rule has
+        self.compiled = default_rule and enabled and (compile == "always" or (compile == "auto" and off_cpu))
+
+    def set_read_weights(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """``ws_source="read"``: for each (hidden weight, weights read) pair, the tensor (same shape and
+        device) that the layer's forward pass uses. It is read at every step, so give a live view (the
+        layer's ``w_used``), not a copy."""
+        for p, w in pairs:
+            if w.shape != p.shape or w.device != p.device:
+                raise ValueError(
+                    f"read weights {tuple(w.shape)} on {w.device} do not fit {tuple(p.shape)} on {p.device}"
+                )
+            self._w_read[p] = w
 
     @property
     def attenuated(self) -> int:
@@ -205,6 +238,8 @@ class MetaplasticAdam(torch.optim.Optimizer):
                     # I: the interval holding W_H (above W_S where d >= 0, else below): width_side[2 idx + side]
                     code = torch.add(idx, idx, out=wk["i"]).add_(torch.ge(d, 0, out=wk["b2"]))
                     torch.index_select(tab["width_side"], 0, code.view(-1), out=f.view(-1))
+                    if self.ws_source == "read":  # W_S = the weight read from the chip; I stays nominal
+                        torch.sub(w, self._read_weight(p), out=d)
                     # away = 1 where U * d < 0 (the step moves W_H away from W_S), else 0; sign(U) = sign(m)
                     away = torch.mul(m, d, out=wk["a"]).sign_().clamp_(max=0).neg_()
                     # M = 1 - tanh^2(y) = 4 s (1 - s) with s = sigmoid(2 y), 2 y = 4 m* |d| / I - 2 m*
@@ -213,6 +248,8 @@ class MetaplasticAdam(torch.optim.Optimizer):
                     # U <- U * M where away, U elsewhere: U * (1 - away * (1 - M)); (masked_fill_ and where
                     # cost 25 times more on CPU than these three passes)
                     f.sub_(1.0).mul_(away).add_(1.0)
+                    if self.clamp_mode == "soft":
+                        self._soft_clamp_factor(w, m, f, wk, m_star)
                     num = torch.mul(m, f, out=wk["d"])
                     self._away.append(away)
                 w.addcdiv_(num, denom, value=-lr / (1 - beta1**t))
@@ -221,6 +258,26 @@ class MetaplasticAdam(torch.optim.Optimizer):
                 # the new index overwrites the old one in place (W_S is not needed any more)
                 state["level_index"] = lv.index(w, out=idx, work_f=f, work_i=wk["i"], work_b=wk["b1"])
         return loss
+
+    def _read_weight(self, p: torch.Tensor) -> torch.Tensor:
+        w = self._w_read.get(p)
+        if w is None:
+            raise ValueError("ws_source='read' needs the read weights of every hidden weight (set_read_weights)")
+        return w
+
+    def _soft_clamp_factor(self, w: torch.Tensor, m: torch.Tensor, f: torch.Tensor, wk: dict, m_star: float) -> None:
+        """``clamp_mode="soft"``: multiply the step factor ``f`` by S = 1 - tanh^2(m* |x|) where the step
+        moves W_H outward past an outer level; x = (W_H - Q_n) / I_n above Q_n, (W_H - Q_0) / I_0 below Q_0,
+        0 inside (S = 1 there). Outward: U * x < 0, read from m * x (U has the sign of m)."""
+        lv = self.levels
+        if "s" not in wk:
+            wk["s"], wk["o"] = torch.empty_like(f), torch.empty_like(f)
+        x, o = wk["s"], wk["o"]
+        torch.sub(w, lv.hi, out=x).clamp_(min=0).div_(float(lv.width_up[-1]))
+        x.add_(torch.sub(w, lv.lo, out=o).clamp_(max=0).div_(float(lv.width_down[0])))
+        outward = torch.mul(m, x, out=o).sign_().clamp_(max=0).neg_()  # 1 where outward, else 0
+        x.abs_().mul_(m_star).tanh_().square_()  # tanh^2(m* |x|)
+        f.mul_(x.mul_(outward).neg_().add_(1.0))  # f * (1 - outward * tanh^2) = f * S where outward
 
     def _fused_step(self, p: torch.Tensor, state: dict, group: dict, lr: float, t: int, m_star: float) -> bool:
         """The compiled rule on ``p`` (False, and the eager path from then on, where it cannot compile)."""
