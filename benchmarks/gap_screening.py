@@ -4,8 +4,10 @@ Each candidate is one ``hwloop sweep`` folder under ``--root`` (its name is the 
 point is a seed. Everything is read from the run logs: per run, MNIST after MNIST, MNIST after
 Fashion-MNIST, Fashion-MNIST final and max over epochs, device level changes (programs) and the
 programs-per-device distribution (RESET rows per device in ``/ops``: mean, % under 25, % over 50, as
-``hwloop endurance``). Per candidate: mean ± std (sample std, ddof 1) over seeds, and the difference of the
-means from the ``--baseline`` candidate. Runs that are not finished are listed and left out.
+``hwloop endurance``; the initial programming counts one per device), and the % of hidden weights
+beyond [Q_0, Q_n] at the end (from the last checkpoint). Per candidate: mean ± std (sample std, ddof 1)
+over seeds, and the difference of the means from the ``--baseline`` candidate. Runs that are not finished
+are listed and left out.
 
 Prints ONE JSON line (the summary); ``--json FILE`` also writes it indented, ``--md FILE`` writes the
 per-candidate and Pareto tables as markdown.
@@ -22,10 +24,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hwloop.analysis.endurance import count_ops, distribution_stats
 from hwloop.runlog import RunLog
+from hwloop.runlog.schema import _read_checkpoint
 from hwloop.sweep import load_manifest
+from hwloop.training.checkpoint import load_payload
 from hwloop.training.config import TrainConfig
 
 #: the options of the Fashion-MNIST gap study (issue 18)
@@ -40,8 +45,18 @@ METRICS = (
     "mean_programs_per_device",
     "pct_devices_under_25",
     "pct_devices_over_50",
+    "pct_hidden_beyond_range",
     "wall_s",
 )
+
+
+def hidden_beyond_range_pct(log: RunLog) -> float:
+    """% of the hidden weights of the last checkpoint (end of the run) strictly outside [Q_0, Q_n]."""
+    _, blob = _read_checkpoint(log.f, log.path)
+    model = load_payload(blob)["model"]
+    q, _ = log.table().weight_levels(1.5)
+    w = torch.cat([v.reshape(-1) for k, v in model.items() if k.endswith(".weight") and k.startswith("layers.")])
+    return 100.0 * float(((w < float(q[0])) | (w > float(q[-1]))).double().mean())
 
 
 def run_metrics(path: Path) -> dict:
@@ -52,6 +67,7 @@ def run_metrics(path: Path) -> dict:
         cfg = log.config
         acc = np.asarray(ep["acc"], dtype=np.float64)
         counts = count_ops(log)
+        beyond = hidden_beyond_range_pct(log)
     dist = distribution_stats(counts.programs[counts.used])
     return {
         "seed": int(cfg["seed"]),
@@ -63,6 +79,7 @@ def run_metrics(path: Path) -> dict:
         "mean_programs_per_device": dist["mean_ops"],
         "pct_devices_under_25": dist["pct_under_25"],
         "pct_devices_over_50": dist["pct_over_50"],
+        "pct_hidden_beyond_range": beyond,
         "wall_s": float(res["wall_s"]),
     }
 
@@ -118,8 +135,8 @@ def markdown(summary: dict) -> str:
     b = cands.get(bname)
     lines = [
         "| candidate | options | seeds | MNIST after MNIST | MNIST after F-MNIST | F-MNIST final | F-MNIST max "
-        "| level changes in training (M) | programs / device | % devices < 25 | % > 50 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| level changes in training (M) | programs / device | % devices < 25 | % > 50 | % W_H beyond ±Q_n |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, c in cands.items():
         s = c["stats"]
@@ -136,7 +153,8 @@ def markdown(summary: dict) -> str:
             f"| {n} | {opts} | {s['mnist_after_fmnist']['n']} | {pm(s['mnist_after_mnist'])}{d('mnist_after_mnist')} "
             f"| {pm(s['mnist_after_fmnist'])}{d('mnist_after_fmnist')} | {pm(s['fmnist_final'])}{d('fmnist_final')} "
             f"| {pm(s['fmnist_max'])}{d('fmnist_max')} | {pm(progs)} | {pm(s['mean_programs_per_device'])} "
-            f"| {pm(s['pct_devices_under_25'])} | {pm(s['pct_devices_over_50'])} |"
+            f"| {pm(s['pct_devices_under_25'])} | {pm(s['pct_devices_over_50'])} "
+            f"| {pm(s['pct_hidden_beyond_range'], 3)} |"
         )
     lines += ["", "Pareto front (MNIST after F-MNIST vs F-MNIST final, means over seeds; higher is better):", ""]
     lines += ["| candidate | MNIST after F-MNIST | F-MNIST final | on the front |", "|---|---|---|---|"]
