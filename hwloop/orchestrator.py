@@ -209,7 +209,12 @@ class Trainer:
         return np.concatenate(wis).astype(np.int64), k
 
     def _new_optimizer(self) -> MetaplasticAdam:
-        opt = MetaplasticAdam(self.model.parameters(), self.levels, lr=self.cfg.lr, m_star=0.0)
+        cfg = self.cfg
+        opt = MetaplasticAdam(
+            self.model.parameters(), self.levels, lr=cfg.lr, m_star=0.0, ws_source=cfg.ws_source, clamp_mode=cfg.clamp
+        )
+        if cfg.ws_source == "read":  # W_S = what each layer's forward pass used: live views of the read weights
+            opt.set_read_weights((layer.weight, layer.w_used) for layer in self.model.layers)
         for lm, p in zip(self.cmap.layers, self.model.hidden_weights(), strict=True):
             opt.track_levels(p, self.k_prog[lm.weight_offset : lm.weight_offset + lm.n_weights])
         return opt

@@ -114,7 +114,7 @@ def _make_update(soft: bool):
         beta1, beta2 = scal[0], scal[1]
         c1, c2 = one - beta1, one - beta2
         inv_sqrt_bc2, eps, step_size, m_star = scal[2], scal[3], scal[4], scal[5]
-        lo, hi, i_outer = scal[6], scal[7], scal[9]
+        lo, hi, i_top, i_bottom = scal[6], scal[7], scal[9], scal[10]
         two_m_star = np.float32(2.0) * m_star
         n_away = 0
         for j in range(w.size):
@@ -132,10 +132,11 @@ def _make_update(soft: bool):
             f = one - t * t if away else one
             n_away += 1 if away else 0
             step = step_size * (mj * f) / (math.sqrt(vj) * inv_sqrt_bc2 + eps)
-            if soft:  # outward steps beyond the outer levels attenuated (docs/training.md)
-                over = max(wj - hi, lo - wj)
-                t = tanh_f32(m_star * over / i_outer)
-                outward = over > zero and (step < zero if wj > hi else step > zero)
+            if soft:  # S = 1 - tanh^2(m* |x|) on outward steps past an outer level (docs/training.md)
+                above = wj > hi
+                x = (wj - hi) / i_top if above else (lo - wj) / i_bottom
+                t = tanh_f32(m_star * x)
+                outward = x > zero and (step < zero if above else step > zero)
                 step = step * (one - t * t) if outward else step
             wj = wj - step
             if clamp_mode == CLAMP_HARD:
@@ -208,12 +209,14 @@ def rule(
     (gradient), ``m``, ``v`` (Adam moments), int32 ``k`` (in: level index before the step, out: after).
     ``ws``: read weights (used where ``flags[1]``); ``rec``: programmed-level record and ``changed`` its
     output list, written from ``changed[begin]`` on (used where ``flags[2]``). ``scal`` (float32) =
-    [beta1, beta2, 1/sqrt(1 - beta2^t), eps, lr / (1 - beta1^t), m*, Q_0, Q_n, 1/h, outer interval width];
+    [beta1, beta2, 1/sqrt(1 - beta2^t), eps, lr / (1 - beta1^t), m*, Q_0, Q_n, 1/h, I_n, I_0]
+    (I_n, I_0: the outer intervals);
     ``flags`` (int64) = [clamp mode, W_S from ``ws``, track changes, top bin of the grid].
     Returns (weights listed in ``changed``, attenuated weights). Chunk by chunk, so that the three loops
     of a chunk work in the core's cache."""
     clamp_mode, use_ws, track, top = flags[0], flags[1] != 0, flags[2] != 0, flags[3]
     meta = scal[5] > 0
+    soft = clamp_mode == CLAMP_SOFT and meta
     q_k = np.empty(CHUNK, dtype=np.float32)  # per chunk: Q[k], W_S, the intervals below and above Q[k]
     w_s = np.empty(CHUNK, dtype=np.float32)
     i_dn = np.empty(CHUNK, dtype=np.float32)
@@ -234,19 +237,12 @@ def rule(
             i_dn[:size],
             i_up[:size],
         )
-        n_away += (_update_soft if clamp_mode == CLAMP_SOFT and meta else _update)(
-            w[start:stop],
-            g[start:stop],
-            m[start:stop],
-            v[start:stop],
-            q_k[:size],
-            w_s[:size],
-            i_dn[:size],
-            i_up[:size],
-            scal,
-            meta,
-            clamp_mode,
-        )
+        chunk = (w[start:stop], g[start:stop], m[start:stop], v[start:stop])
+        tables = (q_k[:size], w_s[:size], i_dn[:size], i_up[:size])
+        if soft:
+            n_away += _update_soft(*chunk, *tables, scal, meta, clamp_mode)
+        else:
+            n_away += _update(*chunk, *tables, scal, meta, clamp_mode)
         n_changed += _reindex(
             w[start:stop],
             k[start:stop],

@@ -9,6 +9,15 @@ For every hidden weight W_H (parameters flagged ``metaplastic``):
 Hidden weights are then clamped to [Q_0, Q_n] (the paper's levels span [-1.5, 1.5]).
 Other parameters (batch-norm) get plain Adam. ``m_star`` can be changed between steps (warm-up uses 0).
 
+Two options of the Fashion-MNIST gap study (docs/training.md, "Options of Algorithm 1"):
+  ``ws_source="read"``: W_S is the weight the layer used in its forward pass (``set_read_weights``: the
+      weights read from the chip), in the sign test and in |W_H - W_S|; I stays the nominal interval
+      holding W_H (the side of Q[level index] that W_H is on).
+  ``clamp_mode``: ``"hard"`` clamps to [Q_0, Q_n] (default); ``"none"`` does not clamp; ``"soft"`` does not
+      clamp, but an outward step of a W_H past an outer level is also scaled by
+      S = 1 - tanh^2(m* |W_H - Q_outer| / I_outer), I_outer the interval next to that outer level.
+  Quantisation of a W_H beyond [Q_0, Q_n] gives the outer level (``LevelSet.index`` saturates).
+
 On the CPU the hidden weights go through ``hwloop.training.fused_cpu``: the whole rule, Adam's moments, the
 new level index and the diff against the programmed levels in one pass (numba), ``kernel="auto"``. Elsewhere
 (and with ``kernel="torch"``) the step runs in torch, in place, on whatever device the parameters live on.
@@ -44,6 +53,7 @@ import numpy as np
 import torch
 
 from hwloop.training import fused_cpu
+from hwloop.training.config import CLAMP_MODES, WS_SOURCES
 from hwloop.training.levels import LevelSet
 
 
@@ -135,13 +145,24 @@ class MetaplasticAdam(torch.optim.Optimizer):
         clamp: bool = True,
         compile: str = "auto",
         kernel: str = "auto",
+        ws_source: str = "nominal",
+        clamp_mode: str = "hard",
     ) -> None:
         if not lr > 0:
             raise ValueError("learning rate must be positive")
+        if ws_source not in WS_SOURCES:
+            raise ValueError(f"ws_source must be one of {WS_SOURCES}")
+        if clamp_mode not in CLAMP_MODES:
+            raise ValueError(f"clamp_mode must be one of {CLAMP_MODES}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
         self.levels = levels
         self.m_star = float(m_star)
-        self.clamp = clamp
+        #: W_S of the rule: the nominal level ("nominal") or the weight read from the chip ("read")
+        self.ws_source = ws_source
+        #: "hard" (clamp to [Q_0, Q_n]), "none" or "soft"; ``clamp=False`` is the older spelling of "none"
+        self.clamp_mode = clamp_mode if clamp else "none"
+        self.clamp = self.clamp_mode == "hard"
+        self._w_read: dict[torch.Tensor, torch.Tensor] = {}  # hidden weight -> weights its layer read
         self._away: list[torch.Tensor] = []  # attenuated masks of the last step
         if compile not in ("auto", "always", "never"):
             raise ValueError("compile must be auto, always or never")
@@ -154,12 +175,24 @@ class MetaplasticAdam(torch.optim.Optimizer):
         self.numba = kernel == "numba" or (kernel == "auto" and enabled and not off_cpu)
         if self.numba and off_cpu:
             raise ValueError("kernel='numba' needs the hidden weights on the CPU")
+        default_rule = self.clamp_mode == "hard" and ws_source == "nominal"  # the only rule fused_rule has
         #: whether the fused, compiled torch rule is in use (turned off for good if compiling fails)
         self.compiled = (
-            not self.numba and clamp and enabled and (compile == "always" or (compile == "auto" and off_cpu))
+            not self.numba and default_rule and enabled and (compile == "always" or (compile == "auto" and off_cpu))
         )
         self._n_away = 0  # attenuated weights counted by the numba kernel in the last step
         self._runner = fused_cpu.Runner()
+
+    def set_read_weights(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """``ws_source="read"``: for each (hidden weight, weights read) pair, the tensor (same shape and
+        device) that the layer's forward pass uses. It is read at every step, so give a live view (the
+        layer's ``w_used``), not a copy."""
+        for p, w in pairs:
+            if w.shape != p.shape or w.device != p.device:
+                raise ValueError(
+                    f"read weights {tuple(w.shape)} on {w.device} do not fit {tuple(p.shape)} on {p.device}"
+                )
+            self._w_read[p] = w
 
     @property
     def attenuated(self) -> int:
@@ -238,6 +271,8 @@ class MetaplasticAdam(torch.optim.Optimizer):
                     # I: the interval holding W_H (above W_S where d >= 0, else below): width_side[2 idx + side]
                     code = torch.add(idx, idx, out=wk["i"]).add_(torch.ge(d, 0, out=wk["b2"]))
                     torch.index_select(tab["width_side"], 0, code.view(-1), out=f.view(-1))
+                    if self.ws_source == "read":  # W_S = the weight read from the chip; I stays nominal
+                        torch.sub(w, self._read_weight(p), out=d)
                     # away = 1 where U * d < 0 (the step moves W_H away from W_S), else 0; sign(U) = sign(m)
                     away = torch.mul(m, d, out=wk["a"]).sign_().clamp_(max=0).neg_()
                     # M = 1 - tanh^2(y) = 4 s (1 - s) with s = sigmoid(2 y), 2 y = 4 m* |d| / I - 2 m*
@@ -246,6 +281,8 @@ class MetaplasticAdam(torch.optim.Optimizer):
                     # U <- U * M where away, U elsewhere: U * (1 - away * (1 - M)); (masked_fill_ and where
                     # cost 25 times more on CPU than these three passes)
                     f.sub_(1.0).mul_(away).add_(1.0)
+                    if self.clamp_mode == "soft":
+                        self._soft_clamp_factor(w, m, f, wk, m_star)
                     num = torch.mul(m, f, out=wk["d"])
                     self._away.append(away)
                 w.addcdiv_(num, denom, value=-lr / (1 - beta1**t))
@@ -278,7 +315,7 @@ class MetaplasticAdam(torch.optim.Optimizer):
         if wk is None:
             wk = state["work"] = {
                 "changed": np.empty(p.numel(), dtype=np.int64),
-                "scal": np.empty(10, dtype=np.float32),
+                "scal": np.empty(11, dtype=np.float32),
                 "flags": np.empty(4, dtype=np.int64),
                 "none_f": np.zeros(1, dtype=np.float32),
                 "none_i": np.zeros(1, dtype=np.int32),
@@ -295,17 +332,19 @@ class MetaplasticAdam(torch.optim.Optimizer):
             lv.hi,
             lv.lut_inv_h,
             lv.width_np[-1],
+            lv.width_np[0],
         )
         rec = state.get("record")
-        clamp_mode = fused_cpu.CLAMP_HARD if self.clamp else fused_cpu.CLAMP_NONE
-        wk["flags"][:] = (clamp_mode, 0, rec is not None, lv.lut_np.size - 1)
+        clamp_mode = {"hard": fused_cpu.CLAMP_HARD, "none": fused_cpu.CLAMP_NONE, "soft": fused_cpu.CLAMP_SOFT}
+        read = self.ws_source == "read" and m_star > 0
+        wk["flags"][:] = (clamp_mode[self.clamp_mode], read, rec is not None, lv.lut_np.size - 1)
         args = (
             p.data.view(-1).numpy(),
             p.grad.reshape(-1).numpy(),
             state["exp_avg"].view(-1).numpy(),
             state["exp_avg_sq"].view(-1).numpy(),
             idx.view(-1).numpy(),
-            wk["none_f"],
+            self._read_weight(p).reshape(-1).numpy() if read else wk["none_f"],
             rec.numpy() if rec is not None else wk["none_i"],
             wk["changed"],
             lv.q_np,
@@ -319,6 +358,26 @@ class MetaplasticAdam(torch.optim.Optimizer):
         self._n_away += n_away
         if rec is not None:
             state["changed"] = torch.from_numpy(changed)
+
+    def _read_weight(self, p: torch.Tensor) -> torch.Tensor:
+        w = self._w_read.get(p)
+        if w is None:
+            raise ValueError("ws_source='read' needs the read weights of every hidden weight (set_read_weights)")
+        return w
+
+    def _soft_clamp_factor(self, w: torch.Tensor, m: torch.Tensor, f: torch.Tensor, wk: dict, m_star: float) -> None:
+        """``clamp_mode="soft"``: multiply the step factor ``f`` by S = 1 - tanh^2(m* |x|) where the step
+        moves W_H outward past an outer level; x = (W_H - Q_n) / I_n above Q_n, (W_H - Q_0) / I_0 below Q_0,
+        0 inside (S = 1 there). Outward: U * x < 0, read from m * x (U has the sign of m)."""
+        lv = self.levels
+        if "s" not in wk:
+            wk["s"], wk["o"] = torch.empty_like(f), torch.empty_like(f)
+        x, o = wk["s"], wk["o"]
+        torch.sub(w, lv.hi, out=x).clamp_(min=0).div_(float(lv.width_up[-1]))
+        x.add_(torch.sub(w, lv.lo, out=o).clamp_(max=0).div_(float(lv.width_down[0])))
+        outward = torch.mul(m, x, out=o).sign_().clamp_(max=0).neg_()  # 1 where outward, else 0
+        x.abs_().mul_(m_star).tanh_().square_()  # tanh^2(m* |x|)
+        f.mul_(x.mul_(outward).neg_().add_(1.0))  # f * (1 - outward * tanh^2) = f * S where outward
 
     def _fused_step(self, p: torch.Tensor, state: dict, group: dict, lr: float, t: int, m_star: float) -> bool:
         """The compiled rule on ``p`` (False, and the eager path from then on, where it cannot compile)."""
