@@ -125,7 +125,6 @@ class Trainer:
         self.hw: ChipWeights | None = None  # built once the chip is open (start / _resume)
         self.w_dev: torch.Tensor | None = None  # the weights the forward pass uses (_bind_weights)
         self.k_prog: torch.Tensor | None = None  # level index each weight was last programmed to
-        self._ne: torch.Tensor | None = None  # scratch of _changed_levels
 
     def _set_up(self, cfg: TrainConfig, on_epoch: Callable[[dict], None] | None) -> None:
         """What every trainer sets up before its model: the checked configuration, the tasks' data, the
@@ -175,7 +174,6 @@ class Trainer:
         for lm, layer in zip(self.cmap.layers, self.model.layers, strict=True):
             layer.w_used = self.w_dev[lm.weight_offset : lm.weight_offset + lm.n_weights].view(lm.shape)
         self.k_prog = torch.zeros(self.cmap.n_weights, dtype=torch.int32, device=self.device)
-        self._ne = torch.zeros(self.cmap.n_weights, dtype=torch.bool, device=self.device)
 
     def _push_weights(self, wi: np.ndarray | None = None) -> None:
         """Copy the weights ``wi`` (all if None) of the host cache to the device (nothing to do on CPU)."""
@@ -195,19 +193,16 @@ class Trainer:
 
     def _changed_levels(self) -> tuple[np.ndarray, np.ndarray]:
         """Weights whose level index differs from the one last programmed: (flat indices, signed levels), on
-        the host; the record is updated to the new levels."""
+        the host. The optimizer diffs against the record during its step (``track_levels``) and leaves the
+        new levels in it."""
         assert self.opt is not None
         wis, ks = [], []
         for lm, p in zip(self.cmap.layers, self.model.hidden_weights(), strict=True):
-            sl = slice(lm.weight_offset, lm.weight_offset + lm.n_weights)
-            idx = self.opt.level_index(p).reshape(-1)
-            kp = self.k_prog[sl]
-            nz = torch.ne(idx, kp, out=self._ne[sl]).nonzero().view(-1)
+            nz = self.opt.changed_levels(p)
             if nz.numel():
-                new = idx.index_select(0, nz)
-                kp.index_copy_(0, nz, new)
+                sl = self.k_prog[lm.weight_offset : lm.weight_offset + lm.n_weights]
+                ks.append(sl.index_select(0, nz).cpu().numpy())
                 wis.append(nz.cpu().numpy() + lm.weight_offset)
-                ks.append(new.cpu().numpy())
         if not wis:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int8)
         k = np.concatenate(ks).astype(np.int8)
@@ -215,7 +210,15 @@ class Trainer:
         return np.concatenate(wis).astype(np.int64), k
 
     def _new_optimizer(self) -> MetaplasticAdam:
-        return MetaplasticAdam(self.model.parameters(), self.levels, lr=self.cfg.lr, m_star=0.0)
+        cfg = self.cfg
+        opt = MetaplasticAdam(
+            self.model.parameters(), self.levels, lr=cfg.lr, m_star=0.0, ws_source=cfg.ws_source, clamp_mode=cfg.clamp
+        )
+        if cfg.ws_source == "read":  # W_S = what each layer's forward pass used: live views of the read weights
+            opt.set_read_weights((layer.weight, layer.w_used) for layer in self.model.layers)
+        for lm, p in zip(self.cmap.layers, self.model.hidden_weights(), strict=True):
+            opt.track_levels(p, self.k_prog[lm.weight_offset : lm.weight_offset + lm.n_weights])
+        return opt
 
     # ------------------------------------------------------------------ set-up
     def start(self, resume: str | None = None) -> None:

@@ -143,14 +143,15 @@ _D = TrainConfig()
     type=click.Choice(list(WS_SOURCES)),
     default=_D.ws_source,
     show_default=True,
-    help="W_S of Algorithm 1: the nominal level or the weight read from the chip (read: not wired yet).",
+    help="W_S of Algorithm 1: the nominal level, or the weight read from the chip (read; not with --chip none).",
 )
 @click.option(
     "--clamp",
     type=click.Choice(list(CLAMP_MODES)),
     default=_D.clamp,
     show_default=True,
-    help="Hidden weights clamped to the level range: hard, none or soft (none/soft: not wired yet).",
+    help="Hidden weights W_H: hard-clamped to [Q_0, Q_n], not clamped (none), or soft: outward steps past "
+    "an outer level scaled by 1 - tanh^2(m* * overshoot / outer interval) (docs/training.md).",
 )
 @click.option(
     "--data-dir",

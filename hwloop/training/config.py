@@ -60,9 +60,9 @@ class TrainConfig:
     bn_eval: str = "batch"
     #: learning rate multiplied by this factor after every epoch of a task (reset at each task); 1 = none
     lr_decay: float = 1.0
-    #: W_S of Algorithm 1: nominal level, or the weight read from the chip (needs the optimizer: not wired yet)
+    #: W_S of Algorithm 1: nominal level, or the weight read from the chip (not with --chip none)
     ws_source: str = "nominal"
-    #: hidden weights clamped to [Q_0, Q_n] (hard), not clamped, or soft-clamped (not wired yet)
+    #: hidden weights clamped to [Q_0, Q_n] (hard), not clamped, or soft-clamped (docs/training.md)
     clamp: str = "hard"
     program: str = "single-shot"  # or "verify" (hwloop.chip.verify); see docs/characterise.md
     verify_tolerance: float = 1.0
@@ -90,12 +90,11 @@ class TrainConfig:
                 )
         if self.model == "bnn" and self.chip != "none":
             raise ConfigError("--model bnn is the software baseline: run it with --chip none")
-        for name, default in (("ws_source", "nominal"), ("clamp", "hard")):
-            if getattr(self, name) != default:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} {getattr(self, name)} is not wired into the "
-                    "optimizer yet (see docs/reproduce.md); use the default"
-                )
+        if self.ws_source == "read" and self.chip == "none":
+            raise ConfigError(
+                "--ws-source read takes W_S from the chip's reads, and --chip none has none: "
+                "use --chip sim (or real), or --ws-source nominal"
+            )
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"--lr-decay {self.lr_decay}: give a factor in (0, 1] (1 = no decay)")
         for name in ("epochs_per_task", "hidden", "batch_size", "eval_batch"):

@@ -31,6 +31,8 @@ class LevelSet:
         # width of the interval above / below each level (outer levels use their only interval)
         self.width_up = np.append(self.width_np, self.width_np[-1]).astype(np.float32)
         self.width_down = np.insert(self.width_np, 0, self.width_np[0]).astype(np.float32)
+        #: both, interleaved: the interval holding w near level i is ``width_side_np[2 * i + (w >= Q_i)]``
+        self.width_side_np = np.stack([self.width_down, self.width_up], axis=1).reshape(-1).astype(np.float32)
         self.n_half = (qn.size - 1) // 2
         self._build_lut()
         self._dev_tables: dict[torch.device, dict[str, torch.Tensor]] = {}
@@ -57,7 +59,6 @@ class LevelSet:
         dev = torch.device(device)
         t = self._dev_tables.get(dev)
         if t is None:
-            side = np.stack([self.width_down, self.width_up], axis=1).reshape(-1).astype(np.float32)
             t = {
                 k: torch.from_numpy(np.ascontiguousarray(v)).to(dev)
                 for k, v in {
@@ -65,7 +66,7 @@ class LevelSet:
                     "mid": self.mid_np,
                     "lut": self.lut_np,
                     "thr": self.thr_np,
-                    "width_side": side,
+                    "width_side": self.width_side_np,
                 }.items()
             }
             self._dev_tables[dev] = t

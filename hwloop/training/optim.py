@@ -9,7 +9,18 @@ For every hidden weight W_H (parameters flagged ``metaplastic``):
 Hidden weights are then clamped to [Q_0, Q_n] (the paper's levels span [-1.5, 1.5]).
 Other parameters (batch-norm) get plain Adam. ``m_star`` can be changed between steps (warm-up uses 0).
 
-The step runs in torch, in place, on whatever device the parameters live on (multi-threaded on CPU).
+Two options of the Fashion-MNIST gap study (docs/training.md, "Options of Algorithm 1"):
+  ``ws_source="read"``: W_S is the weight the layer used in its forward pass (``set_read_weights``: the
+      weights read from the chip), in the sign test and in |W_H - W_S|; I stays the nominal interval
+      holding W_H (the side of Q[level index] that W_H is on).
+  ``clamp_mode``: ``"hard"`` clamps to [Q_0, Q_n] (default); ``"none"`` does not clamp; ``"soft"`` does not
+      clamp, but an outward step of a W_H past an outer level is also scaled by
+      S = 1 - tanh^2(m* |W_H - Q_outer| / I_outer), I_outer the interval next to that outer level.
+  Quantisation of a W_H beyond [Q_0, Q_n] gives the outer level (``LevelSet.index`` saturates).
+
+On the CPU the hidden weights go through ``hwloop.training.fused_cpu``: the whole rule, Adam's moments, the
+new level index and the diff against the programmed levels in one pass (numba), ``kernel="auto"``. Elsewhere
+(and with ``kernel="torch"``) the step runs in torch, in place, on whatever device the parameters live on.
 W_S and I come from small lookup tables indexed by the level index (``LevelSet.tables``), never from
 full-size temporaries: every intermediate lives in per-parameter work buffers allocated once, because on
 CPU a fresh multi-megabyte tensor costs more (page faults) than the arithmetic done in it. The plain
@@ -41,7 +52,9 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
+from hwloop.training import fused_cpu
 from hwloop.training.adamstate import adam_step
+from hwloop.training.config import CLAMP_MODES, WS_SOURCES
 from hwloop.training.levels import LevelSet
 
 
@@ -132,26 +145,74 @@ class MetaplasticAdam(torch.optim.Optimizer):
         eps: float = 1e-8,
         clamp: bool = True,
         compile: str = "auto",
+        kernel: str = "auto",
+        ws_source: str = "nominal",
+        clamp_mode: str = "hard",
     ) -> None:
         if not lr > 0:
             raise ValueError("learning rate must be positive")
+        if ws_source not in WS_SOURCES:
+            raise ValueError(f"ws_source must be one of {WS_SOURCES}")
+        if clamp_mode not in CLAMP_MODES:
+            raise ValueError(f"clamp_mode must be one of {CLAMP_MODES}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
         self.levels = levels
         self.m_star = float(m_star)
-        self.clamp = clamp
+        #: W_S of the rule: the nominal level ("nominal") or the weight read from the chip ("read")
+        self.ws_source = ws_source
+        #: "hard" (clamp to [Q_0, Q_n]), "none" or "soft"; ``clamp=False`` is the older spelling of "none"
+        self.clamp_mode = clamp_mode if clamp else "none"
+        self.clamp = self.clamp_mode == "hard"
+        self._w_read: dict[torch.Tensor, torch.Tensor] = {}  # hidden weight -> weights its layer read
         self._away: list[torch.Tensor] = []  # attenuated masks of the last step
         if compile not in ("auto", "always", "never"):
             raise ValueError("compile must be auto, always or never")
+        if kernel not in ("auto", "numba", "torch"):
+            raise ValueError("kernel must be auto, numba or torch")
         metas = [p for g in self.param_groups for p in g["params"] if getattr(p, "metaplastic", False)]
         off_cpu = any(p.device.type != "cpu" for p in metas)
         enabled = os.environ.get("HWLOOP_COMPILE", "1") != "0"
-        #: whether the fused, compiled rule is in use (turned off for good if compiling fails)
-        self.compiled = clamp and enabled and (compile == "always" or (compile == "auto" and off_cpu))
+        #: CPU hidden weights go through the one-pass numba kernel (``hwloop.training.fused_cpu``)
+        self.numba = kernel == "numba" or (kernel == "auto" and enabled and not off_cpu)
+        if self.numba and off_cpu:
+            raise ValueError("kernel='numba' needs the hidden weights on the CPU")
+        default_rule = self.clamp_mode == "hard" and ws_source == "nominal"  # the only rule fused_rule has
+        #: whether the fused, compiled torch rule is in use (turned off for good if compiling fails)
+        self.compiled = (
+            not self.numba and default_rule and enabled and (compile == "always" or (compile == "auto" and off_cpu))
+        )
+        self._n_away = 0  # attenuated weights counted by the numba kernel in the last step
+        self._runner = fused_cpu.Runner()
+
+    def set_read_weights(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """``ws_source="read"``: for each (hidden weight, weights read) pair, the tensor (same shape and
+        device) that the layer's forward pass uses. It is read at every step, so give a live view (the
+        layer's ``w_used``), not a copy."""
+        for p, w in pairs:
+            if w.shape != p.shape or w.device != p.device:
+                raise ValueError(
+                    f"read weights {tuple(w.shape)} on {w.device} do not fit {tuple(p.shape)} on {p.device}"
+                )
+            self._w_read[p] = w
 
     @property
     def attenuated(self) -> int:
         """Weights attenuated in the last step (diagnostic, counted when read; it synchronises the device)."""
-        return int(sum(int(torch.count_nonzero(a)) for a in self._away))
+        return self._n_away + int(sum(int(torch.count_nonzero(a)) for a in self._away))
+
+    def track_levels(self, p: torch.Tensor, record: torch.Tensor) -> None:
+        """After every step, diff hidden weight ``p``'s level index against ``record`` (int32, one per weight,
+        on ``p``'s device; the levels last programmed): ``changed_levels(p)`` then lists the weights whose
+        level changed, and ``record`` holds the new levels. The record is the caller's (not saved)."""
+        if record.dtype != torch.int32 or record.numel() != p.numel() or record.device != p.device:
+            raise ValueError("the level record must be int32, one entry per weight, on the weight's device")
+        self.state[p]["record"] = record.view(-1)
+        self.state[p]["changed"] = torch.zeros(0, dtype=torch.int64, device=p.device)
+
+    def changed_levels(self, p: torch.Tensor) -> torch.Tensor:
+        """Flat indices (int64, ascending, on ``p``'s device) of the weights of ``p`` whose level changed in
+        the last step against the record of ``track_levels``; their new levels are in the record."""
+        return self.state[p]["changed"]
 
     def level_index(self, p: torch.Tensor) -> torch.Tensor:
         """Nearest-level index (int32 tensor on ``p``'s device) of hidden weight ``p`` after the last step."""
@@ -165,6 +226,7 @@ class MetaplasticAdam(torch.optim.Optimizer):
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         self._away = []
+        self._n_away = 0
         lv, m_star = self.levels, self.m_star
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
@@ -175,7 +237,11 @@ class MetaplasticAdam(torch.optim.Optimizer):
                 state = self.state[p]
                 t = adam_step(state, p)
                 meta = getattr(p, "metaplastic", False)
+                if meta and self.numba:
+                    self._numba_step(p, state, group, lr, t, m_star)
+                    continue  # the whole rule, moments and level diff included, in one pass
                 if meta and self.compiled and self._fused_step(p, state, group, lr, t, m_star):
+                    self._diff_record(state)
                     continue  # the whole rule, moments included, in one compiled pass
                 m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
                 m.mul_(beta1).add_(g, alpha=1 - beta1)
@@ -201,6 +267,8 @@ class MetaplasticAdam(torch.optim.Optimizer):
                     # I: the interval holding W_H (above W_S where d >= 0, else below): width_side[2 idx + side]
                     code = torch.add(idx, idx, out=wk["i"]).add_(torch.ge(d, 0, out=wk["b2"]))
                     torch.index_select(tab["width_side"], 0, code.view(-1), out=f.view(-1))
+                    if self.ws_source == "read":  # W_S = the weight read from the chip; I stays nominal
+                        torch.sub(w, self._read_weight(p), out=d)
                     # away = 1 where U * d < 0 (the step moves W_H away from W_S), else 0; sign(U) = sign(m)
                     away = torch.mul(m, d, out=wk["a"]).sign_().clamp_(max=0).neg_()
                     # M = 1 - tanh^2(y) = 4 s (1 - s) with s = sigmoid(2 y), 2 y = 4 m* |d| / I - 2 m*
@@ -209,6 +277,8 @@ class MetaplasticAdam(torch.optim.Optimizer):
                     # U <- U * M where away, U elsewhere: U * (1 - away * (1 - M)); (masked_fill_ and where
                     # cost 25 times more on CPU than these three passes)
                     f.sub_(1.0).mul_(away).add_(1.0)
+                    if self.clamp_mode == "soft":
+                        self._soft_clamp_factor(w, m, f, wk, m_star)
                     num = torch.mul(m, f, out=wk["d"])
                     self._away.append(away)
                 w.addcdiv_(num, denom, value=-lr / (1 - beta1**t))
@@ -216,7 +286,94 @@ class MetaplasticAdam(torch.optim.Optimizer):
                     w.clamp_(lv.lo, lv.hi)
                 # the new index overwrites the old one in place (W_S is not needed any more)
                 state["level_index"] = lv.index(w, out=idx, work_f=f, work_i=wk["i"], work_b=wk["b1"])
+                self._diff_record(state)
         return loss
+
+    def _diff_record(self, state: dict) -> None:
+        """The torch paths' level diff against the ``track_levels`` record (the numba kernel does it inline)."""
+        rec = state.get("record")
+        if rec is None:
+            return
+        idx = state["level_index"].view(-1)
+        wk = state["work"]
+        nz = torch.ne(idx, rec, out=wk["b2"].view(-1)).nonzero().view(-1)
+        if nz.numel():
+            rec.index_copy_(0, nz, idx.index_select(0, nz))
+        state["changed"] = nz
+
+    def _numba_step(self, p: torch.Tensor, state: dict, group: dict, lr: float, t: int, m_star: float) -> None:
+        """Algorithm 1 on ``p`` in one pass of ``fused_cpu.rule`` (CPU tensors, shared with numpy)."""
+        lv = self.levels
+        idx = state.get("level_index")
+        if idx is None:
+            idx = state["level_index"] = lv.index(p.data)
+        wk = state.get("work")
+        if wk is None:
+            wk = state["work"] = {
+                "changed": np.empty(p.numel(), dtype=np.int64),
+                "scal": np.empty(11, dtype=np.float32),
+                "flags": np.empty(4, dtype=np.int64),
+                "none_f": np.zeros(1, dtype=np.float32),
+                "none_i": np.zeros(1, dtype=np.int32),
+            }
+        beta1, beta2 = group["betas"]
+        wk["scal"][:] = (
+            beta1,
+            beta2,
+            1.0 / math.sqrt(1 - beta2**t),
+            group["eps"],
+            lr / (1 - beta1**t),
+            m_star,
+            lv.lo,
+            lv.hi,
+            lv.lut_inv_h,
+            lv.width_np[-1],
+            lv.width_np[0],
+        )
+        rec = state.get("record")
+        clamp_mode = {"hard": fused_cpu.CLAMP_HARD, "none": fused_cpu.CLAMP_NONE, "soft": fused_cpu.CLAMP_SOFT}
+        read = self.ws_source == "read" and m_star > 0
+        wk["flags"][:] = (clamp_mode[self.clamp_mode], read, rec is not None, lv.lut_np.size - 1)
+        args = (
+            p.data.view(-1).numpy(),
+            p.grad.reshape(-1).numpy(),
+            state["exp_avg"].view(-1).numpy(),
+            state["exp_avg_sq"].view(-1).numpy(),
+            idx.view(-1).numpy(),
+            self._read_weight(p).reshape(-1).numpy() if read else wk["none_f"],
+            rec.numpy() if rec is not None else wk["none_i"],
+            wk["changed"],
+            lv.q_np,
+            lv.width_side_np,
+            lv.lut_np,
+            lv.thr_np,
+            wk["scal"],
+            wk["flags"],
+        )
+        changed, n_away = self._runner.run(torch.get_num_threads(), p.numel(), args, wk["changed"])
+        self._n_away += n_away
+        if rec is not None:
+            state["changed"] = torch.from_numpy(changed)
+
+    def _read_weight(self, p: torch.Tensor) -> torch.Tensor:
+        w = self._w_read.get(p)
+        if w is None:
+            raise ValueError("ws_source='read' needs the read weights of every hidden weight (set_read_weights)")
+        return w
+
+    def _soft_clamp_factor(self, w: torch.Tensor, m: torch.Tensor, f: torch.Tensor, wk: dict, m_star: float) -> None:
+        """``clamp_mode="soft"``: multiply the step factor ``f`` by S = 1 - tanh^2(m* |x|) where the step
+        moves W_H outward past an outer level; x = (W_H - Q_n) / I_n above Q_n, (W_H - Q_0) / I_0 below Q_0,
+        0 inside (S = 1 there). Outward: U * x < 0, read from m * x (U has the sign of m)."""
+        lv = self.levels
+        if "s" not in wk:
+            wk["s"], wk["o"] = torch.empty_like(f), torch.empty_like(f)
+        x, o = wk["s"], wk["o"]
+        torch.sub(w, lv.hi, out=x).clamp_(min=0).div_(float(lv.width_up[-1]))
+        x.add_(torch.sub(w, lv.lo, out=o).clamp_(max=0).div_(float(lv.width_down[0])))
+        outward = torch.mul(m, x, out=o).sign_().clamp_(max=0).neg_()  # 1 where outward, else 0
+        x.abs_().mul_(m_star).tanh_().square_()  # tanh^2(m* |x|)
+        f.mul_(x.mul_(outward).neg_().add_(1.0))  # f * (1 - outward * tanh^2) = f * S where outward
 
     def _fused_step(self, p: torch.Tensor, state: dict, group: dict, lr: float, t: int, m_star: float) -> bool:
         """The compiled rule on ``p`` (False, and the eager path from then on, where it cannot compile)."""
@@ -265,12 +422,20 @@ class MetaplasticAdam(torch.optim.Optimizer):
             self._away.append(wk["b1"])
         return True
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Torch's, keeping the level records of ``track_levels`` (the caller's, not part of the state)."""
+        records = {p: st["record"] for p, st in self.state.items() if "record" in st}
+        super().load_state_dict(state_dict)
+        for p, rec in records.items():
+            self.track_levels(p, rec)
+
     def state_dict(self) -> dict:
         sd = super().state_dict()
         # the level index is derived from the weights and the work buffers are scratch: both are rebuilt
         # after loading (new dicts: torch's state_dict shares the live per-parameter state dicts)
         sd["state"] = {
-            k: {n: v for n, v in st.items() if n not in ("level_index", "work")} for k, st in sd["state"].items()
+            k: {n: v for n, v in st.items() if n not in ("level_index", "work", "record", "changed")}
+            for k, st in sd["state"].items()
         }
         return sd
 
