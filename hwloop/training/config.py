@@ -77,10 +77,10 @@ class TrainConfig:
     endurance_model: str | None = None  # simulated tiles draw budgets from this file (hwloop cycle)
     #: weights: paper (Algorithm 1) or importance (a hidden variable per weight sets its m*; docs/training.md)
     consolidation: str = "paper"
-    importance_scale: float = 0.5  # |h| (weight units) at which a weight gets the full m*
+    importance_scale: float = 0.1  # |h| (weight units) at which a weight gets the full m*
     #: shared BN: off (plain Adam, the paper), meta-batch or meta-frozen (docs/training.md)
     bn_consolidate: str = "off"
-    bn_meta_scale: float = 0.5  # drift of a BN affine parameter from its reference where M = 1 - tanh^2(m*)
+    bn_meta_scale: float = 0.1  # drift of a BN affine parameter from its reference where M = 1 - tanh^2(m*)
 
     def validate(self) -> None:
         if self.chip not in CHIPS:

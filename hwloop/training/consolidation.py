@@ -35,9 +35,9 @@ class ConsolidatingAdam(MetaplasticAdam):
         lr: float,
         m_star: float = 0.0,
         weights: str = "paper",
-        importance_scale: float = 0.5,
+        importance_scale: float = 0.1,
         bn: bool = False,
-        bn_scale: float = 0.5,
+        bn_scale: float = 0.1,
         **kw: object,
     ) -> None:
         super().__init__(params, levels, lr=lr, m_star=m_star, **kw)  # type: ignore[arg-type]

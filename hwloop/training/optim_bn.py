@@ -12,7 +12,7 @@ No reference (the first task) or m* = 0 (warm-up): plain Adam, exactly as ``Meta
 
 The factor is 1 at delta = 0 and falls to 1 - tanh^2(m*) (0.0099 at m* = 3) at |delta| = scale: a
 parameter may drift about scale / 2 from where the last task left it before it is held, and it always
-moves back towards the reference freely. ``scale`` (``--bn-meta-scale``, default 0.5) plays the role of
+moves back towards the reference freely. ``scale`` (``--bn-meta-scale``, default 0.1) plays the role of
 the interval I of Eq. 2; there are no levels here, so the reference is the parameter's own value at the
 start of the task. The batch statistics are handled by ``hwloop.training.bn_frozen`` (meta-frozen).
 The plain numpy reading of this rule lives in ``tests/test_consolidation_rules.py``.

@@ -20,7 +20,7 @@ h integrates the proposed steps (before any attenuation, and past the clamp): co
 grow without bound, as |W_h| does in the binarized rule; updates of random sign cancel (|h| grows only as
 the square root of their number). Steps that would undo h are damped as the binarized rule damps steps
 towards a sign change, so a task's memory is not erased by the next task's first steps. h0
-(``--importance-scale``, weight units, default 0.5: about two level intervals) is the |h| at which a
+(``--importance-scale``, weight units, default 0.1: about half the interval next to zero) is the |h| at which a
 weight gets the paper's full m*. During warm-up (m* = 0) h accumulates undamped and no weight is held.
 An idle weight (h near 0) has m_i near 0, so M is near 1: it stays free for the next task.
 
