@@ -39,6 +39,14 @@ CONFIGS: dict[str, list[str]] = {
         "--consolidation",
         "importance",
     ],
+    "shared-meta-frozen-importance": [
+        "--bn-mode",
+        "shared",
+        "--bn-consolidate",
+        "meta-frozen",
+        "--consolidation",
+        "importance",
+    ],
     "per-task-importance": ["--consolidation", "importance"],
 }
 #: run only when named in --only: the issue's 97.31 -> 43.92 % figure was measured with --init midpoints
