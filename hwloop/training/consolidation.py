@@ -63,17 +63,26 @@ class ConsolidatingAdam(MetaplasticAdam):
         finally:
             for p, g in zip(own, grads, strict=True):
                 p.grad = g
-        group = self.param_groups[0]
-        common = dict(lr=group["lr"], betas=group["betas"], eps=group["eps"], m_star=self.m_star)
-        for p in own:
-            if id(p) in self._importance_ids:
-                away = importance_update(
-                    p.data, p.grad, self.state[p], self.levels, scale=self.importance_scale, clamp=self.clamp, **common
-                )
-            else:
-                away = metaplastic_bn_update(p.data, p.grad, self.state[p], scale=self.bn_scale, **common)
-            if away is not None:
-                self._away.append(away)
+        own_ids = {id(p) for p in own}
+        for group in self.param_groups:
+            common = dict(lr=group["lr"], betas=group["betas"], eps=group["eps"], m_star=self.m_star)
+            for p in group["params"]:
+                if id(p) not in own_ids:
+                    continue
+                if id(p) in self._importance_ids:
+                    away = importance_update(
+                        p.data,
+                        p.grad,
+                        self.state[p],
+                        self.levels,
+                        scale=self.importance_scale,
+                        clamp=self.clamp,
+                        **common,
+                    )
+                else:
+                    away = metaplastic_bn_update(p.data, p.grad, self.state[p], scale=self.bn_scale, **common)
+                if away is not None:
+                    self._away.append(away)
         return loss
 
     def consolidate(self) -> None:
