@@ -221,7 +221,9 @@ def test_consolidating_adam_steps_each_parameter_by_its_rule() -> None:
     the rule applied alone to a copy."""
     lv = LevelSet(Q_DEFAULT.tolist())
     model = _model()
-    opt = ConsolidatingAdam(model.parameters(), lv, lr=0.01, m_star=3.0, weights="importance", bn=True, bn_scale=0.2)
+    opt = ConsolidatingAdam(
+        model.parameters(), lv, lr=0.01, m_star=3.0, weights="importance", importance_scale=0.5, bn=True, bn_scale=0.2
+    )
     copies = {id(p): (p.detach().clone(), {}) for p in model.parameters()}
     x = torch.randn(32, 20)
     y = torch.randint(0, 10, (32,))
@@ -241,7 +243,9 @@ def test_consolidating_adam_steps_each_parameter_by_its_rule() -> None:
             metaplastic_bn_update(c, p.grad, st, scale=0.2, **kw)
         opt.step()
         for p in model.parameters():
-            assert torch.equal(p.detach(), copies[id(p)][0]), f"step {step}"
+            assert torch.equal(p.detach(), copies[id(p)][0]), (
+                f"step {step} {tuple(p.shape)} {(p.detach() - copies[id(p)][0]).abs().max()}"
+            )
     # the importance variables survive a new optimizer (Adam reset at a task switch) and a state_dict trip
     new = build_optimizer(
         TrainConfig(bn_mode="shared", bn_consolidate="meta-batch", consolidation="importance"), model, lv, opt
