@@ -48,8 +48,10 @@ from hwloop.resume_real import (
 from hwloop.runlock import RunLock, refuse_if_held
 from hwloop.runlog import RunLog, RunLogWriter
 from hwloop.signals import check_stop, cooperative, deferred, stop_point
+from hwloop.training.bn_frozen import use_frozen_stats_bn
 from hwloop.training.checkpoint import build_payload, load_payload, serialise
 from hwloop.training.config import TrainConfig, check_same_experiment
+from hwloop.training.consolidation import begin_task, build_optimizer
 from hwloop.training.data import load_task, parse_tasks
 from hwloop.training.device import resolve_device
 from hwloop.training.evaluate import evaluate
@@ -119,6 +121,8 @@ class Trainer:
             bn_mode=cfg.bn_mode,
             bn_eval=cfg.bn_eval,
         )
+        if cfg.bn_consolidate == "meta-frozen":
+            use_frozen_stats_bn(self.model)
         self.cmap = CrossbarMap(
             [(f"fc{i + 1}", tuple(layer.weight.shape)) for i, layer in enumerate(self.model.layers)]
         )
@@ -210,11 +214,9 @@ class Trainer:
         return np.concatenate(wis).astype(np.int64), k
 
     def _new_optimizer(self) -> MetaplasticAdam:
-        cfg = self.cfg
-        opt = MetaplasticAdam(
-            self.model.parameters(), self.levels, lr=cfg.lr, m_star=0.0, ws_source=cfg.ws_source, clamp_mode=cfg.clamp
-        )
-        if cfg.ws_source == "read":  # W_S = what each layer's forward pass used: live views of the read weights
+        # MetaplasticAdam, or ConsolidatingAdam with --consolidation / --bn-consolidate (docs/training.md)
+        opt = build_optimizer(self.cfg, self.model, self.levels, previous=self.opt)
+        if self.cfg.ws_source == "read":  # W_S = what each layer's forward pass used: live views of the reads
             opt.set_read_weights((layer.weight, layer.w_used) for layer in self.model.layers)
         for lm, p in zip(self.cmap.layers, self.model.hidden_weights(), strict=True):
             opt.track_levels(p, self.k_prog[lm.weight_offset : lm.weight_offset + lm.n_weights])
@@ -383,6 +385,8 @@ class Trainer:
                 first_of_task = self.epoch % cfg.epochs_per_task == 0
                 if self.opt is None or (first_of_task and cfg.adam_reset and self.epoch > 0):
                     self.opt = self._new_optimizer()
+                if first_of_task and self.epoch > 0:
+                    begin_task(cfg, self.model, self.opt, lambda t=t_idx: self._task_tensors(t - 1)[0])
                 self._train_epoch(t_idx, bar)
                 bar.update(1)
         finally:

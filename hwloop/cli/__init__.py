@@ -33,6 +33,7 @@ def _register() -> None:
         bench_cmd,  # noqa: F401
         calibrate_cmd,  # noqa: F401
         chip_cmd,  # noqa: F401
+        continual_cmd,  # noqa: F401
         cycle_cmd,  # noqa: F401
         estimate_cmd,  # noqa: F401
         reproduce_cmd,  # noqa: F401

@@ -11,10 +11,12 @@ from hwloop.cli import cli
 from hwloop.cli.common import echo_json
 from hwloop.clicktypes import FiniteFloat
 from hwloop.training.config import (
+    BN_CONSOLIDATE_MODES,
     BN_EVAL_MODES,
     BN_MODES,
     CHIPS,
     CLAMP_MODES,
+    CONSOLIDATION_MODES,
     DEVICES,
     INIT_MODES,
     MODELS,
@@ -152,6 +154,37 @@ _D = TrainConfig()
     show_default=True,
     help="Hidden weights W_H: hard-clamped to [Q_0, Q_n], not clamped (none), or soft: outward steps past "
     "an outer level scaled by 1 - tanh^2(m* * overshoot / outer interval) (docs/training.md).",
+)
+@click.option(
+    "--consolidation",
+    type=click.Choice(list(CONSOLIDATION_MODES)),
+    default=_D.consolidation,
+    show_default=True,
+    help="Hidden weights: paper (Algorithm 1, one m* for all) or importance (a hidden variable per "
+    "weight accumulates consistent updates and scales its m*; docs/training.md).",
+)
+@click.option(
+    "--importance-scale",
+    type=FiniteFloat(min=0, min_open=True),
+    default=_D.importance_scale,
+    show_default=True,
+    help="With --consolidation importance: |h| (weight units) at which a weight gets the full m*.",
+)
+@click.option(
+    "--bn-consolidate",
+    type=click.Choice(list(BN_CONSOLIDATE_MODES)),
+    default=_D.bn_consolidate,
+    show_default=True,
+    help="With --bn-mode shared: off (plain Adam, the paper), meta-batch (metaplastic affine parameters, "
+    "batch statistics) or meta-frozen (metaplastic affine parameters, statistics frozen after task 1).",
+)
+@click.option(
+    "--bn-meta-scale",
+    type=FiniteFloat(min=0, min_open=True),
+    default=_D.bn_meta_scale,
+    show_default=True,
+    help="With --bn-consolidate: drift of a BN parameter from its task-start value where its steps "
+    "away are damped by 1 - tanh^2(m*).",
 )
 @click.option(
     "--data-dir",

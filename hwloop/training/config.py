@@ -17,6 +17,11 @@ WS_SOURCES = ("nominal", "read")
 CLAMP_MODES = ("hard", "none", "soft")
 DEVICES = ("auto", "cpu", "cuda")
 PROGRAM_MODES = ("single-shot", "verify")
+#: consolidation of the hidden weights: Algorithm 1 (paper) or importance-aware (optim_importance.py)
+CONSOLIDATION_MODES = ("paper", "importance")
+#: consolidation of a shared BN (optim_bn.py, bn_frozen.py): none, metaplastic affine parameters with
+#: batch statistics, or metaplastic affine parameters with statistics frozen after the first task
+BN_CONSOLIDATE_MODES = ("off", "meta-batch", "meta-frozen")
 #: configuration keys that do not change the experiment: where files are, whether the data are checked, how
 #: the run is shown and how fast it runs. Two runs whose other keys agree are the same experiment: a run log
 #: resumes only with the same experiment (``--resume``), and a sweep folder continues only with it.
@@ -70,6 +75,12 @@ class TrainConfig:
     wear_strikes: int = 3
     retention_model: str | None = None  # simulated tiles replay this retention file (hwloop retention)
     endurance_model: str | None = None  # simulated tiles draw budgets from this file (hwloop cycle)
+    #: weights: paper (Algorithm 1) or importance (a hidden variable per weight sets its m*; docs/training.md)
+    consolidation: str = "paper"
+    importance_scale: float = 0.1  # |h| (weight units) at which a weight gets the full m*
+    #: shared BN: off (plain Adam, the paper), meta-batch or meta-frozen (docs/training.md)
+    bn_consolidate: str = "off"
+    bn_meta_scale: float = 0.1  # drift of a BN affine parameter from its reference where M = 1 - tanh^2(m*)
 
     def validate(self) -> None:
         if self.chip not in CHIPS:
@@ -124,6 +135,7 @@ class TrainConfig:
             raise ConfigError(f"--flush-s {self.flush_s} must be a number of seconds between 0 and 3600")
         if self.chip == "real" and not self.bench:
             raise ConfigError("--chip real needs --bench FILE (e.g. the bench printed by `hwloop emulate`)")
+        _check_consolidation(self)
 
     def experiment(self) -> dict:
         """The configuration keys that define the experiment (compared on --resume)."""
@@ -154,6 +166,36 @@ def describe_difference(keys: list[str], old: dict, new: dict, old_label: str, l
     """``k: <old_label> 'x' vs now 'y', ...`` for the first ``limit`` of ``keys`` (the one message of a
     refused resume or sweep continuation)."""
     return ", ".join(f"{k}: {old_label} {old.get(k)!r} vs now {new.get(k)!r}" for k in keys[:limit])
+
+
+def _check_consolidation(cfg: TrainConfig) -> None:
+    """The options of issue 16 (``--consolidation``, ``--bn-consolidate`` and their scales)."""
+    for name, allowed in (("consolidation", CONSOLIDATION_MODES), ("bn_consolidate", BN_CONSOLIDATE_MODES)):
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(
+                f"unknown --{name.replace('_', '-')} {getattr(cfg, name)!r}; choose one of {', '.join(allowed)}"
+            )
+    for name in ("importance_scale", "bn_meta_scale"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf:  # also refuses NaN
+            raise ConfigError(f"--{name.replace('_', '-')} {v!r}: give a finite number > 0")
+    if cfg.model == "bnn" and (cfg.consolidation != "paper" or cfg.bn_consolidate != "off"):
+        raise ConfigError("--consolidation and --bn-consolidate are options of the QNN: drop them with --model bnn")
+    if cfg.consolidation == "importance" and (cfg.ws_source != "nominal" or cfg.clamp == "soft"):
+        raise ConfigError(
+            "--consolidation importance has its own rule: it takes W_S from the nominal level and clamps hard "
+            "or not at all; drop --ws-source read / --clamp soft"
+        )
+    if cfg.bn_consolidate != "off":
+        if cfg.bn_mode != "shared":
+            raise ConfigError(
+                f"--bn-consolidate {cfg.bn_consolidate} consolidates a shared BN: add --bn-mode shared "
+                "(a per-task BN is never trained again)"
+            )
+        if cfg.bn_eval != "batch":
+            raise ConfigError(
+                f"--bn-consolidate {cfg.bn_consolidate} sets the BN statistics itself: drop --bn-eval running"
+            )
 
 
 def _check_out_path(out: str) -> None:

@@ -295,8 +295,7 @@ class MetaplasticAdam(torch.optim.Optimizer):
         if rec is None:
             return
         idx = state["level_index"].view(-1)
-        wk = state["work"]
-        nz = torch.ne(idx, rec, out=wk["b2"].view(-1)).nonzero().view(-1)
+        nz = torch.ne(idx, rec).nonzero().view(-1)
         if nz.numel():
             rec.index_copy_(0, nz, idx.index_select(0, nz))
         state["changed"] = nz

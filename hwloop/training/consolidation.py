@@ -1,0 +1,139 @@
+"""The optimizer and the task-switch step of a run, from ``--consolidation`` and ``--bn-consolidate``.
+
+With both at their defaults (``paper``, ``off``) a run uses ``MetaplasticAdam`` itself: the paper's rule.
+Otherwise ``ConsolidatingAdam`` steps the hidden weights with ``optim_importance`` (importance) or
+``MetaplasticAdam`` (paper), and the BN affine parameters with ``optim_bn`` (meta-batch, meta-frozen)
+or plain Adam (off). ``begin_task`` is what the trainer does at every task switch after the first task:
+freeze the BN statistics (meta-frozen, once) and start a consolidated phase of the BN parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from hwloop.training.bn_frozen import freeze_statistics, stats_frozen
+from hwloop.training.config import TrainConfig
+from hwloop.training.levels import LevelSet
+from hwloop.training.optim import MetaplasticAdam
+from hwloop.training.optim_bn import metaplastic_bn_update, set_reference
+from hwloop.training.optim_importance import importance_update
+
+
+class ConsolidatingAdam(MetaplasticAdam):
+    """``MetaplasticAdam`` whose hidden weights (``weights="importance"``) and/or BN parameters
+    (``bn=True``) follow the rules of ``optim_importance`` / ``optim_bn`` instead; every other parameter
+    is stepped by ``MetaplasticAdam.step`` unchanged."""
+
+    def __init__(
+        self,
+        params: Iterable,
+        levels: LevelSet,
+        *,
+        lr: float,
+        m_star: float = 0.0,
+        weights: str = "paper",
+        importance_scale: float = 0.1,
+        bn: bool = False,
+        bn_scale: float = 0.1,
+        **kw: object,
+    ) -> None:
+        super().__init__(params, levels, lr=lr, m_star=m_star, **kw)  # type: ignore[arg-type]
+        if weights not in ("paper", "importance"):
+            raise ValueError("weights must be paper or importance")
+        self.importance_scale = float(importance_scale)
+        self.bn_scale = float(bn_scale)
+        every = [p for g in self.param_groups for p in g["params"]]
+        self._importance = [p for p in every if weights == "importance" and getattr(p, "metaplastic", False)]
+        self._bn = [p for p in every if bn and not getattr(p, "metaplastic", False)]
+        self._importance_ids = {id(p) for p in self._importance}
+        if self._importance:
+            self.compiled = False  # the fused rule is Algorithm 1's; these weights follow another one
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        own = [p for p in (*self._importance, *self._bn) if p.grad is not None]
+        grads = [p.grad for p in own]
+        for p in own:  # MetaplasticAdam.step skips parameters without a gradient
+            p.grad = None
+        try:
+            loss = super().step(closure)
+        finally:
+            for p, g in zip(own, grads, strict=True):
+                p.grad = g
+        own_ids = {id(p) for p in own}
+        for group in self.param_groups:
+            common = dict(lr=group["lr"], betas=group["betas"], eps=group["eps"], m_star=self.m_star)
+            for p in group["params"]:
+                if id(p) not in own_ids:
+                    continue
+                if id(p) in self._importance_ids:
+                    away = importance_update(
+                        p.data,
+                        p.grad,
+                        self.state[p],
+                        self.levels,
+                        scale=self.importance_scale,
+                        clamp=self.clamp,
+                        **common,
+                    )
+                else:
+                    away = metaplastic_bn_update(p.data, p.grad, self.state[p], scale=self.bn_scale, **common)
+                if away is not None:
+                    self._away.append(away)
+                if id(p) in self._importance_ids:
+                    self._diff_record(self.state[p])  # the levels to program, as MetaplasticAdam's step lists them
+        return loss
+
+    def consolidate(self) -> None:
+        """Start a consolidated phase: every BN parameter's reference becomes its present value."""
+        for p in self._bn:
+            set_reference(p, self.state[p])
+
+    def inherit(self, previous: MetaplasticAdam | None) -> None:
+        """Keep the importance variables h of ``previous`` (the optimizer of the last task: Adam's moments
+        are reset at a task switch, the weights' memory is not)."""
+        if previous is None:
+            return
+        for p in self._importance:
+            h = previous.state.get(p, {}).get("h")
+            if h is not None:
+                self.state[p]["h"] = h
+
+
+def build_optimizer(
+    cfg: TrainConfig, model: nn.Module, levels: LevelSet, previous: MetaplasticAdam | None = None
+) -> MetaplasticAdam:
+    """The optimizer of a run (a new one at every task switch with ``--adam-reset``)."""
+    rule = dict(ws_source=cfg.ws_source, clamp_mode=cfg.clamp)
+    if cfg.consolidation == "paper" and cfg.bn_consolidate == "off":
+        return MetaplasticAdam(model.parameters(), levels, lr=cfg.lr, m_star=0.0, **rule)
+    opt = ConsolidatingAdam(
+        model.parameters(),
+        levels,
+        lr=cfg.lr,
+        m_star=0.0,
+        weights=cfg.consolidation,
+        importance_scale=cfg.importance_scale,
+        bn=cfg.bn_consolidate != "off",
+        bn_scale=cfg.bn_meta_scale,
+        **rule,
+    )
+    opt.inherit(previous)
+    return opt
+
+
+def begin_task(
+    cfg: TrainConfig, model: nn.Module, opt: MetaplasticAdam, previous_task_x: Callable[[], torch.Tensor]
+) -> None:
+    """At the first epoch of every task but the first: freeze the BN statistics over the previous task's
+    training images (meta-frozen, the first time only), then start the BN parameters' consolidated phase."""
+    if cfg.bn_consolidate == "meta-frozen" and not stats_frozen(model):
+        freeze_statistics(model, previous_task_x(), cfg.eval_batch)
+    if isinstance(opt, ConsolidatingAdam):
+        opt.consolidate()
+
+
+__all__ = ["ConsolidatingAdam", "begin_task", "build_optimizer"]
