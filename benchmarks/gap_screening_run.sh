@@ -11,7 +11,7 @@ common=(--epochs-per-task 5 --warmup 2 --seeds 0-2 --workers 1 --threads 1 --no-
 run() {  # name, options...
   local name=$1
   shift
-  hwloop sweep --out "$root/$name" "${common[@]}" "$@" > "$root/$name.out" 2>&1 || echo "$name: exit $?" >&2
+  python -m hwloop sweep --out "$root/$name" "${common[@]}" "$@" > "$root/$name.out" 2>&1 || echo "$name: exit $?" >&2
 }
 mkdir -p "$root"
 ( run baseline; run clamp-soft --clamp soft; run bn-running --bn-eval running; run batch50 --batch-size 50 ) &
