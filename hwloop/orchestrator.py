@@ -175,9 +175,14 @@ class Trainer:
         self.model.to(self.device)
         on_host = self.device.type == "cpu" and self.share_host_weights
         self.w_dev = self.hw.w_torch if on_host else self.hw.w_torch.to(self.device, copy=True)
+        self._attach_w_used()
+        self.k_prog = torch.zeros(self.cmap.n_weights, dtype=torch.int32, device=self.device)
+
+    def _attach_w_used(self) -> None:
+        """Every layer's ``w_used`` as a view of ``w_dev`` (again after ``model.to``, which would otherwise
+        leave a moved copy that the chip's reads never reach)."""
         for lm, layer in zip(self.cmap.layers, self.model.layers, strict=True):
             layer.w_used = self.w_dev[lm.weight_offset : lm.weight_offset + lm.n_weights].view(lm.shape)
-        self.k_prog = torch.zeros(self.cmap.n_weights, dtype=torch.int32, device=self.device)
 
     def _push_weights(self, wi: np.ndarray | None = None) -> None:
         """Copy the weights ``wi`` (all if None) of the host cache to the device (nothing to do on CPU)."""
@@ -261,6 +266,7 @@ class Trainer:
         self.model.to("cpu")  # the initial draw is made on the host, the same on every device
         init_hidden(self.model, self.levels, cfg.init, gen)
         self.model.to(self.device)
+        self._attach_w_used()  # model.to moved the buffers off w_dev on a GPU
         check_stop()
         self.form_yield = self.hw.form()
         check_stop()
