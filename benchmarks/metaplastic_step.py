@@ -21,6 +21,9 @@ import statistics
 import sys
 import time
 
+import hwloop  # noqa: F401  (first: its OpenMP setting must precede torch, as in the CLI)
+
+# isort: split
 import torch
 
 from hwloop.chip.default_table import default_table
