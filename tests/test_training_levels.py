@@ -106,3 +106,24 @@ def test_metaplastic_factor_peaks_at_midpoint() -> None:
     width = np.float32(0.2)
     f = metaplastic_factor(np.array([0.0, 0.05, 0.1], np.float32), np.zeros(3, np.float32), width, 3.0)
     assert f[2] == pytest.approx(1.0) and f[0] < f[1] < f[2]
+
+
+def test_other_parameters_get_torch_adam() -> None:
+    """Batch-norm-like parameters (not metaplastic, several sizes) follow torch.optim.Adam, also when they
+    are at different step counts (a task's BN joining later) and when one has no gradient."""
+    torch.manual_seed(1)
+    shapes = [(7,), (7,), (3,), (3,)]
+    a = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    opt_a = MetaplasticAdam(a, LevelSet(Q), lr=1e-2, m_star=3.0)
+    opt_b = torch.optim.Adam(b, lr=1e-2, foreach=False)
+    for s in range(8):
+        for i, (pa, pb) in enumerate(zip(a, b, strict=True)):
+            live = i < 2 or s >= 3  # the last two start later; a None grad is skipped by both
+            g = torch.randn(pa.shape) if live else None
+            pa.grad, pb.grad = g, None if g is None else g.clone()
+        opt_a.step()
+        opt_b.step()
+        for pa, pb in zip(a, b, strict=True):
+            torch.testing.assert_close(pa.detach(), pb.detach(), rtol=1e-6, atol=1e-7)
+    assert opt_a.state[a[0]]["step"] == 8 and opt_a.state[a[3]]["step"] == 5
