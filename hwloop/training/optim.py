@@ -102,6 +102,8 @@ def fused_rule(
 
 
 _COMPILED: dict[str, Callable | None] = {}
+#: the numba step's threads, one pool per process (a new optimizer per task must not leave idle pools)
+_RUNNER = fused_cpu.Runner()
 
 
 def _compiled_rule() -> Callable | None:
@@ -182,7 +184,6 @@ class MetaplasticAdam(torch.optim.Optimizer):
             not self.numba and default_rule and enabled and (compile == "always" or (compile == "auto" and off_cpu))
         )
         self._n_away = 0  # attenuated weights counted by the numba kernel in the last step
-        self._runner = fused_cpu.Runner()
 
     def set_read_weights(self, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """``ws_source="read"``: for each (hidden weight, weights read) pair, the tensor (same shape and
@@ -349,7 +350,7 @@ class MetaplasticAdam(torch.optim.Optimizer):
             wk["scal"],
             wk["flags"],
         )
-        changed, n_away = self._runner.run(torch.get_num_threads(), p.numel(), args, wk["changed"])
+        changed, n_away = _RUNNER.run(torch.get_num_threads(), p.numel(), args, wk["changed"])
         self._n_away += n_away
         if rec is not None:
             state["changed"] = torch.from_numpy(changed)
