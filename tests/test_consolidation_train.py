@@ -31,10 +31,17 @@ def _interrupt_after(epoch: int):
     return on_epoch
 
 
-@pytest.mark.parametrize("stop_after", [2, 3])  # 2: at the task switch; 3: inside the second task
-def test_every_option_on_resumes_exactly(stop_after: int, tiny_data: Path, tmp_path: Path) -> None:
-    ref = train(tiny_config(tiny_data, tmp_path / "ref.h5", **OPTIONS))
+@pytest.fixture(scope="module")
+def reference(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    log = tmp_path_factory.mktemp("consolidation") / "ref.h5"
+    ref = train(tiny_config(tiny_data, log, **OPTIONS))
     assert ref.status == "finished" and set(ref.final_acc) == {"mnist", "fashion-mnist"}
+    return ref, log
+
+
+@pytest.mark.parametrize("stop_after", [2, 3])  # 2: at the task switch; 3: inside the second task
+def test_every_option_on_resumes_exactly(stop_after: int, reference, tiny_data: Path, tmp_path: Path) -> None:
+    ref, ref_log = reference
     out = tmp_path / "cut.h5"
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(tiny_data, out, **OPTIONS), on_epoch=_interrupt_after(stop_after))
@@ -42,8 +49,8 @@ def test_every_option_on_resumes_exactly(stop_after: int, tiny_data: Path, tmp_p
         assert log.status == "interrupted" and len(log.epochs()) == stop_after
     res = train(tiny_config(tiny_data, out, **OPTIONS), resume=str(out))
     assert res.final_acc == ref.final_acc
-    with RunLog(out) as log, RunLog(tmp_path / "ref.h5") as ref_log:
-        assert log.results()["programs"] == ref_log.results()["programs"]
+    with RunLog(out) as log, RunLog(ref_log) as ref_r:
+        assert log.results()["programs"] == ref_r.results()["programs"]
         assert log.config["bn_consolidate"] == "meta-frozen" and log.config["consolidation"] == "importance"
 
 
