@@ -41,6 +41,8 @@ import numpy as np
 CHUNK = 1 << 12
 
 CLAMP_HARD, CLAMP_NONE, CLAMP_SOFT = 0, 1, 2
+#: the kernel's code of each ``--clamp`` mode
+CLAMP_CODES = {"hard": CLAMP_HARD, "none": CLAMP_NONE, "soft": CLAMP_SOFT}
 
 
 @numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy", inline="always")
@@ -70,22 +72,13 @@ _JIT = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
 
 @numba.njit(inline="never", **_JIT)
 def _lookup(
-    k: np.ndarray,
-    ws: np.ndarray,
-    use_ws: bool,
-    q: np.ndarray,
-    width_side: np.ndarray,
-    q_k: np.ndarray,
-    w_s: np.ndarray,
-    i_dn: np.ndarray,
-    i_up: np.ndarray,
+    k: np.ndarray, q: np.ndarray, width_side: np.ndarray, q_k: np.ndarray, i_dn: np.ndarray, i_up: np.ndarray
 ) -> None:
-    """Per weight of a chunk, by its level index k: Q[k], W_S, the interval below and above Q[k]. Scalar:
+    """Per weight of a chunk, by its level index k: Q[k] and the interval below and above Q[k]. Scalar:
     table gathers keep a loop from being vectorised, so they get a loop of their own."""
     for j in range(k.size):
         kj = k[j]
         q_k[j] = q[kj]
-        w_s[j] = ws[j] if use_ws else q[kj]
         i_dn[j] = width_side[2 * kj]
         i_up[j] = width_side[2 * kj + 1]
 
@@ -217,8 +210,7 @@ def rule(
     clamp_mode, use_ws, track, top = flags[0], flags[1] != 0, flags[2] != 0, flags[3]
     meta = scal[5] > 0
     soft = clamp_mode == CLAMP_SOFT and meta
-    q_k = np.empty(CHUNK, dtype=np.float32)  # per chunk: Q[k], W_S, the intervals below and above Q[k]
-    w_s = np.empty(CHUNK, dtype=np.float32)
+    q_k = np.empty(CHUNK, dtype=np.float32)  # per chunk: Q[k], the intervals below and above Q[k]
     i_dn = np.empty(CHUNK, dtype=np.float32)
     i_up = np.empty(CHUNK, dtype=np.float32)
     n_changed = 0
@@ -226,19 +218,10 @@ def rule(
     for start in range(begin, end, CHUNK):
         stop = min(start + CHUNK, end)
         size = stop - start
-        _lookup(
-            k[start:stop],
-            ws[start:stop] if use_ws else ws[:1],
-            use_ws,
-            q,
-            width_side,
-            q_k[:size],
-            w_s[:size],
-            i_dn[:size],
-            i_up[:size],
-        )
+        _lookup(k[start:stop], q, width_side, q_k[:size], i_dn[:size], i_up[:size])
         chunk = (w[start:stop], g[start:stop], m[start:stop], v[start:stop])
-        tables = (q_k[:size], w_s[:size], i_dn[:size], i_up[:size])
+        w_s = ws[start:stop] if use_ws else q_k[:size]  # W_S: the read weight, or the nominal level
+        tables = (q_k[:size], w_s, i_dn[:size], i_up[:size])
         if soft:
             n_away += _update_soft(*chunk, *tables, scal, meta, clamp_mode)
         else:
@@ -285,4 +268,4 @@ class Runner:
         return np.concatenate(lists), sum(r[1] for r in results)
 
 
-__all__ = ["CHUNK", "CLAMP_HARD", "CLAMP_NONE", "CLAMP_SOFT", "Runner", "rule", "tanh_f32"]
+__all__ = ["CHUNK", "CLAMP_CODES", "CLAMP_HARD", "CLAMP_NONE", "CLAMP_SOFT", "Runner", "rule", "tanh_f32"]

@@ -331,9 +331,8 @@ class MetaplasticAdam(torch.optim.Optimizer):
             lv.width_np[0],
         )
         rec = state.get("record")
-        clamp_mode = {"hard": fused_cpu.CLAMP_HARD, "none": fused_cpu.CLAMP_NONE, "soft": fused_cpu.CLAMP_SOFT}
         read = self.ws_source == "read" and m_star > 0
-        wk["flags"][:] = (clamp_mode[self.clamp_mode], read, rec is not None, lv.lut_np.size - 1)
+        wk["flags"][:] = (fused_cpu.CLAMP_CODES[self.clamp_mode], read, rec is not None, lv.lut_np.size - 1)
         args = (
             p.data.view(-1).numpy(),
             p.grad.reshape(-1).numpy(),
