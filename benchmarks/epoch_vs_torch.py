@@ -102,6 +102,15 @@ def torch_epoch(model: nn.Module, opt: torch.optim.Optimizer, task, epoch: int, 
     return time.perf_counter() - t0
 
 
+def warmed_up_torch(task) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The plain PyTorch baseline (seeded) after its warm-up epoch."""
+    torch.manual_seed(0)
+    model = PlainMLP()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    torch_epoch(model, opt, task, 0, 100)
+    return model, opt
+
+
 def hwloop_epoch(chip: str, tmp: Path, ddir: str | None, verify: bool, threads: int) -> tuple[float, Path]:
     out = tmp / f"{chip}.h5"
     cfg = TrainConfig(
@@ -238,10 +247,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp_s:
             ddir, verify, _ = data_dir(Path(tmp_s))
             task = load_task("mnist", ddir, verify=verify)
-            torch.manual_seed(0)
-            model = PlainMLP()
-            opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-            torch_epoch(model, opt, task, 0, 100)  # warm-up
+            model, opt = warmed_up_torch(task)
             print(json.dumps([torch_epoch(model, opt, task, e, 100) for e in range(1, a.torch_reps + 1)]))
         return
     if a.sizes_only:
@@ -261,10 +267,7 @@ def main() -> None:
         tmp = Path(tmp_s)
         ddir, verify, source = data_dir(tmp)
         task = load_task("mnist", ddir, verify=verify)
-        torch.manual_seed(0)
-        model = PlainMLP()
-        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-        torch_epoch(model, opt, task, 0, 100)  # warm-up
+        model, opt = warmed_up_torch(task)
         t_torch = [torch_epoch(model, opt, task, e, 100) for e in range(1, a.torch_reps + 1)]
         t_sim, sim_log = hwloop_epoch("sim", tmp, ddir, verify, a.threads)
         t_none, _ = hwloop_epoch("none", tmp, ddir, verify, a.threads)
