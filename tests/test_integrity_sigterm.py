@@ -183,3 +183,25 @@ def test_sigterm_at_any_start_up_moment_exits_130_and_keeps_the_log(tiny_data: P
             assert ep.size >= ckpt_epoch >= 1, where
             np.testing.assert_array_equal(ep, np.arange(1, ep.size + 1))  # nothing lost or doubled
     assert "interrupted" in seen  # at least one stop landed after the resume took over the log
+
+
+def test_ctrl_c_has_the_same_handler_as_sigterm_while_a_command_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``hwloop.cli.main`` a Ctrl-C only flags a stop that the training loop takes between steps
+    (Python's own handler raised anywhere, and a KeyboardInterrupt raised in a weakref callback is dropped:
+    the run then finished as if never interrupted). The caller's handler comes back afterwards."""
+    import hwloop.cli as cli_module
+    from hwloop.signals import request_stop
+
+    seen: list[object] = []
+    monkeypatch.setattr(cli_module.cli, "main", lambda **kw: seen.append(signal.getsignal(signal.SIGINT)) or 0)
+    before_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, as in a new process
+    before_term = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as ex:
+            cli_module.main([])
+        assert ex.value.code == 0
+        assert seen == [request_stop]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before_int)
+        signal.signal(signal.SIGTERM, before_term)

@@ -319,7 +319,7 @@ def test_ctrl_c_marks_the_log_interrupted_and_resume_finishes_it(sig: int, tiny_
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
     with RunLog(out) as log:
         assert log.status == "interrupted"
