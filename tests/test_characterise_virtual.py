@@ -4,7 +4,6 @@ the ISPP ladder refused at the driver limit, and `hwloop estimate` against measu
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from hwloop.characterise.wear import LEVEL_WORN, LevelProgrammer, ProgramOptions
 from hwloop.chip.default_table import default_table
@@ -22,6 +20,7 @@ from hwloop.chip.sim import SimConfig
 from hwloop.chip.verify import level_windows, program_verify
 from hwloop.errors import SafetyLimitError
 from hwloop.runlog import RunLog, _read_checkpoint
+from hwloop.training.checkpoint import load_payload
 
 emulator = pytest.importorskip("hwloop.emulator")
 BENCH = Path(__file__).resolve().parents[1] / "instruments" / "virtual.toml"
@@ -102,7 +101,7 @@ def test_training_marks_worn_devices_in_log_checkpoint_and_endurance(
     assert worn.size > 0 and np.all(worn < truth.size) and np.all(truth[worn])  # on the bench tile, truly worn
     with h5py.File(res.log) as f:
         _, blob = _read_checkpoint(f, Path(res.log))
-    ck = torch.load(io.BytesIO(blob), weights_only=False)
+    ck = load_payload(blob)
     assert int(ck["hw"]["worn"].sum()) == worn.size
     assert ck["hw"]["usable"][ck["hw"]["worn"]].sum() == 0  # excluded from programming
     assert int(ck["chip"]["part0/failed"].sum()) == worn.size

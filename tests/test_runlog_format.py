@@ -43,7 +43,9 @@ from hwloop.runlog import (
     decode_residual,
     encode_g_us,
     encode_residual,
+    frame_checkpoint,
     residual_q,
+    unframe_checkpoint,
 )
 
 V1_LOG = Path(__file__).parent / "data" / "runlog-v1.h5.gz"
@@ -270,7 +272,7 @@ def test_close_drops_the_stale_checkpoint_slot_and_rounds_op_reads(tmp_path: Pat
         assert (
             int(cg["index"][0]) == 1 and cg["blob_a"].shape == (0,) and cg["blob_b"].shape[0] >= int(cg["index"][1]) > 0
         )
-        assert zlib.decompress(cg["blob_b"][: int(cg["index"][1])].tobytes()) == b"B" * 3000
+        assert unframe_checkpoint(cg["blob_b"][: int(cg["index"][1])].tobytes()) == b"B" * 3000
         g = log.ops[:]["g_us"]
         np.testing.assert_array_equal(g * OPS_G_STEPS_PER_US, np.rint(g * OPS_G_STEPS_PER_US))
         np.testing.assert_allclose(g, [1.0, 2.3, 3.14159, 50.001, 99.9], atol=0.5 / OPS_G_STEPS_PER_US + 1e-6)
@@ -352,3 +354,46 @@ def test_kill_9_mid_flush_keeps_every_completed_flush(tmp_path: Path) -> None:
         assert np.all(log.ops[-16384:]["op"] == 3)  # the last flush is complete, down to its READs
     r = CliRunner().invoke(cli, ["endurance", str(path), "--json"])
     assert r.exit_code == 0, r.output
+
+
+def test_checkpoint_framing_checks_its_crc_and_still_reads_old_zlib_slots() -> None:
+    payload = bytes(range(256)) * 40
+    slot = frame_checkpoint(payload)
+    assert slot[:8] == b"HWLOOPCK" and unframe_checkpoint(slot) == payload
+    damaged = bytearray(slot)
+    damaged[-100] ^= 0x01  # one bit of the payload
+    with pytest.raises(ValueError, match="CRC"):
+        unframe_checkpoint(bytes(damaged))
+    with pytest.raises(ValueError, match="CRC"):
+        unframe_checkpoint(slot[:10])  # cut inside the CRC field
+    assert unframe_checkpoint(zlib.compress(payload, 1)) == payload  # logs written before the framing
+    with pytest.raises(ValueError):
+        unframe_checkpoint(b"not a checkpoint")
+
+
+def test_checkpoint_payload_deflates_integer_arrays_and_restores_every_array_exactly() -> None:
+    import io
+
+    import torch
+
+    from hwloop.training.checkpoint import compact_state, load_payload, serialise
+
+    rng = np.random.default_rng(0)
+    chip = {
+        "level": rng.integers(0, 9, 1 << 16).astype(np.int8),
+        "set_count": rng.integers(0, 30, 1 << 16).astype(np.uint32),
+        "formed": np.ones(1 << 16, dtype=bool),  # constant: a marker of its own
+        "dead": rng.random(1 << 16) < 0.01,
+        "g_us": rng.random(1 << 16).astype(np.float32),
+        "small": np.arange(3, dtype=np.int64),
+    }
+    blob = serialise({"chip": compact_state(chip), "hw": None, "step": 7})
+    raw = torch.load(io.BytesIO(blob), weights_only=False)["chip"]
+    assert set(raw["level"]) == {"__zlib__", "shape", "dtype"} and set(raw["dead"]) == {"__zlib__", "shape", "dtype"}
+    assert "__constant__" in raw["formed"] and set(raw["g_us"]) == {"__array__"}  # floats raw, as a tensor
+    assert isinstance(raw["small"], np.ndarray)  # under DEFLATE_MIN_BYTES
+    back = load_payload(blob)
+    assert back["step"] == 7 and back["hw"] is None
+    for k, v in chip.items():
+        assert back["chip"][k].dtype == v.dtype and np.array_equal(back["chip"][k], v), k
+        assert isinstance(back["chip"][k], np.ndarray) and back["chip"][k].flags.writeable, k

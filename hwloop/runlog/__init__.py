@@ -73,6 +73,8 @@ from hwloop.runlog.schema import (  # noqa: F401
     _h5_open_error,
     _read_checkpoint,
     epoch_dtype,
+    frame_checkpoint,
+    unframe_checkpoint,
 )
 from hwloop.runlog.snapcode import (  # noqa: F401
     _compress_residual,
@@ -132,7 +134,9 @@ __all__ = [
     "encode_g_us",
     "encode_residual",
     "epoch_dtype",
+    "frame_checkpoint",
     "is_disk_full",
     "keep_post_checkpoint_ops",
     "residual_q",
+    "unframe_checkpoint",
 ]

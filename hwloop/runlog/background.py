@@ -6,7 +6,6 @@ guard."""
 from __future__ import annotations
 
 import concurrent.futures
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from hwloop.runlog.schema import OPS_DTYPE, SNAPSHOT_KEY_EVERY, SNAPSHOT_KEY_LEVEL_CHANGE
+from hwloop.runlog.schema import OPS_DTYPE, SNAPSHOT_KEY_EVERY, SNAPSHOT_KEY_LEVEL_CHANGE, frame_checkpoint
 from hwloop.runlog.snapcode import _compress_residual, _compress_snapshot, _snapshot_keys
 from hwloop.runlog.space import _disk_guard, check_space
 
@@ -80,12 +79,12 @@ class BackgroundWrites:
         self.drain()
 
     def submit_checkpoint(self, make_blob: Callable[[], bytes], epoch: int) -> None:
-        """Serialise and compress a checkpoint off this thread (``make_blob`` must only touch data the
-        training thread no longer changes); it is written after everything submitted before it. The row
+        """Serialise and frame (``frame_checkpoint``) a checkpoint off this thread (``make_blob`` must only
+        touch data the training thread no longer changes); it is written after everything submitted before it. The row
         counts it records are taken now, after a flush, so the checkpoint marks this point of the run."""
         self.flush()
         counts = (self.f["ops"].shape[0], self.f["epochs"].shape[0], self._snap_rows)
-        self._submit("checkpoint", (epoch, *counts), lambda: zlib.compress(make_blob(), 1))
+        self._submit("checkpoint", (epoch, *counts), lambda: frame_checkpoint(make_blob()))
 
     def _submit(self, kind: str, meta: tuple, fn: Callable, *args: object) -> None:
         if self._pool is None:
@@ -130,13 +129,13 @@ class BackgroundWrites:
             sg["key"][n] = key_row
         sg["epoch"][n] = epoch
 
-    def _write_checkpoint(self, zblob: bytes, epoch: int, ops_rows: int, epochs_rows: int, snap_rows: int) -> None:
-        check_space(self.path, len(zblob))
+    def _write_checkpoint(self, slot_bytes: bytes, epoch: int, ops_rows: int, epochs_rows: int, snap_rows: int) -> None:
+        check_space(self.path, len(slot_bytes))
         cg = self.f["checkpoint"]
         idx = cg["index"][()]
         slot = 1 if int(idx[0]) == 0 else 0
         ds = cg["blob_b" if slot else "blob_a"]
-        data = np.frombuffer(zblob, dtype=np.uint8)
+        data = np.frombuffer(slot_bytes, dtype=np.uint8)
         if ds.shape[0] < data.size:  # grow only: a slot keeps its chunks, later checkpoints overwrite them
             ds.resize((data.size,))
         ds[: data.size] = data

@@ -113,7 +113,10 @@ def write_layout(
         cg.create_dataset(slot, shape=(0,), maxshape=(None,), dtype="u1", chunks=(1 << 20,))
     cg.create_dataset("index", data=np.full(6, -1, dtype="<i8"))
     cg["index"].attrs["fields"] = "slot(0=a,1=b), nbytes, epoch, ops_rows, epochs_rows, snapshots_rows"
-    cg.attrs["encoding"] = "zlib-compressed torch.save payload; slots grow only, the first nbytes are valid"
+    cg.attrs["encoding"] = (
+        "HWLOOPCK, CRC-32 (u4 LE), torch.save payload (integer arrays deflated inside); "
+        "slots grow only, the first nbytes are valid"
+    )
     f.create_dataset("status", data=np.array([STATUS_CODES["running"]], dtype="i1"))
     f.create_dataset("heartbeat", data=np.array([time.time()], dtype="<f8"))
     f.swmr_mode = True

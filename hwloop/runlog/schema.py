@@ -150,6 +150,31 @@ def _read_checkpoint(f: h5py.File, p: Path) -> tuple[CheckpointInfo, bytes]:
         raise RunLogError(f"{p}: checkpoint is truncated ({data.size} of {nbytes} bytes)")
     info = CheckpointInfo(epoch=int(idx[2]), ops_rows=int(idx[3]), epochs_rows=int(idx[4]), snapshots_rows=int(idx[5]))
     try:
-        return info, zlib.decompress(data.tobytes())
-    except zlib.error as exc:
+        return info, unframe_checkpoint(data.tobytes())
+    except ValueError as exc:
         raise RunLogError(f"{p}: checkpoint is corrupt ({exc}); the run cannot be resumed") from exc
+
+
+#: start of a framed checkpoint slot: magic, then the CRC-32 of the payload (little-endian), then the payload
+CHECKPOINT_MAGIC = b"HWLOOPCK"
+
+
+def frame_checkpoint(payload: bytes) -> bytes:
+    """A checkpoint slot's bytes: ``CHECKPOINT_MAGIC``, the payload's CRC-32, the payload (not compressed
+    here: the payload compresses what compresses, docs/runlog-schema.md)."""
+    return CHECKPOINT_MAGIC + (zlib.crc32(payload) & 0xFFFFFFFF).to_bytes(4, "little") + payload
+
+
+def unframe_checkpoint(slot: bytes) -> bytes:
+    """The payload of a slot: framed (checked against its CRC-32), or, as logs written before this
+    framing store it, one zlib stream. Raises ValueError when it is damaged."""
+    n = len(CHECKPOINT_MAGIC)
+    if slot[:n] == CHECKPOINT_MAGIC:
+        payload = slot[n + 4 :]
+        if len(slot) < n + 4 or zlib.crc32(payload) & 0xFFFFFFFF != int.from_bytes(slot[n : n + 4], "little"):
+            raise ValueError("CRC-32 mismatch")
+        return payload
+    try:
+        return zlib.decompress(slot)
+    except zlib.error as exc:
+        raise ValueError(str(exc)) from exc

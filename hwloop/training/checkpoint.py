@@ -5,7 +5,8 @@ A checkpoint is a ``torch.save`` of one dict (the *payload*):
 - ``model``: the model's state dict without the ``w_used`` buffers (they are the chip's weights, rebuilt
   from ``hw``); ``opt``: the optimizer's state dict
 - ``hw``: ``ChipWeights.state(weights=False)`` and ``chip``: ``Chip.snapshot()`` (None without a chip), each
-  with its constant arrays compacted (``compact_state``)
+  with its constant arrays compacted (``compact_state``) and, when serialised, its integer and boolean
+  arrays deflated (``deflate_state``)
 - ``step``, ``epoch`` (global epochs finished), ``acc_after_task``, ``form_yield``, ``hwloop_version``
 
 The BNN baseline stores ``model`` (whole), ``opt``, ``step``, ``epoch``, ``acc_after_task``,
@@ -15,6 +16,7 @@ The BNN baseline stores ``model`` (whole), ``opt``, ``step``, ``epoch``, ``acc_a
 from __future__ import annotations
 
 import io
+import zlib
 from typing import Any
 
 import numpy as np
@@ -35,17 +37,45 @@ def compact_state(d: dict) -> dict:
     return out
 
 
-def expand_state(d: dict | None) -> dict | None:
+#: integer and boolean arrays at least this large are deflated in a checkpoint (``deflate_state``)
+DEFLATE_MIN_BYTES = 1 << 12
+
+
+def deflate_state(d: dict | None) -> dict | None:
+    """``d`` for ``torch.save``: each integer or boolean array (levels, counters, flags: they deflate 5 to
+    70 times) as a marker ``{"__zlib__": bytes, "shape", "dtype"}``; each float array (conductances,
+    budgets: they deflate by 10 % at 45 MB/s, a second of CPU per epoch taken from training on two
+    cores) raw, as ``{"__array__": tensor}`` (``torch.save`` writes a tensor 10 times faster than it
+    pickles a numpy array)."""
     if d is None:
         return None
-    return {
-        k: (
-            np.full(v["shape"], v["__constant__"], dtype=np.dtype(v["dtype"]))
-            if isinstance(v, dict) and "__constant__" in v
-            else v
-        )
-        for k, v in d.items()
-    }
+    out: dict = {}
+    for k, v in d.items():
+        if isinstance(v, np.ndarray) and v.dtype.kind in "biu" and v.nbytes >= DEFLATE_MIN_BYTES:
+            v = np.ascontiguousarray(v)
+            out[k] = {"__zlib__": zlib.compress(v.tobytes(), 1), "shape": v.shape, "dtype": v.dtype.str}
+        elif isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.dtype.isnative and v.nbytes >= DEFLATE_MIN_BYTES:
+            out[k] = {"__array__": torch.from_numpy(np.ascontiguousarray(v))}
+        else:
+            out[k] = v
+    return out
+
+
+def _expand(v: object) -> object:
+    if isinstance(v, dict) and "__constant__" in v:
+        return np.full(v["shape"], v["__constant__"], dtype=np.dtype(v["dtype"]))
+    if isinstance(v, dict) and "__array__" in v:
+        return v["__array__"].numpy()
+    if isinstance(v, dict) and "__zlib__" in v:
+        return np.frombuffer(zlib.decompress(v["__zlib__"]), dtype=np.dtype(v["dtype"])).reshape(v["shape"]).copy()
+    return v
+
+
+def expand_state(d: dict | None) -> dict | None:
+    """Undo ``compact_state`` and ``deflate_state``."""
+    if d is None:
+        return None
+    return {k: _expand(v) for k, v in d.items()}
 
 
 def host_copy(obj: object) -> object:
@@ -93,8 +123,11 @@ def build_payload(
 
 
 def serialise(payload: dict) -> bytes:
+    """``torch.save`` of the payload, its ``hw`` and ``chip`` states deflated (``deflate_state``); runs
+    off the training thread."""
+    packed = {k: deflate_state(v) if k in ("hw", "chip") else v for k, v in payload.items()}
     buf = io.BytesIO()
-    torch.save(payload, buf)
+    torch.save(packed, buf)
     return buf.getvalue()
 
 
@@ -107,4 +140,4 @@ def load_payload(blob: bytes, map_location: Any = "cpu") -> dict:
     return ck
 
 
-__all__ = ["build_payload", "compact_state", "expand_state", "host_copy", "load_payload", "serialise"]
+__all__ = ["build_payload", "compact_state", "deflate_state", "expand_state", "host_copy", "load_payload", "serialise"]
