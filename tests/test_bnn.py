@@ -112,6 +112,13 @@ def test_bnn_needs_chip_none() -> None:
         TrainConfig(model="bnn", chip="sim").validate()
 
 
+@pytest.mark.parametrize("clamp", ["none", "soft"])
+def test_bnn_refuses_a_clamp_it_would_ignore(clamp: str) -> None:
+    with pytest.raises(ConfigError, match="BNN never clamps"):
+        TrainConfig(model="bnn", chip="none", clamp=clamp).validate()
+    TrainConfig(model="bnn", chip="none").validate()  # the default (hard) stays accepted
+
+
 def test_bnn_trains_end_to_end(tiny_data, tmp_path) -> None:
     from hwloop.experiments import train
     from hwloop.runlog import RunLog

@@ -181,6 +181,11 @@ def _check_consolidation(cfg: TrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} {v!r}: give a finite number > 0")
     if cfg.model == "bnn" and (cfg.consolidation != "paper" or cfg.bn_consolidate != "off"):
         raise ConfigError("--consolidation and --bn-consolidate are options of the QNN: drop them with --model bnn")
+    if cfg.model == "bnn" and cfg.clamp != "hard":
+        # hard is the default; the BNN's rule never clamps W_h (Laborieux et al.), so other modes would be ignored
+        raise ConfigError(
+            f"--clamp {cfg.clamp} is an option of the QNN (the BNN never clamps W_h): drop it with --model bnn"
+        )
     if cfg.consolidation == "importance" and (cfg.ws_source != "nominal" or cfg.clamp == "soft"):
         raise ConfigError(
             "--consolidation importance has its own rule: it takes W_S from the nominal level and clamps hard "
