@@ -34,7 +34,7 @@ from hwloop.training.checkpoint import load_payload
 from hwloop.training.config import TrainConfig
 
 #: the options of the Fashion-MNIST gap study (issue 18)
-GAP_OPTIONS = ("ws_source", "clamp", "bn_eval", "lr_decay", "batch_size")
+GAP_OPTIONS = ("ws_source", "clamp", "bn_eval", "lr_decay", "batch_size", "lr")
 
 METRICS = (
     "mnist_after_mnist",
@@ -95,6 +95,9 @@ def candidate(folder: Path) -> dict:
     base = man.base
     defaults = asdict(TrainConfig())
     options = {k: v for k, v in base.items() if k in GAP_OPTIONS and v != defaults[k]}  # the non-default ones
+    m_stars = sorted({float(p.config["m_star"]) for p in man.points})
+    if m_stars != [defaults["m_star"]]:  # m* is a sweep axis, not in the base
+        options["m_star"] = m_stars[0] if len(m_stars) == 1 else m_stars
     stats = {}
     for k in METRICS:
         vals = [r[k] for r in runs]
