@@ -278,6 +278,11 @@ def _fig5b(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]:
         "Programming operations = level changes (RESET rows per device in the run log), over both tasks, "
         f"m* = {proto.m_star:g}. Mean ± std over the repetitions; the histogram is the first run's.",
         "",
+        "At m* = 3 almost all of a device's operations happen in the m* = 0 warm-up, and a level change "
+        "reprograms only the cell of the pair whose own level changes; why the paper's hardware counts are "
+        "higher is measured in hwloop's `docs/results/2026-12-01-fig5b-explained.md` "
+        "(`benchmarks/fig5b_counting.py` applies its counting rules to these runs).",
+        "",
         *_missing_note(missing),
     ]
     stats = []
