@@ -19,6 +19,7 @@ only the weights read back for them cross to the device.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -474,7 +475,7 @@ class Trainer:
             self.acc_after_task[self.task_names[t_idx]] = {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}
         self._checkpoint()
         done = {**rec, "acc": {self.task_names[j]: float(acc[j]) for j in range(t_idx + 1)}}
-        bar.write(epoch_line(done))
+        bar.write(epoch_line(done), file=sys.stderr)  # with the bar: stdout stays the caller's (--json)
         if self.on_epoch is not None:
             self.on_epoch(done)
 

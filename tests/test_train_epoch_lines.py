@@ -1,5 +1,5 @@
 """``hwloop train --no-progress``: one plain line per epoch on stdout (nohup, a scheduler's log file), the
-same line the progress bar writes; ``--json`` keeps stdout for its summary."""
+same line the progress bar writes above itself on stderr; ``--json`` keeps stdout for its summary."""
 
 from __future__ import annotations
 
@@ -55,3 +55,16 @@ def test_json_keeps_stdout_for_the_summary(run_cli: RunCli, tiny_data: Path, tmp
     )
     assert r.code == 0, r.err
     assert set(json.loads(r.out)["final_acc"]) == {"mnist", "fashion-mnist"}  # nothing but the JSON
+
+
+def test_json_with_the_progress_bar_keeps_stdout_for_the_summary(
+    run_cli: RunCli, tiny_data: Path, tmp_path: Path
+) -> None:
+    """With the bar on, its epoch lines go with it to stderr: stdout is still only the JSON."""
+    args = [a if a != "--no-progress" else "--progress" for a in _ARGS]
+    r = run_cli(
+        *args, "--epochs-per-task", "1", "--warmup", "0", "--data-dir", tiny_data, "--out", tmp_path / "c.h5", "--json"
+    )
+    assert r.code == 0, r.err
+    assert set(json.loads(r.out)["final_acc"]) == {"mnist", "fashion-mnist"}
+    assert len([m for m in map(_LINE.match, r.err.splitlines()) if m]) == 2, r.err  # the lines, on stderr

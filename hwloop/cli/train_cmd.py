@@ -275,7 +275,8 @@ _D = TrainConfig()
     "--progress/--no-progress",
     default=_D.progress,
     show_default=True,
-    help="Progress bars on stderr; without them, one plain line per epoch on stdout (not with --json).",
+    help="Progress bars, and an epoch line above them, on stderr; without them, one plain line per epoch "
+    "on stdout (not with --json).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary (final_acc per task, log, ...).")
 @click.pass_context
@@ -297,8 +298,8 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
     else:
         cfg = TrainConfig(**opts)  # type: ignore[arg-type]
     cfg.progress = progress
-    # without the bar (nohup, a scheduler's log file): one plain line per epoch on stdout, as the bar writes
-    # them; --json keeps stdout for its summary
+    # without the bar (nohup, a scheduler's log file): one plain line per epoch on stdout, the line the bar
+    # writes above itself on stderr; --json keeps stdout for its summary
     on_epoch = None if progress or as_json else (lambda rec: click.echo(epoch_line(rec)))
     try:
         result = train(cfg, resume=resume, on_epoch=on_epoch)
