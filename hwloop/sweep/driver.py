@@ -174,7 +174,7 @@ def run_sweep(
                 counts = man.counts()
                 bar.set_postfix_str(" ".join(f"{k} {v}" for k, v in counts.items() if k != "pending"), refresh=True)
                 if rec.status == "failed":
-                    bar.write(f"point {name} failed: {rec.error}")
+                    bar.write(f"point {name} failed: {rec.error}", file=sys.stderr)  # stdout: --json
         except KeyboardInterrupt:
             for rec in man.points:
                 if rec.status in ("running", "queued"):
