@@ -12,7 +12,9 @@ are listed and left out.
 Prints ONE JSON line (the summary); ``--json FILE`` also writes it indented, ``--md FILE`` writes the
 per-candidate and Pareto tables as markdown.
 
-Usage: ``python benchmarks/gap_screening.py --root runs/gap [--baseline baseline] [--json F] [--md F]``
+Usage: ``python benchmarks/gap_screening.py --root runs/gap [--baseline baseline] [--json F] [--md F]
+[--add-log CANDIDATE=LOG ...]`` (``--add-log``: a finished run of that candidate's configuration made outside
+its sweep folder, as another seed).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from hwloop.training.config import TrainConfig
 
 #: the options of the Fashion-MNIST gap study (issue 18)
 GAP_OPTIONS = ("ws_source", "clamp", "bn_eval", "lr_decay", "batch_size", "lr")
+
+#: what an --add-log run must share with its candidate's sweep points
+SAME_KEYS = (*GAP_OPTIONS, "m_star", "hidden", "tasks", "epochs_per_task", "warmup", "chip", "train_samples", "init")
 
 METRICS = (
     "mnist_after_mnist",
@@ -84,7 +89,9 @@ def run_metrics(path: Path) -> dict:
     }
 
 
-def candidate(folder: Path) -> dict:
+def candidate(folder: Path, extra_logs: list[Path] = ()) -> dict:
+    """One candidate: the finished points of its sweep folder, plus ``extra_logs`` (finished runs of the same
+    configuration made outside it, e.g. a seed trained with ``hwloop train``)."""
     man = load_manifest(folder)
     runs, missing = [], []
     for p in man.points:
@@ -92,6 +99,17 @@ def candidate(folder: Path) -> dict:
             runs.append(run_metrics(folder / p.log))
         else:
             missing.append(f"{p.name} ({p.status})")
+    for log in extra_logs:
+        with RunLog(log) as rl:
+            cfg = rl.config
+        ref = man.points[0].config
+        differ = [k for k in SAME_KEYS if k in ref and cfg.get(k) != ref[k]]
+        if differ:
+            raise SystemExit(f"--add-log {log}: not {folder.name}'s configuration ({', '.join(differ)} differ)")
+        runs.append({**run_metrics(log), "log": str(log)})
+    seeds = [r["seed"] for r in runs]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"{folder.name}: seed given twice ({sorted(seeds)}); an --add-log must be another seed")
     base = man.base
     defaults = asdict(TrainConfig())
     options = {k: v for k, v in base.items() if k in GAP_OPTIONS and v != defaults[k]}  # the non-default ones
@@ -178,8 +196,23 @@ def main() -> None:
     ap.add_argument("--baseline", default="baseline")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)
+    ap.add_argument(
+        "--add-log",
+        action="append",
+        default=[],
+        metavar="CANDIDATE=LOG",
+        help="a finished run of CANDIDATE's configuration made outside its folder (repeatable)",
+    )
     a = ap.parse_args()
-    cands = {d.name: candidate(d) for d in sorted(a.root.iterdir()) if (d / "sweep.json").is_file()}
+    extra: dict[str, list[Path]] = {}
+    for item in a.add_log:
+        name, sep, log = item.partition("=")
+        if not sep or not Path(log).is_file():
+            raise SystemExit(f"--add-log {item!r}: give CANDIDATE=LOG with an existing run log")
+        extra.setdefault(name, []).append(Path(log))
+    cands = {
+        d.name: candidate(d, extra.get(d.name, [])) for d in sorted(a.root.iterdir()) if (d / "sweep.json").is_file()
+    }
     done = {n: c for n, c in cands.items() if c["stats"]}
     summary = {
         "benchmark": "gap_screening",
