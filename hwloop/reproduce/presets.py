@@ -16,8 +16,9 @@ from hwloop.errors import ConfigError
 from hwloop.training.bnn_defaults import BNN_LR, BNN_META
 
 FIGURES = ("fig2a", "fig2bc", "fig4b", "fig5a", "fig5b", "table1")
-#: minutes a full-size run (50 + 50 epochs, H 512, sim chip) takes once the training loop is fast
-FULL_RUN_MIN = 10.0
+#: minutes a full-size run (50 + 50 epochs, H 512, sim chip) takes on a 2-core PC: 4 min 51 s measured
+#: at 2 threads (docs/results/2026-12-01-full-protocol-seed0-r4.md)
+FULL_RUN_MIN = 5.0
 
 
 @dataclass(frozen=True)
