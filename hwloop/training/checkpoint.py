@@ -65,7 +65,7 @@ def _expand(v: object) -> object:
     if isinstance(v, dict) and "__constant__" in v:
         return np.full(v["shape"], v["__constant__"], dtype=np.dtype(v["dtype"]))
     if isinstance(v, dict) and "__array__" in v:
-        return v["__array__"].numpy()
+        return v["__array__"].cpu().numpy()  # a map_location may have put it on a device
     if isinstance(v, dict) and "__zlib__" in v:
         return np.frombuffer(zlib.decompress(v["__zlib__"]), dtype=np.dtype(v["dtype"])).reshape(v["shape"]).copy()
     return v
