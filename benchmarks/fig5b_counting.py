@@ -68,19 +68,13 @@ def analyse(path: Path) -> dict:
         "devices": int(used.size),
         "final_acc": {t: round(float(acc[-1, j]), 2) for j, t in enumerate(tasks)} if acc.size else {},
     }
+    n_pairs = int(used.max()) // 2 + 1 if used.size else 1
     for label, keep in (("", np.ones(step.size, bool)), ("_after_warmup", step > warm_step)):
         d, s = dev[keep], step[keep]
-        per_dev = np.zeros(used.size, np.int64)
-        np.add.at(per_dev, np.searchsorted(used, d), 1)
+        per_dev = np.bincount(np.searchsorted(used, d), minlength=used.size)
         # pair rule: distinct (step, pair) events; each cell of the pair gets its pair's count
-        pair = d >> 1
-        events = np.unique(s * (int(used.max()) // 2 + 1) + pair) if d.size else np.zeros(0, np.int64)
-        pair_of_event = events % (int(used.max()) // 2 + 1) if events.size else events
-        pairs_used, n_events = np.unique(pair_of_event, return_counts=True)
-        per_pair_dev = np.zeros(used.size, np.int64)
-        pos = np.searchsorted(pairs_used, used >> 1)
-        hit = (pos < pairs_used.size) & (pairs_used[np.minimum(pos, max(pairs_used.size - 1, 0))] == (used >> 1))
-        per_pair_dev[hit] = n_events[pos[hit]]
+        events = np.unique(s * n_pairs + (d >> 1))
+        per_pair_dev = np.bincount(events % n_pairs, minlength=n_pairs)[used >> 1]
         out["device" + label] = _shares(per_dev)
         out["pair" + label] = _shares(per_pair_dev)
     return out
