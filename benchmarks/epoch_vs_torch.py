@@ -1,7 +1,8 @@
 """Epoch time of the hardware loop over a plain PyTorch loop of the same network, measured in one process.
 
 The baseline is an ordinary PyTorch training loop: the paper's 784-512-512-10 MLP (no biases, BatchNorm1d
-after every layer with batch statistics, ReLU), the same MNIST arrays, batch 100, shuffled the same way,
+after every layer with batch statistics, ReLU), the same MNIST arrays, batch 100 (``--batch``; hwloop
+train defaults to 700), shuffled the same way,
 ``torch.optim.Adam``, and the test set evaluated at the end of the epoch as the loop does. Against it:
 
 - ``--chip sim``: m* = 3 after a 1-epoch warm-up (m* = 0), every operation logged (the run log as a
@@ -102,16 +103,16 @@ def torch_epoch(model: nn.Module, opt: torch.optim.Optimizer, task, epoch: int, 
     return time.perf_counter() - t0
 
 
-def warmed_up_torch(task) -> tuple[nn.Module, torch.optim.Optimizer]:
+def warmed_up_torch(task, batch: int) -> tuple[nn.Module, torch.optim.Optimizer]:
     """The plain PyTorch baseline (seeded) after its warm-up epoch."""
     torch.manual_seed(0)
     model = PlainMLP()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    torch_epoch(model, opt, task, 0, 100)
+    torch_epoch(model, opt, task, 0, batch)
     return model, opt
 
 
-def hwloop_epoch(chip: str, tmp: Path, ddir: str | None, verify: bool, threads: int) -> tuple[float, Path]:
+def hwloop_epoch(chip: str, tmp: Path, ddir: str | None, verify: bool, threads: int, batch: int) -> tuple[float, Path]:
     out = tmp / f"{chip}.h5"
     cfg = TrainConfig(
         tasks="mnist",
@@ -119,6 +120,7 @@ def hwloop_epoch(chip: str, tmp: Path, ddir: str | None, verify: bool, threads: 
         warmup=1,
         m_star=3.0,
         hidden=512,
+        batch_size=batch,
         chip=chip,
         data_dir=ddir,
         verify_data=verify,
@@ -209,10 +211,20 @@ def extrapolate_log_mb(
     }
 
 
-def default_env_torch(threads: int, reps: int) -> list[float]:
+def default_env_torch(threads: int, reps: int, batch: int) -> list[float]:
     """The plain torch epochs again, in a child process without hwloop's OpenMP setting."""
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-    cmd = [sys.executable, __file__, "--torch-only", "--threads", str(threads), "--torch-reps", str(reps)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--torch-only",
+        "--threads",
+        str(threads),
+        "--torch-reps",
+        str(reps),
+        "--batch",
+        str(batch),
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=1800).stdout
     return [float(t) for t in json.loads(out.strip().splitlines()[-1])]
 
@@ -227,6 +239,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--torch-reps", type=int, default=2)
+    ap.add_argument(
+        "--batch", type=int, default=100, help="batch size of all three loops (100: the issue's measurement)"
+    )
     ap.add_argument(
         "--protocol-log",
         type=Path,
@@ -247,8 +262,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp_s:
             ddir, verify, _ = data_dir(Path(tmp_s))
             task = load_task("mnist", ddir, verify=verify)
-            model, opt = warmed_up_torch(task)
-            print(json.dumps([torch_epoch(model, opt, task, e, 100) for e in range(1, a.torch_reps + 1)]))
+            model, opt = warmed_up_torch(task, a.batch)
+            print(json.dumps([torch_epoch(model, opt, task, e, a.batch) for e in range(1, a.torch_reps + 1)]))
         return
     if a.sizes_only:
         if a.protocol_log is None:
@@ -267,12 +282,12 @@ def main() -> None:
         tmp = Path(tmp_s)
         ddir, verify, source = data_dir(tmp)
         task = load_task("mnist", ddir, verify=verify)
-        model, opt = warmed_up_torch(task)
-        t_torch = [torch_epoch(model, opt, task, e, 100) for e in range(1, a.torch_reps + 1)]
-        t_sim, sim_log = hwloop_epoch("sim", tmp, ddir, verify, a.threads)
-        t_none, _ = hwloop_epoch("none", tmp, ddir, verify, a.threads)
-        t_torch.append(torch_epoch(model, opt, task, a.torch_reps + 1, 100))  # once more, after the loops
-        t_default = default_env_torch(a.threads, a.torch_reps)
+        model, opt = warmed_up_torch(task, a.batch)
+        t_torch = [torch_epoch(model, opt, task, e, a.batch) for e in range(1, a.torch_reps + 1)]
+        t_sim, sim_log = hwloop_epoch("sim", tmp, ddir, verify, a.threads, a.batch)
+        t_none, _ = hwloop_epoch("none", tmp, ddir, verify, a.threads, a.batch)
+        t_torch.append(torch_epoch(model, opt, task, a.torch_reps + 1, a.batch))  # once more, after the loops
+        t_default = default_env_torch(a.threads, a.torch_reps, a.batch)
         sizes = extrapolate_log_mb(sim_log, a.protocol_log, ops_rows_full=a.ops_rows_full)
     med_same, med_default = statistics.median(t_torch), statistics.median(t_default)
     med = min(med_same, med_default)
@@ -283,7 +298,7 @@ def main() -> None:
                 "data": source,
                 "threads": a.threads,
                 "hidden": 512,
-                "batch": 100,
+                "batch": a.batch,
                 "epoch_s_torch": round(med, 3),
                 "epoch_s_torch_all": [round(t, 3) for t in t_torch],
                 "epoch_s_torch_default_env": round(med_default, 3),

@@ -46,6 +46,9 @@ def data_dir(tmp: Path) -> tuple[str | None, bool, str]:
         return str(tmp), False, "synthetic"
 
 
+BATCH = 100  # of both loops (hwloop train's default is 700: docs/training.md)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-samples", type=int, default=10000)
@@ -64,11 +67,11 @@ def main() -> None:
         torch.manual_seed(0)
         model = PlainMLP(a.hidden)
         adam = torch.optim.Adam(model.parameters(), lr=2e-3)
-        torch_epoch(model, adam, task, 0, 100)  # warm-up
+        torch_epoch(model, adam, task, 0, BATCH)  # warm-up
         times: dict[str, list[float]] = {"none": [], "sim": [], "torch": []}
         ops_bytes = file_bytes = ops_rows = 0
         for rep in range(a.reps):
-            times["torch"] += [torch_epoch(model, adam, task, 1 + rep * a.epochs + e, 100) for e in range(a.epochs)]
+            times["torch"] += [torch_epoch(model, adam, task, 1 + rep * a.epochs + e, BATCH) for e in range(a.epochs)]
             for chip in ("none", "sim"):
                 out = tmp / f"{chip}{rep}.h5"
                 cfg = TrainConfig(
@@ -78,6 +81,7 @@ def main() -> None:
                     m_star=3.0,
                     hidden=a.hidden,
                     train_samples=a.train_samples,
+                    batch_size=BATCH,
                     chip=chip,
                     data_dir=ddir,
                     verify_data=verify,

@@ -55,6 +55,7 @@ def test_lr_decay_and_bn_eval_reach_the_run(tiny_data: Path, tmp_path: Path) -> 
         epochs_per_task=2,
         warmup=0,
         train_samples=200,
+        batch_size=100,
         lr=4e-3,
         lr_decay=0.5,
         bn_eval="running",

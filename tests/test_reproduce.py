@@ -27,6 +27,8 @@ TINY = [
     "0",
     "--train-samples",
     "200",
+    "--batch-size",
+    "100",
     "--seeds",
     "2",
     "--hidden-sizes",
@@ -109,6 +111,33 @@ def test_preset_mixed_into_the_other_presets_folder(tmp_path: Path) -> None:
         _cli("reproduce", "--only", "fig4b", "--epochs-per-task", "3", "--out", str(out)),
         "other settings.*epochs_per_task",
     )
+
+
+def test_batch_size_is_part_of_the_folder_record(tmp_path: Path) -> None:
+    """A folder run at one batch size is never continued at another (the QNN default changed from 100 to 700)."""
+    out = tmp_path / "b"
+    assert _cli("reproduce", "--only", "fig4b", "--batch-size", "100", "--out", str(out)).returncode == 0
+    rec = json.loads((out / "reproduce.json").read_text())
+    assert rec["protocol"]["batch_size"] == 100 and rec["protocol"]["bnn_batch_size"] == 100
+    _one_line_exit_2(_cli("reproduce", "--only", "fig4b", "--out", str(out)), "other settings.*batch_size")
+    assert _cli("reproduce", "--only", "fig4b", "--batch-size", "100", "--out", str(out)).returncode == 0
+    # a record written before the batch size was recorded ran at batch 100, the default then
+    for key in ("batch_size", "bnn_batch_size"):
+        del rec["protocol"][key]
+    (out / "reproduce.json").write_text(json.dumps(rec))
+    _one_line_exit_2(_cli("reproduce", "--only", "fig4b", "--out", str(out)), "other settings.*batch_size")
+    assert _cli("reproduce", "--only", "fig4b", "--batch-size", "100", "--out", str(out)).returncode == 0
+
+
+def test_qnn_and_bnn_runs_carry_their_batch_sizes() -> None:
+    p = protocol("paper")
+    by_name = {b.name: b for b in blocks(p, ["fig2a", "table1"], None, None, True)}
+    assert by_name["qnn-mstar"].base["batch_size"] == 700 and by_name["bnn"].base["batch_size"] == 100
+    p100 = protocol("paper", {"batch_size": 100})
+    assert {b.name: b.base["batch_size"] for b in blocks(p100, ["table1"], None, None, True)} == {
+        "qnn-size": 100,
+        "bnn": 100,
+    }
 
 
 def test_calibration_from_another_geometry(tmp_path: Path) -> None:

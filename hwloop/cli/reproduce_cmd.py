@@ -59,6 +59,12 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 @click.option(
     "--train-samples", type=click.IntRange(min=1), default=None, help="Override: first N training images per task."
 )
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Override the QNN runs' batch size (default: hwloop train's; the BNN keeps Laborieux's 100).",
+)
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="Override: repetitions of every figure.")
 @click.option(
     "--hidden-sizes",
@@ -87,6 +93,7 @@ def reproduce_cmd(
     epochs_per_task: int | None,
     warmup: int | None,
     train_samples: int | None,
+    batch_size: int | None,
     seeds: int | None,
     hidden_sizes: tuple[int, ...] | None,
     bnn_hidden: int | None,
@@ -106,6 +113,7 @@ def reproduce_cmd(
         "epochs_per_task": epochs_per_task,
         "warmup": warmup,
         "train_samples": train_samples,
+        "batch_size": batch_size,
         "seeds": seeds,
         "hidden_sizes": hidden_sizes,
         "bnn_hidden": bnn_hidden,

@@ -284,7 +284,8 @@ def train_cmd(ctx: click.Context, resume: str | None, progress: bool, as_json: b
     """Train the metaplastic QNN sequentially on the tasks, with its weights on the chip.
 
     Defaults follow the paper: 784-512-512-10, MNIST then Fashion-MNIST, 50 epochs each, 10 warm-up
-    epochs, batch 100, m* = 3. Every chip operation goes to the HDF5 run log.
+    epochs, m* = 3; the batch the paper leaves open is 700 (docs/training.md; the BNN baseline of
+    --model bnn is Laborieux's at --batch-size 100). Every chip operation goes to the HDF5 run log.
     """
     from hwloop.experiments import train
     from hwloop.orchestrator import config_from_log, epoch_line

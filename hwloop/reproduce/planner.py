@@ -25,7 +25,7 @@ from typing import Any
 
 from hwloop.errors import ConfigError, HwloopError
 from hwloop.jsonutil import read_json_record
-from hwloop.reproduce.presets import Protocol
+from hwloop.reproduce.presets import LEGACY_FIELDS, Protocol
 from hwloop.sweep import load_manifest, plan, run_sweep
 
 FORMAT_NAME = "hwloop-reproduce"
@@ -63,8 +63,21 @@ def blocks(
         "data_dir": data_dir,
         "verify_data": verify_data,
     }
-    qnn = {**common, "warmup": proto.warmup, "chip": proto.chip, "calibration": calibration}
-    bnn = {**common, "model": "bnn", "chip": "none", "lr": proto.bnn_lr, "warmup": 0}
+    qnn = {
+        **common,
+        "warmup": proto.warmup,
+        "chip": proto.chip,
+        "calibration": calibration,
+        "batch_size": proto.batch_size,
+    }
+    bnn = {
+        **common,
+        "model": "bnn",
+        "chip": "none",
+        "lr": proto.bnn_lr,
+        "warmup": 0,
+        "batch_size": proto.bnn_batch_size,
+    }
     h, m = proto.hidden, proto.m_star
     all_blocks = [
         Block("qnn-mstar", {"m_star": list(proto.m_stars), "hidden": [h], "seed": list(range(proto.seeds_mstar))}, qnn),
@@ -96,13 +109,15 @@ def check_record(out: Path, proto: Protocol, calibration: str | None) -> None:
                 f"{out} holds results of the {old.get('preset')!r} preset: a folder never mixes presets; "
                 f"use another --out for --preset {proto.preset}"
             )
-        oldp = json.loads(json.dumps(old.get("protocol")))
+        # a folder made before a field existed ran at that field's value then
+        oldp = {**LEGACY_FIELDS, **json.loads(json.dumps(old.get("protocol")))}
         newp = json.loads(json.dumps(mine["protocol"]))
         if oldp != newp:
             diff = sorted(k for k in set(oldp) | set(newp) if oldp.get(k) != newp.get(k))
+            detail = ", ".join(f"{k} {oldp.get(k)} there, {newp.get(k)} now" for k in diff)
             raise ConfigError(
-                f"{out} was made with other settings of the {proto.preset} preset "
-                f"({', '.join(diff)}); repeat them or use another --out"
+                f"{out} was made with other settings of the {proto.preset} preset ({detail}); "
+                "repeat them or use another --out"
             )
         if old.get("calibration") != calibration:
             raise ConfigError(

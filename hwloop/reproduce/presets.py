@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from hwloop.errors import ConfigError
-from hwloop.training.bnn_defaults import BNN_LR, BNN_META
+from hwloop.training.bnn_defaults import BNN_BATCH_SIZE, BNN_LR, BNN_META
+from hwloop.training.config import TrainConfig
 
 FIGURES = ("fig2a", "fig2bc", "fig4b", "fig5a", "fig5b", "table1")
-#: minutes a full-size run (50 + 50 epochs, H 512, sim chip) takes on a 2-core PC: 4 min 51 s measured
-#: at 2 threads (docs/results/2026-12-01-full-protocol-seed0-r4.md)
-FULL_RUN_MIN = 5.0
+#: minutes a full-size run (50 + 50 epochs, H 512, sim chip, batch 700) takes on a 2-core PC: 3 min 17 s
+#: measured at 2 threads (README, sixth landing; batch 100 took 4 min 51 s)
+FULL_RUN_MIN = 3.5
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Protocol:
     bnn_meta: float = BNN_META
     train_samples: int | None = None
     chip: str = "sim"
+    batch_size: int = TrainConfig.batch_size  # the QNN's (hwloop train's default)
+    bnn_batch_size: int = BNN_BATCH_SIZE
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -93,7 +96,19 @@ PRESETS = {
 }
 
 #: Protocol fields a user may override from the command line
-OVERRIDABLE = ("epochs_per_task", "warmup", "train_samples", "hidden_sizes", "hidden", "bnn_hidden", "seeds", "chip")
+OVERRIDABLE = (
+    "epochs_per_task",
+    "warmup",
+    "train_samples",
+    "hidden_sizes",
+    "hidden",
+    "bnn_hidden",
+    "seeds",
+    "chip",
+    "batch_size",
+)
+#: protocol fields added after format 1 folders were made, with the value those folders ran at
+LEGACY_FIELDS = {"batch_size": 100, "bnn_batch_size": 100}
 
 
 def protocol(preset: str, overrides: dict | None = None) -> Protocol:

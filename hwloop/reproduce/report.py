@@ -444,9 +444,10 @@ def write_report(
         f"{_cores()} cores), written {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- protocol: {proto.epochs_per_task} + {proto.epochs_per_task} epochs, warm-up {proto.warmup}, chip "
         f"{proto.chip}, QNN H {proto.hidden} (Table I: {', '.join(map(str, proto.hidden_sizes))}), "
-        f"train samples {proto.train_samples or 'all'}; seeds: {proto.seeds_mstar} per m* (Fig. 2a), "
+        f"batch {proto.batch_size}, train samples {proto.train_samples or 'all'}; "
+        f"seeds: {proto.seeds_mstar} per m* (Fig. 2a), "
         f"{proto.seeds_size} per size (Table I), {proto.reps} repetitions (Fig. 5); BNN H {proto.bnn_hidden}, "
-        f"lr {proto.bnn_lr:g}, meta {proto.bnn_meta:g}, {proto.bnn_seeds} seed(s)",
+        f"lr {proto.bnn_lr:g}, meta {proto.bnn_meta:g}, batch {proto.bnn_batch_size}, {proto.bnn_seeds} seed(s)",
         "- every other training option at its default (`hwloop train --help`); BN per task, batch statistics",
         f"- estimated cost: {proto.estimate_min():.0f} single-worker minutes, assuming {FULL_RUN_MIN:.0f} min per "
         "full-size run (50 + 50 epochs, H 512)",

@@ -8,5 +8,7 @@ BNN_LR = 5e-3
 BNN_META = 1.5
 BNN_WEIGHT_DECAY = 1e-7
 BNN_INIT_HALF_WIDTH = 0.05
+#: their continual-learning main.py loads MNIST and Fashion-MNIST in batches of 100 (hard-coded)
+BNN_BATCH_SIZE = 100
 
-__all__ = ["BNN_INIT_HALF_WIDTH", "BNN_LR", "BNN_META", "BNN_WEIGHT_DECAY"]
+__all__ = ["BNN_BATCH_SIZE", "BNN_INIT_HALF_WIDTH", "BNN_LR", "BNN_META", "BNN_WEIGHT_DECAY"]

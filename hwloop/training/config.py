@@ -40,7 +40,8 @@ class TrainConfig:
     m_star: float = 3.0
     hidden: int = 512
     lr: float = 2e-3
-    batch_size: int = 100
+    #: 700, not the unstated batch of the paper: docs/training.md, docs/results/2026-12-01-fmnist-gap-screening-r2.md
+    batch_size: int = 700
     seed: int = 0
     train_samples: int | None = None
     chip: str = "sim"
