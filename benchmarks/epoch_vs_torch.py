@@ -1,8 +1,8 @@
 """Epoch time of the hardware loop over a plain PyTorch loop of the same network, measured in one process.
 
 The baseline is an ordinary PyTorch training loop: the paper's 784-512-512-10 MLP (no biases, BatchNorm1d
-after every layer with batch statistics, ReLU), the same MNIST arrays, batch 100 (``--batch``; hwloop
-train defaults to 700), shuffled the same way,
+after every layer with batch statistics, ReLU), the same MNIST arrays and batch (``--batch``: hwloop
+train's default 700, then 100, each measured in turn and printed under ``by_batch``), shuffled the same way,
 ``torch.optim.Adam``, and the test set evaluated at the end of the epoch as the loop does. Against it:
 
 - ``--chip sim``: m* = 3 after a 1-epoch warm-up (m* = 0), every operation logged (the run log as a
@@ -240,7 +240,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--torch-reps", type=int, default=2)
     ap.add_argument(
-        "--batch", type=int, default=100, help="batch size of all three loops (100: the issue's measurement)"
+        "--batch",
+        default=f"{TrainConfig.batch_size},100",
+        help="comma-separated batch sizes of all three loops, each measured in turn; the first (default: "
+        "hwloop train's) gives the top-level figures, 100 is the batch of the issue's first measurement",
     )
     ap.add_argument(
         "--protocol-log",
@@ -278,19 +281,35 @@ def main() -> None:
         )
         return
     torch.set_num_threads(a.threads)
+    batches = [int(b) for b in str(a.batch).split(",") if b.strip()]
+    by_batch: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         ddir, verify, source = data_dir(tmp)
         task = load_task("mnist", ddir, verify=verify)
-        model, opt = warmed_up_torch(task, a.batch)
-        t_torch = [torch_epoch(model, opt, task, e, a.batch) for e in range(1, a.torch_reps + 1)]
-        t_sim, sim_log = hwloop_epoch("sim", tmp, ddir, verify, a.threads, a.batch)
-        t_none, _ = hwloop_epoch("none", tmp, ddir, verify, a.threads, a.batch)
-        t_torch.append(torch_epoch(model, opt, task, a.torch_reps + 1, a.batch))  # once more, after the loops
-        t_default = default_env_torch(a.threads, a.torch_reps, a.batch)
-        sizes = extrapolate_log_mb(sim_log, a.protocol_log, ops_rows_full=a.ops_rows_full)
-    med_same, med_default = statistics.median(t_torch), statistics.median(t_default)
-    med = min(med_same, med_default)
+        for batch in batches:
+            run = tmp / f"b{batch}"
+            run.mkdir()
+            model, opt = warmed_up_torch(task, batch)
+            t_torch = [torch_epoch(model, opt, task, e, batch) for e in range(1, a.torch_reps + 1)]
+            t_sim, sim_log = hwloop_epoch("sim", run, ddir, verify, a.threads, batch)
+            t_none, _ = hwloop_epoch("none", run, ddir, verify, a.threads, batch)
+            t_torch.append(torch_epoch(model, opt, task, a.torch_reps + 1, batch))  # once more, after the loops
+            t_default = default_env_torch(a.threads, a.torch_reps, batch)
+            med_same, med_default = statistics.median(t_torch), statistics.median(t_default)
+            med = min(med_same, med_default)
+            by_batch[str(batch)] = {
+                "epoch_s_torch": round(med, 3),
+                "epoch_s_torch_all": [round(t, 3) for t in t_torch],
+                "epoch_s_torch_default_env": round(med_default, 3),
+                "epoch_s_torch_default_env_all": [round(t, 3) for t in t_default],
+                "epoch_s_sim_mstar3": round(t_sim, 3),
+                "epoch_s_none_mstar3": round(t_none, 3),
+                "ratio_sim_to_torch": round(t_sim / med, 3),
+                "ratio_none_to_torch": round(t_none / med, 3),
+            }
+            if batch == batches[0]:
+                sizes = extrapolate_log_mb(sim_log, a.protocol_log, ops_rows_full=a.ops_rows_full)
     print(
         json.dumps(
             {
@@ -298,17 +317,11 @@ def main() -> None:
                 "data": source,
                 "threads": a.threads,
                 "hidden": 512,
-                "batch": a.batch,
-                "epoch_s_torch": round(med, 3),
-                "epoch_s_torch_all": [round(t, 3) for t in t_torch],
-                "epoch_s_torch_default_env": round(med_default, 3),
-                "epoch_s_torch_default_env_all": [round(t, 3) for t in t_default],
+                "batch": batches[0],
                 "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
-                "epoch_s_sim_mstar3": round(t_sim, 3),
-                "epoch_s_none_mstar3": round(t_none, 3),
-                "ratio_sim_to_torch": round(t_sim / med, 3),
-                "ratio_none_to_torch": round(t_none / med, 3),
+                **by_batch[str(batches[0])],
                 "goal_ratio_sim": 1.5,
+                "by_batch": by_batch,
                 **sizes,
             }
         )
