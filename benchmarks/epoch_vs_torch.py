@@ -265,8 +265,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp_s:
             ddir, verify, _ = data_dir(Path(tmp_s))
             task = load_task("mnist", ddir, verify=verify)
-            model, opt = warmed_up_torch(task, a.batch)
-            print(json.dumps([torch_epoch(model, opt, task, e, a.batch) for e in range(1, a.torch_reps + 1)]))
+            batch = int(a.batch)
+            model, opt = warmed_up_torch(task, batch)
+            print(json.dumps([torch_epoch(model, opt, task, e, batch) for e in range(1, a.torch_reps + 1)]))
         return
     if a.sizes_only:
         if a.protocol_log is None:
