@@ -129,6 +129,24 @@ def test_batch_size_is_part_of_the_folder_record(tmp_path: Path) -> None:
     assert _cli("reproduce", "--only", "fig4b", "--batch-size", "100", "--out", str(out)).returncode == 0
 
 
+def test_a_folder_made_with_other_train_defaults_is_refused(tmp_path: Path) -> None:
+    """The runs inherit hwloop train's defaults where the protocol is silent: the record keeps them."""
+    out = tmp_path / "d"
+    assert _cli("reproduce", "--only", "fig4b", "--out", str(out)).returncode == 0
+    rec = json.loads((out / "reproduce.json").read_text())
+    assert rec["train_defaults"]["lr"] == 2e-3 and rec["train_defaults"]["init"] == "center"
+    assert "data_dir" not in rec["train_defaults"]  # where the data live does not change the experiment
+    rec["train_defaults"]["lr"] = 1e-3  # as if an older hwloop had another default lr
+    (out / "reproduce.json").write_text(json.dumps(rec))
+    _one_line_exit_2(_cli("reproduce", "--only", "fig4b", "--out", str(out)), "other train defaults.*lr 0.001 there")
+    for bad in ([1, 2], "x"):
+        (out / "reproduce.json").write_text(json.dumps({**rec, "train_defaults": bad}))
+        _one_line_exit_2(_cli("reproduce", "--only", "fig4b", "--out", str(out)), "is damaged")
+    del rec["train_defaults"]  # a folder made before the defaults were recorded: nothing to compare
+    (out / "reproduce.json").write_text(json.dumps(rec))
+    assert _cli("reproduce", "--only", "fig4b", "--out", str(out)).returncode == 0
+
+
 def test_qnn_and_bnn_runs_carry_their_batch_sizes() -> None:
     p = protocol("paper")
     by_name = {b.name: b for b in blocks(p, ["fig2a", "table1"], None, None, True)}

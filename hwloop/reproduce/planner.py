@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from hwloop.errors import ConfigError, HwloopError
 from hwloop.jsonutil import read_json_record
 from hwloop.reproduce.presets import LEGACY_FIELDS, Protocol
 from hwloop.sweep import load_manifest, plan, run_sweep
+from hwloop.training.config import EXPERIMENT_FREE, TrainConfig
 
 FORMAT_NAME = "hwloop-reproduce"
 FORMAT_VERSION = 1
@@ -98,10 +99,23 @@ def block_dir(out: Path, name: str) -> Path:
 
 
 # ---------------------------------------------------------------------------- the folder record
+def train_defaults() -> dict[str, Any]:
+    """The ``hwloop train`` defaults a reproduce run inherits where its protocol says nothing (lr, init, BN
+    ...): every field of ``TrainConfig`` that changes the experiment, as JSON."""
+    d = asdict(TrainConfig())
+    return json.loads(json.dumps({k: d[k] for k in sorted(d) if k not in EXPERIMENT_FREE}))
+
+
 def check_record(out: Path, proto: Protocol, calibration: str | None) -> None:
-    """Refuse a folder made with another preset, other settings or another calibration; else record ours."""
+    """Refuse a folder made with another preset, other settings, other ``hwloop train`` defaults or another
+    calibration; else record ours."""
     path = out / RECORD_NAME
-    mine = {"preset": proto.preset, "protocol": proto.as_dict(), "calibration": calibration}
+    mine = {
+        "preset": proto.preset,
+        "protocol": proto.as_dict(),
+        "calibration": calibration,
+        "train_defaults": train_defaults(),
+    }
     if path.is_file():
         old = read_json_record(path, FORMAT_NAME, "an hwloop reproduce record", "use another --out")
         if old.get("preset") != proto.preset:
@@ -109,6 +123,8 @@ def check_record(out: Path, proto: Protocol, calibration: str | None) -> None:
                 f"{out} holds results of the {old.get('preset')!r} preset: a folder never mixes presets; "
                 f"use another --out for --preset {proto.preset}"
             )
+        if not isinstance(old.get("protocol"), dict) or not isinstance(old.get("train_defaults", {}), dict):
+            raise ConfigError(f"{path} is damaged (protocol or train_defaults is not an object); use another --out")
         # a folder made before a field existed ran at that field's value then
         oldp = {**LEGACY_FIELDS, **json.loads(json.dumps(old.get("protocol")))}
         newp = json.loads(json.dumps(mine["protocol"]))
@@ -118,6 +134,16 @@ def check_record(out: Path, proto: Protocol, calibration: str | None) -> None:
             raise ConfigError(
                 f"{out} was made with other settings of the {proto.preset} preset ({detail}); "
                 "repeat them or use another --out"
+            )
+        # absent in folders made before it was recorded; a field added since (not in the old record) is an
+        # option whose default keeps the earlier behaviour, so only the fields both know are compared
+        old_defaults, new_defaults = old.get("train_defaults") or {}, mine["train_defaults"]
+        diff = sorted(k for k in set(old_defaults) & set(new_defaults) if old_defaults[k] != new_defaults[k])
+        if diff:
+            detail = ", ".join(f"{k} {old_defaults.get(k)} there, {new_defaults.get(k)} now" for k in diff[:4])
+            raise ConfigError(
+                f"{out} was made by an hwloop with other train defaults ({detail}); continue it with that "
+                "version, or use another --out"
             )
         if old.get("calibration") != calibration:
             raise ConfigError(
