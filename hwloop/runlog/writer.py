@@ -250,7 +250,8 @@ class RunLogWriter(BackgroundWrites):
         self._last_flush = time.monotonic()
         check_space(self.path, self._buf_rows * OPS_DTYPE.itemsize + 4096)
         if self._buf:
-            rows = np.concatenate(self._buf)
+            # as bytes: numpy concatenates a packed structured dtype field by field, 20 times slower
+            rows = np.concatenate([r.view(np.uint8) for r in self._buf]).view(OPS_DTYPE)
             ds = self.f["ops"]
             n = ds.shape[0]
             ds.resize((n + rows.size,))
