@@ -5,7 +5,7 @@ the cells with flat device indices ``base_l + 2j`` (positive cell) and ``base_l 
 cell): two adjacent columns of one row. A signed weight level k in -n..n is the device pair
 (k, 0) for k > 0, (0, |k|) for k < 0 and (0, 0) for k = 0, where device level 0 is LCS and 1..n the HCS
 levels (see ``CdfTable.weight_levels``). A weight is read back as (G_pos - G_neg) / scale_us.
-For the paper's 784-512-512-10 network this is 1,336,320 devices on 82 tiles.
+For the paper's 784-512-512-10 network this is 1,337,344 devices on 82 tiles.
 """
 
 from __future__ import annotations
