@@ -42,3 +42,17 @@ def test_task_parsing() -> None:
     assert parse_tasks("permuted-mnist:3") == ["permuted-mnist-1", "permuted-mnist-2", "permuted-mnist-3"]
     with pytest.raises(DataError, match="unknown task"):
         parse_tasks("cifar10")
+
+
+def test_pixels_are_standardised_with_the_data_sets_mean_and_std(tiny_data: Path) -> None:
+    """(pixel / 255 - mean) / std in float32, as written in docs/training.md (the in-place code must give
+    exactly this, bit for bit)."""
+    from hwloop.training.data import NORMALISATION, load_task
+
+    for name in ("mnist", "fashion-mnist"):
+        raw = load_dataset(name, tiny_data, verify=False)
+        task = load_task(name, tiny_data, verify=False)
+        mean, std = NORMALISATION[name]
+        for got, x in ((task.x_train, raw.x_train), (task.x_test, raw.x_test)):
+            assert got.dtype == np.float32 and got.shape == x.shape
+            np.testing.assert_array_equal(got, ((x.astype(np.float32) / 255.0) - mean) / std)
