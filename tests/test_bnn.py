@@ -47,6 +47,42 @@ def test_adam_meta_matches_reference(meta: float) -> None:
     np.testing.assert_allclose(p.detach().numpy(), ref, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("meta", [0.0, 1.5, 4.0])
+def test_compiled_adam_meta_equals_the_eager_step_and_the_reference(meta: float) -> None:
+    """float32 CPU tensors take the compiled step (fused_bnn): over many steps it gives the eager step's
+    weights and moments to float32 tolerance, and the reference's, on a tensor of several chunks."""
+    rng = np.random.default_rng(5)
+    n = 3 * 4096 + 123  # several chunks and a ragged end, split over threads
+    w0 = rng.normal(0, 0.5, n).astype(np.float32)
+    grads = rng.normal(0, 1.0, (30, n)).astype(np.float32)
+    runs = {}
+    for fused in (True, False):
+        p = torch.nn.Parameter(torch.tensor(w0))
+        p.metaplastic = True  # type: ignore[attr-defined]
+        opt = AdamMeta([p], lr=0.05, meta=meta, weight_decay=1e-3, fused=fused)
+        att = []
+        for g in grads:
+            p.grad = torch.tensor(g)
+            opt.step()
+            att.append(opt.attenuated)
+            assert opt.fused_tensors == int(fused)
+        st = opt.state[p]
+        runs[fused] = (p.detach().numpy().copy(), st["exp_avg"].numpy().copy(), np.array(att))
+    (wf, mf, af), (we, me, ae) = runs[True], runs[False]
+    np.testing.assert_allclose(wf, we, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mf, me, rtol=1e-4, atol=1e-6)
+    # attenuation depends on signs only: it may differ where a moment is within rounding of zero
+    assert np.abs(af - ae).max() <= max(1, n // 10000) and (af.sum() > 0) == (meta > 0)
+    ref = reference_adam_meta(w0[:200].astype(np.float64), grads[:, :200], lr=0.05, meta=meta, wd=1e-3)
+    np.testing.assert_allclose(wf[:200], ref, rtol=1e-4, atol=1e-5)
+    # float64 (the reference test above) and other devices take the eager loop
+    q = torch.nn.Parameter(torch.tensor(w0[:10], dtype=torch.float64))
+    opt = AdamMeta([q])
+    q.grad = torch.ones_like(q)
+    opt.step()
+    assert opt.fused_tensors == 0
+
+
 def test_adam_meta_consolidates_only_toward_a_sign_flip() -> None:
     # W_H = +2 with a gradient that pushes it down (toward 0): damped; pushed up: plain Adam
     down = torch.nn.Parameter(torch.tensor([2.0, -2.0]))

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from hwloop.training.adamstate import adam_step
 from hwloop.training.bnn_defaults import BNN_INIT_HALF_WIDTH, BNN_LR, BNN_META, BNN_WEIGHT_DECAY
+from hwloop.training.fused_bnn import adam_meta
+from hwloop.training.fused_cpu import Runner
 from hwloop.training.model import HiddenLinear, LayeredMLP
 
 
@@ -93,6 +96,17 @@ class BinaryMLP(LayeredMLP):
         self.task = task
 
 
+#: the compiled step's threads, one pool per process (as ``MetaplasticAdam``'s)
+_RUNNER = Runner()
+
+
+def _fusable(p: torch.Tensor, state: dict) -> bool:
+    """Whether the compiled step can run on ``p`` in place: float32, on the CPU, contiguous, as its grad and
+    moments (it shares their memory with numpy)."""
+    ts = (p, p.grad, state["exp_avg"], state["exp_avg_sq"])
+    return all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() for x in ts)
+
+
 class AdamMeta(torch.optim.Optimizer):
     """Laborieux et al.'s ``Adam_meta``: Adam whose steps toward a sign flip are scaled by 1 - tanh²(meta·|W_H|).
 
@@ -108,27 +122,35 @@ class AdamMeta(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = BNN_WEIGHT_DECAY,
+        fused: bool = True,
     ) -> None:
         if not lr > 0:
             raise ValueError("learning rate must be positive")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self.m_star = float(meta)
+        #: float32 CPU tensors take the compiled step (``fused_bnn``); others, and ``fused=False``, the loop
+        self.fused = fused
         self.attenuated = 0  # weights whose step was scaled in the last step (diagnostic)
+        self.fused_tensors = 0  # tensors the last step did in the compiled pass (diagnostic)
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         self.attenuated = 0
+        self.fused_tensors = 0
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                state = self.state[p]
+                t = adam_step(state, p)
+                if self.fused and _fusable(p, state):
+                    self._fused_step(p, state, group, t)
+                    continue
                 grad = p.grad
                 if group["weight_decay"] != 0:
                     grad = grad.add(p, alpha=group["weight_decay"])
-                state = self.state[p]
-                t = adam_step(state, p)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m.mul_(beta1).add_(grad, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -143,6 +165,32 @@ class AdamMeta(torch.optim.Optimizer):
                     m_used = m
                 p.addcdiv_(m_used, denom, value=-step_size)
         return loss
+
+    def _fused_step(self, p: torch.Tensor, state: dict, group: dict, t: int) -> None:
+        """The same step as the loop above in one compiled pass (``fused_bnn.adam_meta``)."""
+        beta1, beta2 = group["betas"]
+        meta = self.m_star if getattr(p, "metaplastic", False) else 0.0
+        scal = np.array(
+            [
+                beta1,
+                beta2,
+                group["eps"],
+                group["lr"] * (1 - beta2**t) ** 0.5 / (1 - beta1**t),
+                meta,
+                group["weight_decay"],
+            ],
+            dtype=np.float32,
+        )
+        args = (
+            p.data.view(-1).numpy(),
+            p.grad.reshape(-1).numpy(),
+            state["exp_avg"].view(-1).numpy(),
+            state["exp_avg_sq"].view(-1).numpy(),
+            scal,
+        )
+        results, _ = _RUNNER.map(adam_meta, torch.get_num_threads(), p.numel(), args)
+        self.attenuated += int(sum(results))
+        self.fused_tensors += 1
 
 
 def binary_weight_count(n_in: int, hidden: int, n_out: int) -> int:

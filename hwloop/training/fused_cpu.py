@@ -248,28 +248,35 @@ def rule(
 
 
 class Runner:
-    """Runs ``rule`` over a tensor on ``threads`` threads (the kernel releases the GIL): each thread takes
-    a contiguous run of whole chunks, the caller's thread the first; their lists of changed weights are
-    joined in order, so the result does not depend on the thread count."""
+    """Runs a chunked kernel (``rule``, or ``fused_bnn.adam_meta``) over a tensor on ``threads`` threads (the
+    kernels release the GIL): each thread takes a contiguous run of whole chunks, the caller's thread the
+    first. ``run`` joins the lists of changed weights in order, so the result does not depend on the thread
+    count."""
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
 
-    def run(self, threads: int, n: int, args: tuple, changed: np.ndarray) -> tuple[np.ndarray, int]:
+    def map(self, kernel, threads: int, n: int, args: tuple) -> tuple[list, list[int]]:
+        """``kernel(*args, begin, end)`` over ``0:n`` split in runs of whole chunks; returns each run's
+        result and the run bounds."""
         n_chunks = (n + CHUNK - 1) // CHUNK
         parts = max(1, min(int(threads), n_chunks // 2))  # under two chunks each, threading costs more
         bounds = [min(n, (n_chunks * i // parts) * CHUNK) for i in range(parts + 1)]
         if parts == 1:
-            n_changed, n_away = rule(*args, 0, n)
-            return changed[:n_changed], n_away
+            return [kernel(*args, 0, n)], [0, n]
         if self._pool is None or self._pool_size < parts - 1:
             if self._pool is not None:
                 self._pool.shutdown()
             self._pool = ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="hwloop-rule")
             self._pool_size = parts - 1
-        futures = [self._pool.submit(rule, *args, bounds[i], bounds[i + 1]) for i in range(1, parts)]
-        results = [rule(*args, bounds[0], bounds[1])] + [f.result() for f in futures]
+        futures = [self._pool.submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+        return [kernel(*args, bounds[0], bounds[1])] + [f.result() for f in futures], bounds
+
+    def run(self, threads: int, n: int, args: tuple, changed: np.ndarray) -> tuple[np.ndarray, int]:
+        results, bounds = self.map(rule, threads, n, args)
+        if len(results) == 1:
+            return changed[: results[0][0]], results[0][1]
         lists = [changed[b : b + r[0]] for b, r in zip(bounds, results, strict=False)]
         return np.concatenate(lists), sum(r[1] for r in results)
 
