@@ -51,6 +51,11 @@ def _paper_pm(v: Any) -> str:
     return f"{float(v):.2f} %"
 
 
+def _pct(v: float) -> str:
+    """An accuracy in % for a table, or "–" where no run gives one."""
+    return f"{v:.2f} %" if math.isfinite(v) else "–"
+
+
 def sigma_diff(measured: float, paper: Any) -> str:
     """'+1.2 σ' (measured − paper over the paper's std), or '+0.84 pp' when the paper gives no std."""
     if paper is None or not math.isfinite(measured):
@@ -174,9 +179,7 @@ def _fig2bc(out: Path, proto: Protocol, paper: dict, summary: dict) -> list[str]
         for who, rs in ((f"QNN m* = {m:g}", sel), ("BNN", bnn)):
             fm, _ = acc_stats(rs, "final")
             bm, _ = acc_stats(rs, "max")
-            rows.append(
-                [f"2{k}", who, str(len(rs)), f"{fm[0]:.2f} %", f"{fm[1]:.2f} %", f"{bm[0]:.2f} %", f"{bm[1]:.2f} %"]
-            )
+            rows.append([f"2{k}", who, str(len(rs)), _pct(fm[0]), _pct(fm[1]), _pct(bm[0]), _pct(bm[1])])
             summary["fig2bc"].append(
                 {"panel": f"2{k}", "model": who, "n": len(rs), "final_pct": fm.tolist(), "max_pct": bm.tolist()}
             )
@@ -449,7 +452,7 @@ def write_report(
         f"{proto.seeds_size} per size (Table I), {proto.reps} repetitions (Fig. 5); BNN H {proto.bnn_hidden}, "
         f"lr {proto.bnn_lr:g}, meta {proto.bnn_meta:g}, batch {proto.bnn_batch_size}, {proto.bnn_seeds} seed(s)",
         "- every other training option at its default (`hwloop train --help`); BN per task, batch statistics",
-        f"- estimated cost: {proto.estimate_min():.0f} single-worker minutes, assuming {FULL_RUN_MIN:.0f} min per "
+        f"- estimated cost: {proto.estimate_min():.0f} single-worker minutes, assuming {FULL_RUN_MIN:g} min per "
         "full-size run (50 + 50 epochs, H 512)",
     ]
     if proto.preset != "paper":
