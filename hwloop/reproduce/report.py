@@ -194,7 +194,8 @@ def _fig4b(out: Path, proto: Protocol, paper: dict, summary: dict, table, table_
     lines = [
         "## Fig. 4b: conductance CDFs of the 8 HCS levels and LCS",
         "",
-        f"Calibration in use: {table_src}. Provenance: {table.provenance}. The paper gives the CDFs as curves only.",
+        f"Calibration in use: {table_src}. Provenance: {table.provenance.rstrip('.')}. "
+        "The paper gives the CDFs as curves only.",
         "",
     ]
     med, sig, icc = table.medians_us, table.sigmas_us, table.icc_ua
