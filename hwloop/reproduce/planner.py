@@ -106,6 +106,13 @@ def train_defaults() -> dict[str, Any]:
     return json.loads(json.dumps({k: d[k] for k in sorted(d) if k not in EXPERIMENT_FREE}))
 
 
+def _differences(old: dict, new: dict, keys: set[str], limit: int | None = None) -> str:
+    """``k <old> there, <new> now, ...`` for the keys (sorted, the first ``limit``) whose values differ or
+    that one side lacks; "" if none does."""
+    diff = sorted(k for k in keys if k not in old or k not in new or old[k] != new[k])[:limit]
+    return ", ".join(f"{k} {old.get(k)} there, {new.get(k)} now" for k in diff)
+
+
 def check_record(out: Path, proto: Protocol, calibration: str | None) -> None:
     """Refuse a folder made with another preset, other settings, other ``hwloop train`` defaults or another
     calibration; else record ours."""
@@ -128,9 +135,8 @@ def check_record(out: Path, proto: Protocol, calibration: str | None) -> None:
         # a folder made before a field existed ran at that field's value then
         oldp = {**LEGACY_FIELDS, **json.loads(json.dumps(old.get("protocol")))}
         newp = json.loads(json.dumps(mine["protocol"]))
-        if oldp != newp:
-            diff = sorted(k for k in set(oldp) | set(newp) if oldp.get(k) != newp.get(k))
-            detail = ", ".join(f"{k} {oldp.get(k)} there, {newp.get(k)} now" for k in diff)
+        detail = _differences(oldp, newp, set(oldp) | set(newp))
+        if detail:
             raise ConfigError(
                 f"{out} was made with other settings of the {proto.preset} preset ({detail}); "
                 "repeat them or use another --out"
@@ -138,9 +144,8 @@ def check_record(out: Path, proto: Protocol, calibration: str | None) -> None:
         # absent in folders made before it was recorded; a field added since (not in the old record) is an
         # option whose default keeps the earlier behaviour, so only the fields both know are compared
         old_defaults, new_defaults = old.get("train_defaults") or {}, mine["train_defaults"]
-        diff = sorted(k for k in set(old_defaults) & set(new_defaults) if old_defaults[k] != new_defaults[k])
-        if diff:
-            detail = ", ".join(f"{k} {old_defaults.get(k)} there, {new_defaults.get(k)} now" for k in diff[:4])
+        detail = _differences(old_defaults, new_defaults, set(old_defaults) & set(new_defaults), limit=4)
+        if detail:
             raise ConfigError(
                 f"{out} was made by an hwloop with other train defaults ({detail}); continue it with that "
                 "version, or use another --out"
