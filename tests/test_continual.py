@@ -88,3 +88,18 @@ def test_partial_run_and_bad_input(tiny_data: Path, tmp_path: Path, run_cli) -> 
     junk.write_bytes(b"not a run log")
     r = run_cli("continual", str(junk))
     assert r.code == 2 and "Traceback" not in r.err
+
+
+def test_plot_draws_the_run_and_its_baseline(permuted_run: Path, tmp_path: Path, run_cli) -> None:
+    png = tmp_path / "pm3.png"
+    r = run_cli("continual", str(permuted_run), "--against", str(permuted_run), "--plot", str(png))
+    assert r.code == 0, r.err
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > im.size[1] > 200
+        # not a blank canvas: the curves and the matrix's colours give many distinct pixel values
+        assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 50
+    r = run_cli("continual", str(permuted_run), "--plot", str(tmp_path / "no-such-dir" / "x.png"))
+    assert r.code == 2 and "--plot" in r.err and len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "no-such-dir").exists()

@@ -64,6 +64,7 @@ def continual_summary(log: RunLog) -> dict:
         "log": str(log.path),
         "tasks": tasks,
         "tasks_finished": n,
+        "epochs_per_task": ept,
         "status": log.status,
         "accuracy_matrix": matrix,
         "final_acc": final,

@@ -175,3 +175,40 @@ def plot_cdfs(table: CdfTable, path: Path, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_continual(summary: dict, path: Path, baseline: dict | None = None) -> Path:
+    """A continual-learning run (``hwloop continual --plot``): the accuracy of every task per epoch, with
+    the task boundaries (and ``baseline``'s curves dashed, e.g. the same tasks at m* = 0), and the
+    accuracy matrix (task i after training task j) as a table of colours."""
+    fig, (ax, axm) = plt.subplots(1, 2, figsize=(12.0, 4.6), gridspec_kw={"width_ratios": [1.6, 1.0]})
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ept = summary["epochs_per_task"]
+    for run, style, tag in ((summary, "-", ""), (baseline, "--", " (baseline)")):
+        if run is None:
+            continue
+        ep = np.asarray(run["epochs"], dtype=float)
+        for i, task in enumerate(run["tasks"]):
+            acc = np.array([np.nan if a is None else 100 * a for a in run["acc_per_epoch"][task]], dtype=float)
+            label = task + tag if i < 10 else None
+            ax.plot(ep, acc, style, lw=1.2, color=colors[i % len(colors)], alpha=1.0 if not tag else 0.5, label=label)
+    for k in range(1, len(summary["tasks"])):
+        ax.axvline(k * ept + 0.5, color="grey", ls=":", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    ax.set_title(textwrap.fill(str(summary["log"]), 80), fontsize=8)
+    n = summary["tasks_finished"]
+    m = np.array([[np.nan if v is None else 100 * v for v in row] for row in summary["accuracy_matrix"]])
+    im = axm.imshow(m, vmin=max(0.0, float(np.nanmin(m)) - 5) if n else 0, vmax=100, cmap="viridis")
+    for i in range(n):
+        for j in range(i, n):
+            axm.text(j, i, f"{m[i, j]:.1f}", ha="center", va="center", fontsize=7, color="w" if m[i, j] < 90 else "k")
+    axm.set_xticks(range(n), [str(j + 1) for j in range(n)])
+    axm.set_yticks(range(n), summary["tasks"][:n], fontsize=7)
+    axm.set_xlabel("after training task j")
+    axm.set_title("test accuracy (%) of task i after task j", fontsize=9)
+    fig.colorbar(im, ax=axm, fraction=0.046, pad=0.04)
+    return _save(fig, path)

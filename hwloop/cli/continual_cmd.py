@@ -30,19 +30,32 @@ from hwloop.errors import ConfigError
     default=None,
     help="Also write the JSON summary (with the accuracy of every task per epoch) to this file.",
 )
-def continual_cmd(run: str, as_json: bool, baseline: str | None, out: str | None) -> None:
+@click.option(
+    "--plot",
+    "plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also draw the accuracy of every task per epoch (with --against: the baseline's, dashed) and the "
+    "accuracy matrix to this PNG.",
+)
+def continual_cmd(run: str, as_json: bool, baseline: str | None, out: str | None, plot: str | None) -> None:
     """Accuracy matrix (task i after training task j), average final accuracy, average forgetting and
     programs per device of RUN (a run log of `hwloop train`, finished or not). See docs/analysis.md."""
     from hwloop.analysis.continual import compare_last_task, format_continual, read_continual
 
+    for opt, path in (("--out", out), ("--plot", plot)):
+        if path is not None and (Path(path).is_dir() or not Path(path).parent.is_dir()):
+            raise ConfigError(f"{opt} {path}: give a file in an existing folder")
     s = read_continual(run)
-    if baseline is not None:
-        s["last_task_vs"] = compare_last_task(s, read_continual(baseline))
+    base = None if baseline is None else read_continual(baseline)
+    if base is not None:
+        s["last_task_vs"] = compare_last_task(s, base)
     if out is not None:
-        p = Path(out)
-        if p.is_dir() or not p.parent.is_dir():
-            raise ConfigError(f"--out {out}: give a file in an existing folder")
-        p.write_text(json.dumps(s, indent=1) + "\n")
+        Path(out).write_text(json.dumps(s, indent=1) + "\n")
+    if plot is not None:
+        from hwloop.analysis.plots import plot_continual
+
+        plot_continual(s, Path(plot), base)
     if as_json:
         echo_json(s)
         return
