@@ -13,6 +13,7 @@ import pytest
 from _tiny import tiny_config
 
 from hwloop.analysis.continual import read_continual
+from hwloop.errors import RunLogError
 from hwloop.orchestrator import train
 
 
@@ -103,3 +104,35 @@ def test_plot_draws_the_run_and_its_baseline(permuted_run: Path, tmp_path: Path,
     r = run_cli("continual", str(permuted_run), "--plot", str(tmp_path / "no-such-dir" / "x.png"))
     assert r.code == 2 and "--plot" in r.err and len(r.err.strip().splitlines()) == 1
     assert not (tmp_path / "no-such-dir").exists()
+
+
+def test_against_compares_at_the_same_point_of_the_sequence(permuted_run: Path, tmp_path: Path, run_cli) -> None:
+    """A run that has finished 2 of 3 tasks is compared with the baseline's task 2 after task 2, not after
+    task 3; a baseline of other tasks, or with fewer finished tasks, is refused."""
+    from hwloop.analysis.continual import compare_last_task
+
+    base_log = tmp_path / "base.h5"
+    base_log.write_bytes(permuted_run.read_bytes())
+    with h5py.File(base_log, "r+") as f:
+        ep = f["epochs"][()]
+        ep["acc"][2, 1] = 0.33  # task 2 after task 3, in the baseline: the baseline's end differs from A[2][2]
+        f["epochs"][...] = ep
+    base = read_continual(str(base_log))
+    partial = tmp_path / "partial.h5"
+    partial.write_bytes(permuted_run.read_bytes())
+    with h5py.File(partial, "r+") as f:
+        ep = f["epochs"][()]
+        ep["acc"][1, 1] = 0.5  # task 2 after task 2, in the partial run only
+        f["epochs"][...] = ep
+        f["epochs"].resize((2,))
+    run = read_continual(str(partial))
+    c = compare_last_task(run, base)
+    assert c["task"] == "permuted-mnist-2"
+    assert base["accuracy_matrix"][1][2] == pytest.approx(0.33) != base["accuracy_matrix"][1][1]
+    assert c["baseline_acc"] == base["accuracy_matrix"][1][1]
+    assert c["difference"] == pytest.approx(0.5 - base["accuracy_matrix"][1][1])
+    r = run_cli("continual", str(permuted_run), "--against", str(partial))  # baseline with fewer tasks
+    assert r.code == 2 and "has not finished" in r.err and len(r.err.strip().splitlines()) == 1
+    other = dict(base, tasks=["mnist", "fashion-mnist", "x"])
+    with pytest.raises(RunLogError, match="task sequence"):
+        compare_last_task(run, other)

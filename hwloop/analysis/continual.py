@@ -87,14 +87,16 @@ def read_continual(path: str) -> dict:
 
 
 def compare_last_task(run: dict, baseline: dict) -> dict:
-    """The last finished task of ``run`` against the same task in ``baseline`` (e.g. m* = 0): final
-    accuracies and their difference (run - baseline)."""
+    """The last finished task of ``run`` against the same task in ``baseline`` (e.g. m* = 0) at the same point
+    of the sequence: after the same tasks, so that a run still going is compared with the baseline as it
+    was then, not with the baseline's end. Accuracies and their difference (run - baseline)."""
     n = run["tasks_finished"]
     name = run["tasks"][n - 1]
-    if name not in baseline["tasks"][: baseline["tasks_finished"]]:
+    if baseline["tasks"][:n] != run["tasks"][:n]:
+        raise RunLogError(f"{baseline['log']}: its task sequence is not the run's; compare runs of the same tasks")
+    if baseline["tasks_finished"] < n:
         raise RunLogError(f"{baseline['log']}: task {name} has not finished in the baseline run")
-    i = baseline["tasks"].index(name)
-    b = baseline["accuracy_matrix"][i][baseline["tasks_finished"] - 1]
+    b = baseline["accuracy_matrix"][n - 1][n - 1]
     a = run["final_acc"][n - 1]
     return {"task": name, "acc": a, "baseline_acc": b, "baseline_log": baseline["log"], "difference": a - b}
 
