@@ -202,7 +202,8 @@ def plot_continual(summary: dict, path: Path, baseline: dict | None = None) -> P
     ax.set_title(textwrap.fill(str(summary["log"]), 80), fontsize=8)
     n = summary["tasks_finished"]
     m = np.array([[np.nan if v is None else 100 * v for v in row] for row in summary["accuracy_matrix"]])
-    im = axm.imshow(m, vmin=max(0.0, float(np.nanmin(m)) - 5) if n else 0, vmax=100, cmap="viridis")
+    # n >= 1: read_continual refuses a log without a finished task
+    im = axm.imshow(m, vmin=max(0.0, float(np.nanmin(m)) - 5), vmax=100, cmap="viridis")
     for i in range(n):
         for j in range(i, n):
             axm.text(j, i, f"{m[i, j]:.1f}", ha="center", va="center", fontsize=7, color="w" if m[i, j] < 90 else "k")
