@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from hwloop.errors import ConfigError
-from hwloop.training.bnn import AdamMeta, BinaryMLP, SignSTE
+from hwloop.training.bnn import AdamMeta, BinaryLinear, BinaryMLP, SignSTE
 from hwloop.training.config import TrainConfig
 
 
@@ -128,6 +129,21 @@ def test_binary_mlp_forward_uses_signs_and_ste() -> None:
     g = torch.tensor([0.5, 2.0, -0.3], requires_grad=True)
     SignSTE.apply(g).sum().backward()
     assert g.grad.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_binary_linear_is_exactly_sign_weights_with_straight_through_gradient() -> None:
+    layer = BinaryLinear(5, 4)
+    with torch.no_grad():
+        layer.weight.uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(7, 5, generator=torch.Generator().manual_seed(2))
+    out = layer(x)
+    wb = layer.weight.detach().sign().requires_grad_(True)  # reference: a leaf holding the binary weights
+    ref = F.linear(x, wb)
+    assert torch.equal(out, ref)  # exactly the ±1 weights
+    g = torch.randn(7, 4, generator=torch.Generator().manual_seed(3))
+    out.backward(g)
+    ref.backward(g)
+    assert torch.equal(layer.weight.grad, wb.grad)  # the binary weight's gradient, handed to W_H unchanged
 
 
 def test_new_task_starts_from_the_current_bn_state() -> None:

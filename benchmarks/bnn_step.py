@@ -1,0 +1,110 @@
+"""One training step of the BNN baseline (784-H-H-10, batch 100) against plain PyTorch, measured in one process.
+
+Three loops on the same random batch, each timed as the median of ``--reps`` steps after ``--warmup``:
+
+- ``hwloop``: ``BinaryMLP`` with ``AdamMeta`` (meta 1.5), what ``hwloop train --model bnn`` runs;
+- ``idiom``: the same, with the binary weights made by the usual straight-through idiom
+  ``W + (sign(W) - W).detach()`` in place of ``SignWeightSTE`` (hwloop's forward before this benchmark);
+- ``torch``: a plain float MLP of the same shape (no biases, BatchNorm1d with batch statistics, ReLU)
+  with ``torch.optim.Adam``: what a user would otherwise run, without binarization.
+
+Prints one JSON line with the step times and the ratios ``idiom / hwloop`` and ``hwloop / torch``.
+
+    python benchmarks/bnn_step.py [--hidden 4096] [--threads 2] [--reps 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import hwloop  # noqa: F401  (first: its OpenMP setting must precede torch, as in the CLI)
+
+# isort: split
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hwloop.training.bnn import AdamMeta, BinaryLinear, BinaryMLP
+
+
+class IdiomLinear(BinaryLinear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight + (self.weight.sign() - self.weight).detach()
+        return F.linear(x, w)
+
+
+class PlainMLP(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        sizes = [(784, hidden), (hidden, hidden), (hidden, 10)]
+        self.fc = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in sizes)
+        self.bn = nn.ModuleList(nn.BatchNorm1d(b, track_running_stats=False) for _, b in sizes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (fc, bn_) in enumerate(zip(self.fc, self.bn, strict=True)):
+            x = bn_(fc(x))
+            if i < 2:
+                x = F.relu(x)
+        return x
+
+
+def time_steps(model: nn.Module, opt: torch.optim.Optimizer, x, y, warmup: int, reps: int) -> float:
+    times = []
+    for i in range(warmup + reps):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bnn_model(hidden: int, idiom: bool) -> BinaryMLP:
+    model = BinaryMLP(hidden=hidden, n_tasks=1)
+    if idiom:
+        for layer in model.layers:
+            layer.__class__ = IdiomLinear  # same parameters, the idiom's forward
+    model.init_uniform(torch.Generator().manual_seed(0))
+    return model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hidden", type=int, default=4096)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=15)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(a.batch, 784, generator=gen)
+    y = torch.randint(0, 10, (a.batch,), generator=gen)
+    res: dict[str, float] = {}
+    for name in ("hwloop", "idiom", "torch"):
+        if name == "torch":
+            model: nn.Module = PlainMLP(a.hidden)
+            opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+        else:
+            model = bnn_model(a.hidden, idiom=name == "idiom")
+            opt = AdamMeta(model.parameters(), meta=1.5)
+        res[f"step_ms_{name}"] = 1e3 * time_steps(model, opt, x, y, a.warmup, a.reps)
+    out = {
+        "benchmark": "bnn_step",
+        "hidden": a.hidden,
+        "batch": a.batch,
+        "threads": a.threads,
+        **{k: round(v, 2) for k, v in res.items()},
+        "ratio_idiom_over_hwloop": round(res["step_ms_idiom"] / res["step_ms_hwloop"], 3),
+        "ratio_hwloop_over_torch": round(res["step_ms_hwloop"] / res["step_ms_torch"], 3),
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
