@@ -1,6 +1,7 @@
 """One training step of the BNN baseline (784-H-H-10, batch 100) against plain PyTorch, measured in one process.
 
-Three loops on the same random batch, each timed as the median of ``--reps`` steps after ``--warmup``:
+Three loops on the same random batch, their steps interleaved, each timed as the median of ``--reps``
+steps after ``--warmup``:
 
 - ``hwloop``: ``BinaryMLP`` with ``AdamMeta`` (meta 1.5), what ``hwloop train --model bnn`` runs;
 - ``idiom``: the same, with the binary weights made by the usual straight-through idiom
@@ -29,6 +30,8 @@ from torch.nn import functional as F
 
 from hwloop.training.bnn import AdamMeta, BinaryLinear, BinaryMLP
 
+NAMES = ("hwloop", "idiom", "torch")
+
 
 class IdiomLinear(BinaryLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,17 +54,13 @@ class PlainMLP(nn.Module):
         return x
 
 
-def time_steps(model: nn.Module, opt: torch.optim.Optimizer, x, y, warmup: int, reps: int) -> float:
-    times = []
-    for i in range(warmup + reps):
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def one_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+    t0 = time.perf_counter()
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return time.perf_counter() - t0
 
 
 def bnn_model(hidden: int, idiom: bool) -> BinaryMLP:
@@ -85,15 +84,21 @@ def main() -> None:
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(a.batch, 784, generator=gen)
     y = torch.randint(0, 10, (a.batch,), generator=gen)
-    res: dict[str, float] = {}
-    for name in ("hwloop", "idiom", "torch"):
+    loops: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
+    for name in NAMES:
         if name == "torch":
             model: nn.Module = PlainMLP(a.hidden)
-            opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+            loops[name] = (model, torch.optim.Adam(model.parameters(), lr=5e-3))
         else:
             model = bnn_model(a.hidden, idiom=name == "idiom")
-            opt = AdamMeta(model.parameters(), meta=1.5)
-        res[f"step_ms_{name}"] = 1e3 * time_steps(model, opt, x, y, a.warmup, a.reps)
+            loops[name] = (model, AdamMeta(model.parameters(), meta=1.5))
+    times: dict[str, list[float]] = {name: [] for name in NAMES}
+    for i in range(a.warmup + a.reps):  # interleaved, so a change of the machine's load hits all three
+        for name, (model, opt) in loops.items():
+            dt = one_step(model, opt, x, y)
+            if i >= a.warmup:
+                times[name].append(dt)
+    res = {f"step_ms_{name}": 1e3 * statistics.median(t) for name, t in times.items()}
     out = {
         "benchmark": "bnn_step",
         "hidden": a.hidden,
