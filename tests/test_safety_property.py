@@ -219,6 +219,9 @@ def _flex_args(cmd: str) -> list[float]:
     i_limit=smu_i,
     width=st.one_of(smu_w, st.sampled_from([499e-6, 500e-6, 1e-3])),
 )
+# widths whose pulse period, rounded on its own, once fell under width + 2 ms (error 120 from the instrument)
+@example(kind="pulse", v=0.0, i_limit=1e-10, width=0.00746471082253052)
+@example(kind="pulse", v=0.1, i_limit=1e-4, width=0.0064)
 def test_no_b1500_command_past_a_limit_reaches_the_instrument(
     b1500_rig: B1500Rig, kind: str, v: float, i_limit: float, width: float
 ) -> None:

@@ -65,6 +65,20 @@ BAD_STATUS = {
     "G": "the detection time was over the limit",
     "S": "the output slew rate was too slow",
 }
+#: ``PT``'s period: at least 5 ms and at least the width + 2 ms (FLEX), here on a 0.1 ms grid
+PERIOD_MIN_S, PERIOD_GAP_S, PERIOD_GRID_S = 5e-3, 2e-3, 1e-4
+
+
+def pulse_period_s(width_s: float) -> float:
+    """The pulse period sent with a pulse of ``width_s`` (as sent, after formatting): the next point of the
+    0.1 ms grid strictly above width + 2 ms, and at least 5 ms. Strictly above, so that the check
+    period >= width + 2 ms holds whatever the rounding of the two numbers: rounded each on its own, a width
+    of 7.46471 ms gave a period 1 ulp under width + 2 ms, and a width of 6.4 ms a period of exactly 8.4 ms
+    that a float comparison puts under it (error 120 from the instrument's emulator)."""
+    steps = math.floor(round((width_s + PERIOD_GAP_S) / PERIOD_GRID_S, 6)) + 1
+    return max(PERIOD_MIN_S, steps * PERIOD_GRID_S)
+
+
 _DATUM = re.compile(r"^([A-Z])([A-J])([IVT])([+-]\d+(?:\.\d*)?E[+-]\d+)$")
 _CHANNEL = "ABCDEFGHIJ"
 
@@ -227,13 +241,14 @@ class B1500(Smu):
                 "(shorter pulses come from the FPGA board; see docs/flex.md)"
             )
         self._require_checked()
-        period_s = max(5e-3, width_s + 2e-3)
+        width_txt = f"{width_s:.6g}"
+        period_txt = f"{pulse_period_s(float(width_txt)):.6g}"
         bl, vr, ir = self.bl, v_range_code(self.limits.smu_max_v), i_range_code(i_limit_a)
         cmds = [
             *self._enable_cmds(),
             f"CMM {bl},1",
             f"RI {bl},{ir}",
-            f"PT 0,{width_s:.6g},{period_s:.6g}",
+            f"PT 0,{width_txt},{period_txt}",
             f"PV {bl},{vr},0,{v:.6g},{i_limit_a:.6g}",
             f"MM 3,{bl}",
         ]
