@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from hwloop.chip.cdf import CdfTable, Level
 from hwloop.chip.default_table import default_table
+
+# Property tests explore new random examples on every local run (that is how they find bugs). CI loads the
+# "ci" profile (.ci/run sets HYPOTHESIS_PROFILE=ci): the same examples on every run, so a landing is not
+# decided by the draw. A failure found locally goes into the test as an explicit @example.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 
 @pytest.fixture(scope="session")
