@@ -6,8 +6,8 @@ steps after ``--warmup``:
 - ``hwloop``: ``BinaryMLP`` with ``AdamMeta`` (meta 1.5), what ``hwloop train --model bnn`` runs;
 - ``idiom``: the same, with the binary weights made by the usual straight-through idiom
   ``W + (sign(W) - W).detach()`` in place of ``SignWeightSTE`` (hwloop's forward before this benchmark);
-- ``torch``: a plain float MLP of the same shape (no biases, BatchNorm1d with batch statistics, ReLU)
-  with ``torch.optim.Adam``: what a user would otherwise run, without binarization.
+- ``torch``: a plain float MLP of the same shape (``epoch_vs_torch.PlainMLP``: no biases, BatchNorm1d
+  with batch statistics, ReLU) with ``torch.optim.Adam``: what a user would otherwise run, without binarization.
 
 Prints one JSON line with the step times and the ratios ``idiom / hwloop`` and ``hwloop / torch``.
 
@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import hwloop  # noqa: F401  (first: its OpenMP setting must precede torch, as in the CLI)
 
@@ -30,6 +32,9 @@ from torch.nn import functional as F
 
 from hwloop.training.bnn import AdamMeta, BinaryLinear, BinaryMLP
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from epoch_vs_torch import PlainMLP  # the plain PyTorch MLP of the speed benchmark, at any width
+
 NAMES = ("hwloop", "idiom", "torch")
 
 
@@ -37,21 +42,6 @@ class IdiomLinear(BinaryLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight + (self.weight.sign() - self.weight).detach()
         return F.linear(x, w)
-
-
-class PlainMLP(nn.Module):
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        sizes = [(784, hidden), (hidden, hidden), (hidden, 10)]
-        self.fc = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in sizes)
-        self.bn = nn.ModuleList(nn.BatchNorm1d(b, track_running_stats=False) for _, b in sizes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, (fc, bn_) in enumerate(zip(self.fc, self.bn, strict=True)):
-            x = bn_(fc(x))
-            if i < 2:
-                x = F.relu(x)
-        return x
 
 
 def one_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
