@@ -146,6 +146,50 @@ def test_binary_linear_is_exactly_sign_weights_with_straight_through_gradient() 
     assert torch.equal(layer.weight.grad, wb.grad)  # the binary weight's gradient, handed to W_H unchanged
 
 
+def _train_steps(model: BinaryMLP, steps: int, *, cache: bool) -> list[torch.Tensor]:
+    opt = AdamMeta(model.parameters(), lr=0.05, meta=1.5)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(steps):
+        x = torch.randn(32, 6, generator=gen)
+        y = torch.randint(0, 3, (32,), generator=gen)
+        if not cache:  # every forward makes its signs afresh
+            for w in model.hidden_weights():
+                w._hw_sign_key = None
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        assert opt.fused_tensors > 0
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_signs_written_by_the_compiled_step_train_bit_identically_to_fresh_ones() -> None:
+    runs = []
+    for cache in (True, False):
+        model = BinaryMLP(hidden=16, n_in=6, n_out=3, n_tasks=1)
+        model.init_uniform(torch.Generator().manual_seed(0))
+        runs.append(_train_steps(model, 6, cache=cache))
+        if cache:  # the cache the last step wrote is sign(W_H) of the weights it left
+            for w in model.hidden_weights():
+                assert w._hw_sign_key == (w.data_ptr(), w._version)
+                assert torch.equal(w._hw_sign, w.detach().sign())
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
+def test_binary_weights_are_made_afresh_after_any_other_change_of_w() -> None:
+    layer = BinaryLinear(4, 3)
+    with torch.no_grad():
+        layer.weight.uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(6))
+    first = layer(x).detach()
+    with torch.no_grad():
+        layer.weight.mul_(-1.0)  # an in-place change torch sees: the version moves
+    assert torch.equal(layer(x).detach(), -first)
+    clone = BinaryLinear(4, 3)
+    clone.load_state_dict(layer.state_dict())  # a checkpoint loaded: other storage
+    assert torch.equal(clone(x), layer(x))
+
+
 def test_new_task_starts_from_the_current_bn_state() -> None:
     model = BinaryMLP(hidden=4, n_in=3, n_out=2, n_tasks=2)
     with torch.no_grad():

@@ -52,27 +52,51 @@ class SignSTE(torch.autograd.Function):
 
 
 class SignWeightSTE(torch.autograd.Function):
-    """sign(W_H) forward; backward hands the gradient to W_H unchanged (the straight-through estimator).
-
-    One pass over the weights (``sign``) and no copy in backward. ``W + (sign(W) - W).detach()``, the usual
-    idiom, gives the same values and gradients but makes three weight-sized temporaries per forward: a third
-    of an H 4096 training step on this project's machine (py-spy).
-    """
+    """Forward: the binary weights ``w_bin`` = sign(W_H); backward: the gradient with respect to them goes
+    to W_H unchanged (the straight-through estimator). No copy either way. ``W + (sign(W) - W).detach()``,
+    the usual idiom, gives the same values and gradients with three weight-sized temporaries per forward: a
+    third of an H 4096 training step on this project's machine (py-spy)."""
 
     @staticmethod
-    def forward(ctx, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return w.sign()
+    def forward(ctx, w: torch.Tensor, w_bin: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return w_bin.view_as(w_bin)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return grad
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad, None
+
+
+def binary_weights(w: torch.Tensor) -> torch.Tensor:
+    """sign(``w``), kept on ``w`` (``_hw_sign``) with the storage address and version it was made from.
+
+    ``AdamMeta``'s compiled step writes the new signs in the pass that updates W_H and records the version
+    it leaves, so a training forward reads them instead of making them again (a pass over the weights). Any
+    other change of W_H (an eager step, a checkpoint loaded, an initialisation) changes its version, and a
+    copy has another address: the signs are then made afresh. ``tests/test_bnn.py`` checks that training
+    with and without this cache gives bit-identical weights."""
+    key = (w.data_ptr(), w._version)
+    cache = getattr(w, "_hw_sign", None)
+    if cache is None or getattr(w, "_hw_sign_key", None) != key or cache.shape != w.shape:
+        cache = w.detach().sign()
+        w._hw_sign = cache  # type: ignore[attr-defined]
+        w._hw_sign_key = key  # type: ignore[attr-defined]
+    return cache
+
+
+def _sign_buffer(p: torch.Tensor) -> torch.Tensor:
+    """The tensor the compiled step writes sign(``p``) into (made here before the first forward)."""
+    cache = getattr(p, "_hw_sign", None)
+    if cache is None or cache.shape != p.shape or not cache.is_contiguous():
+        cache = torch.empty_like(p, memory_format=torch.contiguous_format).detach()
+        p._hw_sign = cache  # type: ignore[attr-defined]
+    return cache
 
 
 class BinaryLinear(HiddenLinear):
     """Linear layer without bias whose forward uses sign(W_H), the gradient going straight to W_H."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, SignWeightSTE.apply(self.weight))
+        return F.linear(x, SignWeightSTE.apply(self.weight, binary_weights(self.weight)))
 
 
 class BinaryMLP(LayeredMLP):
@@ -197,14 +221,19 @@ class AdamMeta(torch.optim.Optimizer):
             ],
             dtype=np.float32,
         )
+        sign = _sign_buffer(p)
         args = (
             p.data.view(-1).numpy(),
             p.grad.reshape(-1).numpy(),
             state["exp_avg"].view(-1).numpy(),
             state["exp_avg_sq"].view(-1).numpy(),
+            sign.view(-1).numpy(),
             scal,
         )
         results, _ = _RUNNER.map(adam_meta, torch.get_num_threads(), p.numel(), args)
+        # W_H changed behind torch's back (numpy): say so, then mark the signs as made from this version
+        torch.autograd.graph.increment_version(p)
+        p._hw_sign_key = (p.data_ptr(), p._version)  # type: ignore[attr-defined]
         self.attenuated += int(sum(results))
         self.fused_tensors += 1
 

@@ -25,7 +25,7 @@ from hwloop.training.fused_cpu import _JIT, CHUNK, tanh_f32
 
 
 @numba.njit(inline="never", **_JIT)
-def _update(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, scal: np.ndarray) -> int:
+def _update(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, s: np.ndarray, scal: np.ndarray) -> int:
     """The step on one chunk (whole arrays of their own: indexed at an offset into the full arrays, the loop
     was not vectorised and ran 15 times slower). Branch-free, for the same reason."""
     one, zero = np.float32(1.0), np.float32(0.0)
@@ -45,21 +45,31 @@ def _update(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, scal: np
         cons = on and sign_w * mj > zero  # sign(W_H) m > 0: the step would shrink |W_H|
         f = one - t * t if cons else one
         n_att += 1 if cons else 0
-        w[j] = wj - step_size * ((mj * f) / (math.sqrt(vj) + eps))
+        wn = wj - step_size * ((mj * f) / (math.sqrt(vj) + eps))
+        w[j] = wn
+        s[j] = (one if wn > zero else zero) - (one if wn < zero else zero)  # sign(W_H), as torch.sign
     return n_att
 
 
 @numba.njit(**_JIT)
 def adam_meta(
-    w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, scal: np.ndarray, begin: int, end: int
+    w: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    s: np.ndarray,
+    scal: np.ndarray,
+    begin: int,
+    end: int,
 ) -> int:
     """One ``Adam_meta`` step on ``w[begin:end]`` (float32, flat) in place, with gradient ``g`` and Adam's
-    moments ``m``, ``v``, chunk by chunk. ``scal`` (float32) = [beta1, beta2, eps, step size, meta (0: plain
-    Adam), weight decay]. Returns the number of attenuated weights."""
+    moments ``m``, ``v``, chunk by chunk; ``s`` receives sign(W_H) after the step (the binary weights of
+    the next forward pass, written in the same visit). ``scal`` (float32) = [beta1, beta2, eps, step size,
+    meta (0: plain Adam), weight decay]. Returns the number of attenuated weights."""
     n_att = 0
     for start in range(begin, end, CHUNK):
         stop = min(start + CHUNK, end)
-        n_att += _update(w[start:stop], g[start:stop], m[start:stop], v[start:stop], scal)
+        n_att += _update(w[start:stop], g[start:stop], m[start:stop], v[start:stop], s[start:stop], scal)
     return n_att
 
 
