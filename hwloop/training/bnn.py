@@ -83,15 +83,6 @@ def binary_weights(w: torch.Tensor) -> torch.Tensor:
     return cache
 
 
-def _sign_buffer(p: torch.Tensor) -> torch.Tensor:
-    """The tensor the compiled step writes sign(``p``) into (made here before the first forward)."""
-    cache = getattr(p, "_hw_sign", None)
-    if cache is None or cache.shape != p.shape or not cache.is_contiguous():
-        cache = torch.empty_like(p, memory_format=torch.contiguous_format).detach()
-        p._hw_sign = cache  # type: ignore[attr-defined]
-    return cache
-
-
 class BinaryLinear(HiddenLinear):
     """Linear layer without bias whose forward uses sign(W_H), the gradient going straight to W_H."""
 
@@ -221,7 +212,7 @@ class AdamMeta(torch.optim.Optimizer):
             ],
             dtype=np.float32,
         )
-        sign = _sign_buffer(p)
+        sign = binary_weights(p)  # the cache this pass overwrites (made here before p's first forward)
         args = (
             p.data.view(-1).numpy(),
             p.grad.reshape(-1).numpy(),
