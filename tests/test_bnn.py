@@ -176,6 +176,20 @@ def test_signs_written_by_the_compiled_step_train_bit_identically_to_fresh_ones(
     assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
 
 
+def test_a_graph_that_saved_the_signs_refuses_backward_after_the_step_rewrote_them() -> None:
+    layer = BinaryLinear(6, 3)  # alone, so the signs are the only saved tensor the step changes
+    with torch.no_grad():
+        layer.weight.uniform_(-0.1, 0.1, generator=torch.Generator().manual_seed(4))
+    opt = AdamMeta(layer.parameters(), lr=0.05, meta=1.5)
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(6), requires_grad=True)
+    loss = layer(x).square().sum()  # its gradient with respect to x needs the saved binary weights
+    loss.backward(retain_graph=True)
+    opt.step()
+    assert opt.fused_tensors > 0
+    with pytest.raises(RuntimeError, match=r"modified inplace|modified by an inplace operation"):
+        loss.backward()  # the saved signs are those the step overwrote: not used silently
+
+
 def test_binary_weights_are_made_afresh_after_any_other_change_of_w() -> None:
     layer = BinaryLinear(4, 3)
     with torch.no_grad():

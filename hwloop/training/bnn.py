@@ -222,8 +222,10 @@ class AdamMeta(torch.optim.Optimizer):
             scal,
         )
         results, _ = _RUNNER.map(adam_meta, torch.get_num_threads(), p.numel(), args)
-        # W_H changed behind torch's back (numpy): say so, then mark the signs as made from this version
+        # W_H and its signs changed behind torch's back (numpy): say so (a graph that saved the old signs now
+        # refuses a second backward instead of using the new ones), then mark the signs as made from p's version
         torch.autograd.graph.increment_version(p)
+        torch.autograd.graph.increment_version(sign)
         p._hw_sign_key = (p.data_ptr(), p._version)  # type: ignore[attr-defined]
         self.attenuated += int(sum(results))
         self.fused_tensors += 1
