@@ -9,6 +9,7 @@ raise ``hwloop.signals.Terminated`` (a subclass, not recorded) instead."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
 import subprocess
@@ -205,3 +206,51 @@ def test_ctrl_c_has_the_same_handler_as_sigterm_while_a_command_runs(monkeypatch
     finally:
         signal.signal(signal.SIGINT, before_int)
         signal.signal(signal.SIGTERM, before_term)
+
+
+# ---------------------------------------------------------------------------- calibration op log
+
+
+class _SignalOnResize:
+    """The op log's real h5py dataset, which sends this process a SIGTERM as the flush starts writing (the
+    moment the CI run hit: a stop between taking the buffer and writing it)."""
+
+    def __init__(self, ds: object) -> None:
+        self._ds, self.sent = ds, False
+
+    def resize(self, shape: tuple[int, ...]) -> None:
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        self._ds.resize(shape)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ds, name)
+
+    def __setitem__(self, key: object, value: object) -> None:
+        self._ds[key] = value
+
+
+def test_a_sigterm_while_the_op_log_flushes_loses_no_row(tmp_path: Path) -> None:
+    from hwloop.calibration.oplog import OpLog, read_oplog
+    from hwloop.chip.base import Op
+    from hwloop.signals import handling
+
+    log = OpLog(tmp_path / "ops.h5")
+    idx = np.arange(256)
+    log.listener(Op.SET, idx, np.full(256, 3, np.int8), np.full(256, np.nan, np.float32))
+    log._ds = _SignalOnResize(log._ds)  # type: ignore[assignment]
+    try:
+        cut = False
+        with handling(request_stop):
+            try:
+                log.flush()  # the SIGTERM lands inside: only flagged, the rows are written
+            except Terminated:
+                cut = True  # the stop cut the flush in two
+            assert log._ds.sent and stop_requested.is_set()
+            log.close()
+    finally:
+        stop_requested.clear()
+    rows = read_oplog(tmp_path / "ops.h5")
+    assert (rows.size, cut) == (256, False)
+    assert (rows["op"] == int(Op.SET)).all()

@@ -33,6 +33,7 @@ import numpy as np
 from hwloop.chip.base import CELLS_PER_TILE, COLS, ROWS, Op
 from hwloop.errors import CalibrationError, RunLogError
 from hwloop.h5check import open_reader
+from hwloop.signals import deferred
 
 FORMAT_NAME = "hwloop-calibration-oplog"
 FORMAT_VERSION = 1
@@ -135,21 +136,25 @@ class OpLog:
             self.flush()
 
     def flush(self) -> None:
+        """Write the buffered rows. A SIGTERM only flags while it writes (``hwloop.signals.deferred``), and the
+        buffer is dropped only once its rows are in the file: a stop or a failed write loses no row."""
         self._last_flush = time.monotonic()
         if not self._buf:
             return
-        block = np.concatenate(self._buf)
-        self._buf.clear()
-        n0 = self._ds.shape[0]
-        self._ds.resize((n0 + block.size,))
-        self._ds[n0:] = block
-        self.rows = n0 + block.size
-        self._f.flush()
+        with deferred():
+            block = np.concatenate(self._buf)
+            n0 = self._ds.shape[0]
+            self._ds.resize((n0 + block.size,))
+            self._ds[n0:] = block
+            self._f.flush()
+            self._buf.clear()
+            self.rows = n0 + block.size
 
     def close(self) -> None:
         if self._f.id.valid:
-            self.flush()
-            self._f.close()
+            with deferred():  # a second SIGTERM cannot cut the last flush or the close
+                self.flush()
+                self._f.close()
             try:  # the row count as an attribute (an SWMR writer cannot add or grow attributes)
                 with h5py.File(self.path, "r+", libver="latest") as f:
                     f.attrs["rows"] = self.rows

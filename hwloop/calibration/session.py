@@ -22,6 +22,7 @@ from hwloop.calibration.procedure import CalibrationConfig, CalibrationResult, c
 from hwloop.chip.factory import load_table_option, open_chip
 from hwloop.errors import CalibrationError, ConfigError
 from hwloop.progress import progress_bar
+from hwloop.signals import check_stop
 
 
 @dataclass
@@ -87,6 +88,7 @@ def run_session(
             if oplog is None:
                 return
             oplog.flush()
+            check_stop()  # between blocks of operations: a SIGTERM flagged while the log was written stops here
             oplog.phase = PHASES[phase]
             oplog.condition = cond if phase == "sweep" else -1
             oplog.attempt = cond if phase == "forming" else 0
