@@ -393,7 +393,7 @@ class Trainer:
                 if self.opt is None or (first_of_task and cfg.adam_reset and self.epoch > 0):
                     self.opt = self._new_optimizer()
                 if first_of_task and self.epoch > 0:
-                    begin_task(cfg, self.model, self.opt, lambda t=t_idx: self._task_tensors(t - 1)[0])
+                    begin_task(cfg, self.model, self.opt, lambda t=t_idx: self._task_tensors(t - 1), t_idx - 1)
                 self._train_epoch(t_idx, bar)
                 bar.update(1)
         finally:

@@ -167,8 +167,9 @@ _D = TrainConfig()
     type=click.Choice(list(CONSOLIDATION_MODES)),
     default=_D.consolidation,
     show_default=True,
-    help="Hidden weights: paper (Algorithm 1, one m* for all) or importance (a hidden variable per "
-    "weight accumulates consistent updates and scales its m*; docs/training.md).",
+    help="Hidden weights: paper (Algorithm 1, one m* for all), importance (a hidden variable per "
+    "weight accumulates consistent updates and scales its m*) or fisher (each finished task's Fisher "
+    "information sets each weight's m*; docs/training.md).",
 )
 @click.option(
     "--importance-scale",
@@ -176,6 +177,22 @@ _D = TrainConfig()
     default=_D.importance_scale,
     show_default=True,
     help="With --consolidation importance: |h| (weight units) at which a weight gets the full m*.",
+)
+@click.option(
+    "--fisher-hold",
+    type=FiniteFloat(min=0, min_open=True, max=1),
+    default=_D.fisher_hold,
+    show_default=True,
+    help="With --consolidation fisher: the fraction of each layer's weights (the most important to the "
+    "finished tasks) held with the full m*; the others with m* scaled by their Fisher information.",
+)
+@click.option(
+    "--projection-energy",
+    type=FiniteFloat(min=0, max=1, max_open=True),
+    default=_D.projection_energy,
+    show_default=True,
+    help="Gradient projection: at each task switch, protect this fraction of the energy of the finished "
+    "tasks' inputs to each layer (the gradients lose their component along them; 0 = off; docs/training.md).",
 )
 @click.option(
     "--bn-consolidate",

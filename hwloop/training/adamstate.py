@@ -18,4 +18,17 @@ def adam_step(state: dict, p: torch.Tensor) -> int:
     return state["step"]
 
 
-__all__ = ["adam_step"]
+def adam_direction(
+    state: dict, p: torch.Tensor, g: torch.Tensor, betas: tuple[float, float], eps: float
+) -> torch.Tensor:
+    """Adam's bias-corrected step U = m_hat / (sqrt(v_hat) + eps) of parameter ``p`` with gradient ``g``,
+    after updating its moments in ``state`` (a new tensor; the consolidation rules of issue 16 scale it)."""
+    beta1, beta2 = betas
+    t = adam_step(state, p)
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    m.mul_(beta1).add_(g, alpha=1 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    return (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt() + eps)
+
+
+__all__ = ["adam_direction", "adam_step"]

@@ -17,8 +17,9 @@ WS_SOURCES = ("nominal", "read")
 CLAMP_MODES = ("hard", "none", "soft")
 DEVICES = ("auto", "cpu", "cuda")
 PROGRAM_MODES = ("single-shot", "verify")
-#: consolidation of the hidden weights: Algorithm 1 (paper) or importance-aware (optim_importance.py)
-CONSOLIDATION_MODES = ("paper", "importance")
+#: consolidation of the hidden weights: Algorithm 1 (paper), importance-aware (optim_importance.py) or
+#: Fisher-weighted (optim_fisher.py)
+CONSOLIDATION_MODES = ("paper", "importance", "fisher")
 #: consolidation of a shared BN (optim_bn.py, bn_frozen.py): none, metaplastic affine parameters with
 #: batch statistics, or metaplastic affine parameters with statistics frozen after the first task
 BN_CONSOLIDATE_MODES = ("off", "meta-batch", "meta-frozen")
@@ -79,6 +80,9 @@ class TrainConfig:
     #: weights: paper (Algorithm 1) or importance (a hidden variable per weight sets its m*; docs/training.md)
     consolidation: str = "paper"
     importance_scale: float = 0.1  # |h| (weight units) at which a weight gets the full m*
+    fisher_hold: float = 0.2  # fisher: the fraction of each layer's weights (most important first) held in full
+    #: gradient projection (optim_projection.py): energy of the finished tasks' layer inputs protected; 0 = off
+    projection_energy: float = 0.0
     #: shared BN: off (plain Adam, the paper), meta-batch or meta-frozen (docs/training.md)
     bn_consolidate: str = "off"
     bn_meta_scale: float = 0.1  # drift of a BN affine parameter from its reference where M = 1 - tanh^2(m*)
@@ -187,10 +191,18 @@ def _check_consolidation(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"--clamp {cfg.clamp} is an option of the QNN (the BNN never clamps W_h): drop it with --model bnn"
         )
-    if cfg.consolidation == "importance" and (cfg.ws_source != "nominal" or cfg.clamp == "soft"):
+    e = cfg.projection_energy
+    if isinstance(e, bool) or not isinstance(e, int | float) or not 0 <= e < 1:  # also refuses NaN
+        raise ConfigError(f"--projection-energy {e!r}: give a fraction in [0, 1) (0 turns the projection off)")
+    if e > 0 and cfg.model == "bnn":
+        raise ConfigError("--projection-energy is an option of the QNN: drop it with --model bnn")
+    h = cfg.fisher_hold
+    if isinstance(h, bool) or not isinstance(h, int | float) or not 0 < h <= 1:  # also refuses NaN
+        raise ConfigError(f"--fisher-hold {h!r}: give the fraction of weights held in full, in (0, 1]")
+    if cfg.consolidation in ("importance", "fisher") and (cfg.ws_source != "nominal" or cfg.clamp == "soft"):
         raise ConfigError(
-            "--consolidation importance has its own rule: it takes W_S from the nominal level and clamps hard "
-            "or not at all; drop --ws-source read / --clamp soft"
+            f"--consolidation {cfg.consolidation} has its own rule: it takes W_S from the nominal level and "
+            "clamps hard or not at all; drop --ws-source read / --clamp soft"
         )
     if cfg.bn_consolidate != "off":
         if cfg.bn_mode != "shared":

@@ -1,10 +1,12 @@
 """The optimizer and the task-switch step of a run, from ``--consolidation`` and ``--bn-consolidate``.
 
 With both at their defaults (``paper``, ``off``) a run uses ``MetaplasticAdam`` itself: the paper's rule.
-Otherwise ``ConsolidatingAdam`` steps the hidden weights with ``optim_importance`` (importance) or
-``MetaplasticAdam`` (paper), and the BN affine parameters with ``optim_bn`` (meta-batch, meta-frozen)
-or plain Adam (off). ``begin_task`` is what the trainer does at every task switch after the first task:
-freeze the BN statistics (meta-frozen, once) and start a consolidated phase of the BN parameters.
+Otherwise ``ConsolidatingAdam`` steps the hidden weights with ``optim_importance`` (importance),
+``optim_fisher`` (fisher) or ``MetaplasticAdam`` (paper), and the BN affine parameters with ``optim_bn``
+(meta-batch, meta-frozen) or plain Adam (off). ``begin_task`` is what the trainer does at every task switch
+after the first task: freeze the BN statistics (meta-frozen, once), measure the finished task's Fisher
+information and raise each weight's strength from it (fisher), and start a consolidated phase of the BN
+parameters.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ from hwloop.training.config import TrainConfig
 from hwloop.training.levels import LevelSet
 from hwloop.training.optim import MetaplasticAdam
 from hwloop.training.optim_bn import metaplastic_bn_update, set_reference
+from hwloop.training.optim_fisher import fisher_information, fisher_update, strength_from_fisher
 from hwloop.training.optim_importance import importance_update
+from hwloop.training.optim_projection import extend_basis, layer_inputs, project_
 
 
 class ConsolidatingAdam(MetaplasticAdam):
-    """``MetaplasticAdam`` whose hidden weights (``weights="importance"``) and/or BN parameters
-    (``bn=True``) follow the rules of ``optim_importance`` / ``optim_bn`` instead; every other parameter
-    is stepped by ``MetaplasticAdam.step`` unchanged."""
+    """``MetaplasticAdam`` whose hidden weights (``weights="importance"`` or ``"fisher"``) and/or BN
+    parameters (``bn=True``) follow the rules of ``optim_importance`` / ``optim_fisher`` / ``optim_bn``
+    instead; every other parameter is stepped by ``MetaplasticAdam.step`` unchanged."""
 
     def __init__(
         self,
@@ -38,15 +42,19 @@ class ConsolidatingAdam(MetaplasticAdam):
         importance_scale: float = 0.1,
         bn: bool = False,
         bn_scale: float = 0.1,
+        projection: bool = False,
         **kw: object,
     ) -> None:
         super().__init__(params, levels, lr=lr, m_star=m_star, **kw)  # type: ignore[arg-type]
-        if weights not in ("paper", "importance"):
-            raise ValueError("weights must be paper or importance")
+        if weights not in ("paper", "importance", "fisher"):
+            raise ValueError("weights must be paper, importance or fisher")
+        self.weights = weights
         self.importance_scale = float(importance_scale)
         self.bn_scale = float(bn_scale)
         every = [p for g in self.param_groups for p in g["params"]]
-        self._importance = [p for p in every if weights == "importance" and getattr(p, "metaplastic", False)]
+        self._hidden = [p for p in every if getattr(p, "metaplastic", False)]
+        self.projection = bool(projection)
+        self._importance = [p for p in self._hidden if weights != "paper"]
         self._bn = [p for p in every if bn and not getattr(p, "metaplastic", False)]
         self._importance_ids = {id(p) for p in self._importance}
         if self._importance:
@@ -54,6 +62,11 @@ class ConsolidatingAdam(MetaplasticAdam):
 
     @torch.no_grad()
     def step(self, closure=None):
+        if self.projection:  # the gradients with no component along the finished tasks' layer inputs
+            for p in self._hidden:
+                basis = self.state[p].get("basis")
+                if basis is not None and p.grad is not None:
+                    project_(p.grad, basis)
         own = [p for p in (*self._importance, *self._bn) if p.grad is not None]
         grads = [p.grad for p in own]
         for p in own:  # MetaplasticAdam.step skips parameters without a gradient
@@ -69,7 +82,9 @@ class ConsolidatingAdam(MetaplasticAdam):
             for p in group["params"]:
                 if id(p) not in own_ids:
                     continue
-                if id(p) in self._importance_ids:
+                if id(p) in self._importance_ids and self.weights == "fisher":
+                    away = fisher_update(p.data, p.grad, self.state[p], self.levels, clamp=self.clamp, **common)
+                elif id(p) in self._importance_ids:
                     away = importance_update(
                         p.data,
                         p.grad,
@@ -92,15 +107,35 @@ class ConsolidatingAdam(MetaplasticAdam):
         for p in self._bn:
             set_reference(p, self.state[p])
 
+    def raise_strength(self, fisher: list[torch.Tensor], hold: float) -> None:
+        """``weights="fisher"``: each hidden weight's strength becomes the larger of what it had and
+        ``strength_from_fisher`` of the finished task's Fisher information (one tensor per hidden weight, in
+        the order of ``model.hidden_weights()``, the order of the optimizer's parameters)."""
+        if len(fisher) != len(self._importance):
+            raise ValueError(f"{len(fisher)} Fisher tensors for {len(self._importance)} hidden weights")
+        for p, f in zip(self._importance, fisher, strict=True):
+            s = strength_from_fisher(f, hold)
+            old = self.state[p].get("strength")
+            self.state[p]["strength"] = s if old is None else torch.maximum(old, s)
+
+    def extend_bases(self, inputs: list[torch.Tensor], energy: float) -> None:
+        """Gradient projection: extend each hidden weight's basis with the finished task's inputs to its
+        layer (one N x in tensor per hidden weight, in the order of ``model.hidden_weights()``)."""
+        if len(inputs) != len(self._hidden):
+            raise ValueError(f"{len(inputs)} layer inputs for {len(self._hidden)} hidden weights")
+        for p, a in zip(self._hidden, inputs, strict=True):
+            self.state[p]["basis"] = extend_basis(self.state[p].get("basis"), a, energy)
+
     def inherit(self, previous: MetaplasticAdam | None) -> None:
-        """Keep the importance variables h of ``previous`` (the optimizer of the last task: Adam's moments
-        are reset at a task switch, the weights' memory is not)."""
+        """Keep the weights' memory of ``previous`` (the optimizer of the last task: Adam's moments are
+        reset at a task switch, the weights' memory is not): the importance variables h, the strengths s."""
         if previous is None:
             return
-        for p in self._importance:
-            h = previous.state.get(p, {}).get("h")
-            if h is not None:
-                self.state[p]["h"] = h
+        for p in self._hidden:
+            for key in ("h", "strength", "basis"):
+                kept = previous.state.get(p, {}).get(key)
+                if kept is not None:
+                    self.state[p][key] = kept
 
 
 def build_optimizer(
@@ -108,7 +143,7 @@ def build_optimizer(
 ) -> MetaplasticAdam:
     """The optimizer of a run (a new one at every task switch with ``--adam-reset``)."""
     rule = dict(ws_source=cfg.ws_source, clamp_mode=cfg.clamp)
-    if cfg.consolidation == "paper" and cfg.bn_consolidate == "off":
+    if cfg.consolidation == "paper" and cfg.bn_consolidate == "off" and cfg.projection_energy == 0:
         return MetaplasticAdam(model.parameters(), levels, lr=cfg.lr, m_star=0.0, **rule)
     opt = ConsolidatingAdam(
         model.parameters(),
@@ -119,6 +154,7 @@ def build_optimizer(
         importance_scale=cfg.importance_scale,
         bn=cfg.bn_consolidate != "off",
         bn_scale=cfg.bn_meta_scale,
+        projection=cfg.projection_energy > 0,
         **rule,
     )
     opt.inherit(previous)
@@ -126,12 +162,37 @@ def build_optimizer(
 
 
 def begin_task(
-    cfg: TrainConfig, model: nn.Module, opt: MetaplasticAdam, previous_task_x: Callable[[], torch.Tensor]
+    cfg: TrainConfig,
+    model: nn.Module,
+    opt: MetaplasticAdam,
+    previous_task: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    previous_index: int,
 ) -> None:
     """At the first epoch of every task but the first: freeze the BN statistics over the previous task's
-    training images (meta-frozen, the first time only), then start the BN parameters' consolidated phase."""
+    training images (meta-frozen, the first time only); with ``--consolidation fisher``, measure the
+    previous task's Fisher information (its own BN, in evaluation mode) and raise the weights' strengths;
+    then start the BN parameters' consolidated phase. ``previous_task`` gives that task's training images
+    and labels."""
     if cfg.bn_consolidate == "meta-frozen" and not stats_frozen(model):
-        freeze_statistics(model, previous_task_x(), cfg.eval_batch)
+        freeze_statistics(model, previous_task()[0], cfg.eval_batch)
+    if isinstance(opt, ConsolidatingAdam) and opt.weights == "fisher":
+        x, y = previous_task()
+        task = getattr(model, "task", 0)
+        model.set_task(previous_index)  # type: ignore[operator]
+        try:
+            fisher = fisher_information(model, x, y, seed=cfg.seed + 1000 * previous_index)
+        finally:
+            model.set_task(task)  # type: ignore[operator]
+        opt.raise_strength(fisher, cfg.fisher_hold)
+    if isinstance(opt, ConsolidatingAdam) and opt.projection:
+        x, _ = previous_task()
+        task = getattr(model, "task", 0)
+        model.set_task(previous_index)  # type: ignore[operator]
+        try:
+            inputs = layer_inputs(model, x, seed=cfg.seed + 1000 * previous_index)
+        finally:
+            model.set_task(task)  # type: ignore[operator]
+        opt.extend_bases(inputs, cfg.projection_energy)
     if isinstance(opt, ConsolidatingAdam):
         opt.consolidate()
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from hwloop.training.adamstate import adam_direction
+
 
 @torch.no_grad()
 def metaplastic_bn_update(
@@ -38,17 +40,7 @@ def metaplastic_bn_update(
     """One step of the rule above on BN parameter ``p`` with gradient ``g``, in place. ``state`` holds
     ``step``, ``exp_avg``, ``exp_avg_sq`` (created here) and ``ref`` (set by ``set_reference``). Returns
     the mask of the elements whose step was attenuated (None where the rule was plain Adam)."""
-    beta1, beta2 = betas
-    if "step" not in state:
-        state["step"] = 0
-        state["exp_avg"] = torch.zeros_like(p)
-        state["exp_avg_sq"] = torch.zeros_like(p)
-    state["step"] += 1
-    t = state["step"]
-    m, v = state["exp_avg"], state["exp_avg_sq"]
-    m.mul_(beta1).add_(g, alpha=1 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    u = (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt() + eps)
+    u = adam_direction(state, p, g, betas, eps)
     ref = state.get("ref")
     away = None
     if ref is not None and m_star > 0:

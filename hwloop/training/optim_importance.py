@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import torch
 
+from hwloop.training.adamstate import adam_direction
 from hwloop.training.levels import LevelSet
 
 
@@ -52,34 +53,37 @@ def importance_update(
     """One step of the rule above on hidden weight ``w`` with gradient ``g``, in place. ``state`` holds
     ``step``, ``exp_avg``, ``exp_avg_sq`` and ``h`` (created here), and gets ``level_index`` (int32, the
     nearest level after the step, as ``MetaplasticAdam`` keeps it). Returns the attenuated mask."""
-    beta1, beta2 = betas
-    if "step" not in state:
-        state["step"] = 0
-        state["exp_avg"] = torch.zeros_like(w)
-        state["exp_avg_sq"] = torch.zeros_like(w)
     if "h" not in state:
         state["h"] = torch.zeros_like(w)
-    state["step"] += 1
-    t = state["step"]
-    m, v, h = state["exp_avg"], state["exp_avg_sq"], state["h"]
-    m.mul_(beta1).add_(g, alpha=1 - beta1)
-    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    u = (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt() + eps)
+    h = state["h"]
+    u = adam_direction(state, w, g, betas, eps)
 
-    tab = levels.tables(w.device)
-    idx = levels.index(w)  # W_S of the weights before the step
-    d = w - tab["q"][idx]
-    width = tab["width_side"][idx * 2 + (d >= 0).to(idx.dtype)]  # I
     m_i = m_star * (h.abs() / scale).clamp(max=1.0)
-    away = u * d < 0
-    w.sub_(lr * torch.where(away, u * (1 - torch.tanh(2 * m_i / width * d.abs() - m_i) ** 2), u))
-    if clamp:
-        w.clamp_(levels.lo, levels.hi)
+    away = eq2_step(w, u, m_i, levels, lr=lr, clamp=clamp)
 
     shrinks = u * h > 0
     h.sub_(lr * torch.where(shrinks, u * (1 - torch.tanh(m_star * h.abs() / scale) ** 2), u))
     state["level_index"] = levels.index(w)
+    return away
+
+
+@torch.no_grad()
+def eq2_step(
+    w: torch.Tensor, u: torch.Tensor, m_i: torch.Tensor, levels: LevelSet, *, lr: float, clamp: bool
+) -> torch.Tensor:
+    """Algorithm 1's update of hidden weight ``w`` by Adam's step ``u`` with a per-weight m* ``m_i`` (Eq. 2):
+    a step away from the nearest level W_S is scaled by 1 - tanh^2(2 m_i / I * |W_H - W_S| - m_i), I the
+    interval holding W_H; then the clamp to [Q_0, Q_n]. In place; returns the mask of the weights whose
+    step was attenuated (moving away, m_i > 0)."""
+    tab = levels.tables(w.device)
+    idx = levels.index(w)  # W_S of the weights before the step
+    d = w - tab["q"][idx]
+    width = tab["width_side"][idx * 2 + (d >= 0).to(idx.dtype)]  # I
+    away = u * d < 0
+    w.sub_(lr * torch.where(away, u * (1 - torch.tanh(2 * m_i / width * d.abs() - m_i) ** 2), u))
+    if clamp:
+        w.clamp_(levels.lo, levels.hi)
     return away & (m_i > 0)
 
 
-__all__ = ["importance_update"]
+__all__ = ["eq2_step", "importance_update"]
