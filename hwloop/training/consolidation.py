@@ -5,13 +5,15 @@ Otherwise ``ConsolidatingAdam`` steps the hidden weights with ``optim_importance
 ``optim_fisher`` (fisher) or ``MetaplasticAdam`` (paper), and the BN affine parameters with ``optim_bn``
 (meta-batch, meta-frozen) or plain Adam (off). ``begin_task`` is what the trainer does at every task switch
 after the first task: freeze the BN statistics (meta-frozen, once), measure the finished task's Fisher
-information and raise each weight's strength from it (fisher), and start a consolidated phase of the BN
-parameters.
+information and raise each weight's strength from it (fisher), extend each hidden weight's protected
+subspace with the finished task's layer inputs (``--projection-energy``, ``optim_projection``: the
+gradients are projected off it before any rule), and start a consolidated phase of the BN parameters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -29,7 +31,8 @@ from hwloop.training.optim_projection import extend_basis, layer_inputs, project
 class ConsolidatingAdam(MetaplasticAdam):
     """``MetaplasticAdam`` whose hidden weights (``weights="importance"`` or ``"fisher"``) and/or BN
     parameters (``bn=True``) follow the rules of ``optim_importance`` / ``optim_fisher`` / ``optim_bn``
-    instead; every other parameter is stepped by ``MetaplasticAdam.step`` unchanged."""
+    instead; every other parameter is stepped by ``MetaplasticAdam.step`` unchanged. With ``projection``,
+    every hidden weight's gradient first loses its component along its basis (``extend_bases``)."""
 
     def __init__(
         self,
@@ -128,7 +131,7 @@ class ConsolidatingAdam(MetaplasticAdam):
 
     def inherit(self, previous: MetaplasticAdam | None) -> None:
         """Keep the weights' memory of ``previous`` (the optimizer of the last task: Adam's moments are
-        reset at a task switch, the weights' memory is not): the importance variables h, the strengths s."""
+        reset at a task switch, the weights' memory is not): importance variables h, strengths s, bases."""
         if previous is None:
             return
         for p in self._hidden:
@@ -170,31 +173,34 @@ def begin_task(
 ) -> None:
     """At the first epoch of every task but the first: freeze the BN statistics over the previous task's
     training images (meta-frozen, the first time only); with ``--consolidation fisher``, measure the
-    previous task's Fisher information (its own BN, in evaluation mode) and raise the weights' strengths;
-    then start the BN parameters' consolidated phase. ``previous_task`` gives that task's training images
-    and labels."""
+    previous task's Fisher information and raise the weights' strengths; with ``--projection-energy``,
+    extend the bases with the previous task's layer inputs (both with that task's BN, in evaluation mode,
+    on a subset drawn from the run's seed); then start the BN parameters' consolidated phase.
+    ``previous_task`` gives that task's training images and labels."""
     if cfg.bn_consolidate == "meta-frozen" and not stats_frozen(model):
         freeze_statistics(model, previous_task()[0], cfg.eval_batch)
-    if isinstance(opt, ConsolidatingAdam) and opt.weights == "fisher":
+    if not isinstance(opt, ConsolidatingAdam):
+        return
+    seed = cfg.seed + 1000 * previous_index
+    if opt.weights == "fisher":
         x, y = previous_task()
-        task = getattr(model, "task", 0)
-        model.set_task(previous_index)  # type: ignore[operator]
-        try:
-            fisher = fisher_information(model, x, y, seed=cfg.seed + 1000 * previous_index)
-        finally:
-            model.set_task(task)  # type: ignore[operator]
-        opt.raise_strength(fisher, cfg.fisher_hold)
-    if isinstance(opt, ConsolidatingAdam) and opt.projection:
-        x, _ = previous_task()
-        task = getattr(model, "task", 0)
-        model.set_task(previous_index)  # type: ignore[operator]
-        try:
-            inputs = layer_inputs(model, x, seed=cfg.seed + 1000 * previous_index)
-        finally:
-            model.set_task(task)  # type: ignore[operator]
-        opt.extend_bases(inputs, cfg.projection_energy)
-    if isinstance(opt, ConsolidatingAdam):
-        opt.consolidate()
+        with _on_task(model, previous_index):
+            opt.raise_strength(fisher_information(model, x, y, seed=seed), cfg.fisher_hold)
+    if opt.projection:
+        with _on_task(model, previous_index):
+            opt.extend_bases(layer_inputs(model, previous_task()[0], seed=seed), cfg.projection_energy)
+    opt.consolidate()
+
+
+@contextlib.contextmanager
+def _on_task(model: nn.Module, task: int) -> Iterator[None]:
+    """Within the block the model uses task ``task``'s BN (per-task BN); its own task after."""
+    was = getattr(model, "task", 0)
+    model.set_task(task)  # type: ignore[operator]
+    try:
+        yield
+    finally:
+        model.set_task(was)  # type: ignore[operator]
 
 
 __all__ = ["ConsolidatingAdam", "begin_task", "build_optimizer"]
