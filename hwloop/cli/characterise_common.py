@@ -25,6 +25,7 @@ from hwloop.chip.base import CELLS_PER_TILE, Chip
 from hwloop.chip.factory import load_table_option, open_chip
 from hwloop.cli.common import bench_option, chip_kind_option
 from hwloop.errors import CalibrationError, ConfigError
+from hwloop.signals import check_stop
 
 
 def stamp() -> str:
@@ -176,4 +177,5 @@ def set_phase(log: Any, phase: int, condition: int = -1, attempt: int = 0) -> No
     if log is None:
         return
     log.flush()
+    check_stop()  # between blocks of operations: a SIGTERM flagged while the log was written stops here
     log.phase, log.condition, log.attempt = phase, int(min(condition, 32767)), int(min(attempt, 255))
