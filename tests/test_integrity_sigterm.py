@@ -254,3 +254,34 @@ def test_a_sigterm_while_the_op_log_flushes_loses_no_row(tmp_path: Path) -> None
     rows = read_oplog(tmp_path / "ops.h5")
     assert (rows.size, cut) == (256, False)
     assert (rows["op"] == int(Op.SET)).all()
+
+
+class _FailOnceWrite(_SignalOnResize):
+    """The op log's real dataset, whose first block write fails after the resize (as a full disk would)."""
+
+    def resize(self, shape: tuple[int, ...]) -> None:
+        self._ds.resize(shape)
+
+    def __setitem__(self, key: object, value: object) -> None:
+        if not self.sent:
+            self.sent = True
+            raise OSError("no space left on device")
+        self._ds[key] = value
+
+
+def test_a_failed_op_log_write_keeps_the_rows_for_the_next_flush(tmp_path: Path) -> None:
+    from hwloop.calibration.oplog import OpLog, read_oplog
+    from hwloop.chip.base import Op
+
+    log = OpLog(tmp_path / "ops.h5")
+    log.listener(Op.RESET, np.arange(10), np.zeros(10, np.int8), np.full(10, np.nan, np.float32))
+    log.flush()
+    log.listener(Op.SET, np.arange(10, 30), np.full(20, 2, np.int8), np.full(20, np.nan, np.float32))
+    log._ds = _FailOnceWrite(log._ds)  # type: ignore[assignment]
+    with pytest.raises(OSError):
+        log.flush()
+    log.close()  # the rows still buffered are written where they belong
+    rows = read_oplog(tmp_path / "ops.h5")
+    assert rows.size == 30
+    assert rows["op"].tolist() == [int(Op.RESET)] * 10 + [int(Op.SET)] * 20
+    assert rows["col"].tolist() == list(range(30))

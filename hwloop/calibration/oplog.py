@@ -137,13 +137,14 @@ class OpLog:
 
     def flush(self) -> None:
         """Write the buffered rows. A SIGTERM only flags while it writes (``hwloop.signals.deferred``), and the
-        buffer is dropped only once its rows are in the file: a stop or a failed write loses no row."""
+        buffer is dropped only once its rows are in the file: a stop cannot lose them, and after a failed
+        write they stay buffered and the next flush writes them where they belong (after ``rows``)."""
         self._last_flush = time.monotonic()
         if not self._buf:
             return
         with deferred():
             block = np.concatenate(self._buf)
-            n0 = self._ds.shape[0]
+            n0 = self.rows  # not the dataset's length: a failed write may have grown it
             self._ds.resize((n0 + block.size,))
             self._ds[n0:] = block
             self._f.flush()

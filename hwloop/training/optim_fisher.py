@@ -5,12 +5,12 @@ integrates every step set each weight's m*, and that variable grows with time as
 rule measures, once at the end of each task, how much the task's loss depends on each weight, and holds
 only the weights the finished tasks need:
 
-At every task switch (``fisher_strength``, over up to ``FISHER_SAMPLES`` training images of the task just
-finished, the network in evaluation mode as it is tested):
+At every task switch (``fisher_information`` over up to ``FISHER_SAMPLES`` training images of the task just
+finished, the network in evaluation mode as it is tested, then ``strength_from_fisher``):
 
-    F_i  = mean over mini-batches of (dL/dW_i)^2           (the empirical Fisher information, batch-wise)
-    theta = the (1 - hold) quantile of F over the layer    (``--fisher-hold``: the fraction held in full)
-    s_i  <- max(s_i, min(1, F_i / theta))                   (a weight keeps what earlier tasks gave it)
+    F_i   = mean over mini-batches of (dL/dW_i)^2      (the empirical Fisher information, batch-wise)
+    theta = the round(hold * n)-th largest F of the layer's n weights  (``--fisher-hold``: held in full)
+    s_i  <- max(s_i, min(1, F_i / theta))              (a weight keeps what earlier tasks gave it)
 
 and at every step, for every hidden weight (Eq. 2 with the weight's own m*, as ``optim_importance``):
 
@@ -20,9 +20,9 @@ and at every step, for every hidden weight (Eq. 2 with the weight's own m*, as `
     W_H clamped to [Q_0, Q_n]
 
 In the first task s = 0: no weight is held (plain Adam on the levels, as m* = 0). The strength is fixed
-within a task, so it cannot grow with the time spent on a task, and it is per layer relative (the quantile),
-so it does not depend on the loss's scale. The mini-batch gradient squared is Kirkpatrick et al.'s
-(EWC) diagonal Fisher up to a factor (the batch size) that the quantile removes.
+within a task, so it cannot grow with the time spent on a task, and it is relative per layer (theta), so it
+does not depend on the loss's scale. The mini-batch gradient squared is Kirkpatrick et al.'s (EWC)
+diagonal Fisher up to a factor (the batch size) that theta removes.
 
 Readable torch expressions (not the in-place buffer-reusing form of ``MetaplasticAdam``); the plain numpy
 reading lives in ``tests/test_consolidation_rules.py``.
