@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hwloop.training.probe import evaluating
+
 
 class FrozenStatsBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d with batch statistics until ``frozen``, then fixed ``running_mean`` / ``running_var``."""
@@ -65,29 +67,27 @@ def stats_frozen(model: nn.Module) -> bool:
 def freeze_statistics(model: nn.Module, x: torch.Tensor, batch: int) -> None:
     """Measure each BN's input statistics over ``x`` (one task's training images, on the model's device),
     layer by layer with the BNs below frozen, and freeze them. ``model`` is ``QMLP`` with frozen-stats BNs."""
-    was_training = model.training
-    model.eval()
-    for bn in model.bns[model.task]:
-        if not isinstance(bn, FrozenStatsBatchNorm1d):
-            raise TypeError("freeze_statistics needs the model's BNs to be FrozenStatsBatchNorm1d")
-        acc: dict[str, torch.Tensor] = {}
+    with evaluating(model):
+        for bn in model.bns[model.task]:
+            if not isinstance(bn, FrozenStatsBatchNorm1d):
+                raise TypeError("freeze_statistics needs the model's BNs to be FrozenStatsBatchNorm1d")
+            acc: dict[str, torch.Tensor] = {}
 
-        def grab(_mod: nn.Module, args: tuple, acc: dict = acc) -> None:
-            z = args[0].double()
-            acc["n"] = acc.get("n", 0) + z.shape[0]
-            acc["s"] = acc.get("s", 0) + z.sum(0)
-            acc["ss"] = acc.get("ss", 0) + (z * z).sum(0)
+            def grab(_mod: nn.Module, args: tuple, acc: dict = acc) -> None:
+                z = args[0].double()
+                acc["n"] = acc.get("n", 0) + z.shape[0]
+                acc["s"] = acc.get("s", 0) + z.sum(0)
+                acc["ss"] = acc.get("ss", 0) + (z * z).sum(0)
 
-        handle = bn.register_forward_pre_hook(grab)
-        try:
-            for s in range(0, x.shape[0], batch):
-                model(x[s : s + batch])
-        finally:
-            handle.remove()
-        mean = acc["s"] / acc["n"]
-        var = (acc["ss"] / acc["n"] - mean * mean).clamp(min=0)
-        bn.set_statistics(mean.float(), var.float())
-    model.train(was_training)
+            handle = bn.register_forward_pre_hook(grab)
+            try:
+                for s in range(0, x.shape[0], batch):
+                    model(x[s : s + batch])
+            finally:
+                handle.remove()
+            mean = acc["s"] / acc["n"]
+            var = (acc["ss"] / acc["n"] - mean * mean).clamp(min=0)
+            bn.set_statistics(mean.float(), var.float())
 
 
 __all__ = ["FrozenStatsBatchNorm1d", "freeze_statistics", "stats_frozen", "use_frozen_stats_bn"]

@@ -30,7 +30,6 @@ reading lives in ``tests/test_consolidation_rules.py``.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -38,6 +37,7 @@ from torch.nn import functional as F
 from hwloop.training.adamstate import adam_direction
 from hwloop.training.levels import LevelSet
 from hwloop.training.optim_importance import eq2_step
+from hwloop.training.probe import evaluating, subset_indices
 
 #: training images of the finished task that the Fisher estimate looks at (a seeded random subset)
 FISHER_SAMPLES = 10_000
@@ -77,14 +77,11 @@ def fisher_information(
     (a random subset drawn with ``seed``). The model is in evaluation mode (how it is tested) and left
     as it was found; the gradients of its parameters are left untouched."""
     params = model.hidden_weights()
-    n = min(samples, int(x.shape[0]))
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(int(x.shape[0]))[:n]).to(x.device)
+    order = subset_indices(int(x.shape[0]), samples, seed, x.device)
     fisher = [torch.zeros_like(p) for p in params]
-    was_training = model.training
-    model.eval()
     n_batches = 0
-    try:
-        for a in range(0, n - FISHER_BATCH + 1, FISHER_BATCH):
+    with evaluating(model):
+        for a in range(0, order.numel() - FISHER_BATCH + 1, FISHER_BATCH):
             sel = order[a : a + FISHER_BATCH]
             with torch.enable_grad():
                 loss = F.cross_entropy(model(x.index_select(0, sel)), y.index_select(0, sel).long())
@@ -92,8 +89,6 @@ def fisher_information(
             for f, g in zip(fisher, grads, strict=True):
                 f.addcmul_(g, g)
             n_batches += 1
-    finally:
-        model.train(was_training)
     for f in fisher:
         f.div_(max(n_batches, 1))
     return fisher

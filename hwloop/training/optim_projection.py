@@ -20,9 +20,10 @@ they travel with the checkpoint and across the new optimizer of each task.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
+
+from hwloop.training.probe import evaluating, subset_indices
 
 #: training images of the finished task whose layer inputs span the protected subspace
 PROJECTION_SAMPLES = 2_000
@@ -32,16 +33,13 @@ PROJECTION_SAMPLES = 2_000
 def layer_inputs(model: nn.Module, x: torch.Tensor, *, seed: int = 0, samples: int = PROJECTION_SAMPLES) -> list:
     """The inputs of every layer of ``model.layers`` (N x in each) for up to ``samples`` images of ``x``
     (a random subset drawn with ``seed``), the model in evaluation mode and left as it was found."""
-    n = min(samples, int(x.shape[0]))
-    sel = torch.from_numpy(np.random.default_rng(seed).permutation(int(x.shape[0]))[:n]).to(x.device)
+    sel = subset_indices(int(x.shape[0]), samples, seed, x.device)
     seen: list[torch.Tensor] = []
     hooks = [layer.register_forward_pre_hook(lambda _m, a: seen.append(a[0].detach())) for layer in model.layers]
-    was_training = model.training
-    model.eval()
     try:
-        model(x.index_select(0, sel))
+        with evaluating(model):
+            model(x.index_select(0, sel))
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return seen
